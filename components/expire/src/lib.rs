@@ -1,0 +1,24 @@
+//! `POST /expirations`: the operator's (or a scheduler's) month-end sweep,
+//! a bounded, resumable step at a time.
+
+use coupon_core::api::Reply;
+use coupon_core::ops::expire::{sweep, ExpirationRequest};
+use coupon_core::Error;
+use coupon_spin::serve;
+use spin_sdk::http::{IntoResponse, Method, Request};
+
+#[spin_sdk::http_service]
+async fn handle(request: Request) -> impl IntoResponse {
+    serve(request, async |call, store| {
+        match (&call.method, call.path.as_str()) {
+            (&Method::POST, "/expirations") => {}
+            (_, "/expirations") => return Err(Error::MethodNotAllowed),
+            _ => return Err(Error::NotFound),
+        }
+        call.admin().await?;
+        // An empty body means "everything due now".
+        let request: ExpirationRequest = if call.body_is_empty() { ExpirationRequest::default() } else { call.json()? };
+        Ok(Reply::json(200, &sweep(store, request, call.now).await?))
+    })
+    .await
+}

@@ -1,0 +1,35 @@
+//! `POST /redemptions`: a user's coupon pays part of an order, exactly once.
+//! `DELETE /redemptions/{code}?order_id=...`: the operator reports the order
+//! cancelled, and the coupon is usable again.
+
+use coupon_core::api::{query_param, Reply};
+use coupon_core::ops::coupons::check_order_id;
+use coupon_core::ops::redeem;
+use coupon_core::Error;
+use coupon_spin::serve;
+use spin_sdk::http::{IntoResponse, Method, Request};
+
+#[spin_sdk::http_service]
+async fn handle(request: Request) -> impl IntoResponse {
+    serve(request, async |call, store| {
+        let segments = call.segments_after("/redemptions").ok_or(Error::NotFound)?;
+        match (&call.method, segments.as_slice()) {
+            (&Method::POST, []) => {
+                let user = call.user().await?;
+                let redeemed = redeem::redeem(store, &user, call.json()?, call.now).await?;
+                let status = if redeemed.replayed { 200 } else { 201 };
+                Ok(Reply::json(status, &redeemed.redemption))
+            }
+            (&Method::DELETE, [code]) => {
+                call.admin().await?;
+                let order_id = query_param(&call.query, "order_id")?
+                    .ok_or_else(|| Error::invalid("order_id", "the query parameter is required"))?;
+                check_order_id("order_id", &order_id)?;
+                Ok(Reply::json(200, &redeem::cancel(store, code, &order_id, call.now).await?))
+            }
+            (_, []) | (_, [_]) => Err(Error::MethodNotAllowed),
+            _ => Err(Error::NotFound),
+        }
+    })
+    .await
+}

@@ -1,0 +1,132 @@
+//! Campaigns: what an operator sets up, checked once on the way in.
+
+use crate::discount::Discount;
+use crate::error::{Error, Result};
+use crate::expiry::ExpiryRule;
+use crate::money::{Amount, Currency};
+use crate::time::serde_rfc3339;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+
+pub const MAX_NAME_LEN: usize = 200;
+pub const MAX_STOCK: u64 = 1_000_000_000;
+pub const MAX_PER_USER_LIMIT: u32 = 1_000;
+pub const MAX_CATEGORIES: usize = 100;
+pub const MAX_CATEGORY_LEN: usize = 64;
+
+/// A campaign id: 1 to 64 of `a-z`, `0-9` and `-`. Safe inside store keys and URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct CampaignId(String);
+
+impl CampaignId {
+    pub fn parse(s: &str) -> Option<CampaignId> {
+        let ok = (1..=64).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        ok.then(|| CampaignId(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CampaignId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CampaignId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CampaignId::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not 1 to 64 of a-z, 0-9 and -")))
+    }
+}
+
+/// A campaign as created; stored once, by the request that created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Campaign {
+    pub id: CampaignId,
+    pub name: String,
+    pub currency: Currency,
+    pub discount: Discount,
+    pub min_order_amount: Amount,
+    pub stock: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Amount>,
+    pub per_user_limit: u32,
+    #[serde(with = "serde_rfc3339")]
+    pub claim_starts_at: Timestamp,
+    #[serde(with = "serde_rfc3339")]
+    pub claim_ends_at: Timestamp,
+    pub time_zone: String,
+    pub expiry: ExpiryRule,
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+impl Campaign {
+    /// Checks what the types alone cannot; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.name.trim().is_empty() || self.name.chars().count() > MAX_NAME_LEN {
+            return Err(Error::invalid("name", format!("must be 1 to {MAX_NAME_LEN} characters")));
+        }
+        self.discount.validate().map_err(|m| Error::invalid("discount", m))?;
+        if !(1..=MAX_STOCK).contains(&self.stock) {
+            return Err(Error::invalid("stock", format!("must be 1 to {MAX_STOCK}")));
+        }
+        if self.budget == Some(Amount::ZERO) {
+            return Err(Error::invalid("budget", "must be at least 1 when given"));
+        }
+        if !(1..=MAX_PER_USER_LIMIT).contains(&self.per_user_limit) {
+            return Err(Error::invalid("per_user_limit", format!("must be 1 to {MAX_PER_USER_LIMIT}")));
+        }
+        if self.claim_ends_at <= self.claim_starts_at {
+            return Err(Error::invalid("claim_ends_at", "must be after claim_starts_at"));
+        }
+        let tz = self.zone()?;
+        if let ExpiryRule::EndOfMonth { month } = self.expiry {
+            if month.end(&tz) <= self.claim_ends_at {
+                return Err(Error::invalid(
+                    "expiry",
+                    format!("month {month} ends before the claim window does"),
+                ));
+            }
+        }
+        if self.categories.len() > MAX_CATEGORIES
+            || self.categories.iter().any(|c| c.is_empty() || c.len() > MAX_CATEGORY_LEN)
+        {
+            return Err(Error::invalid(
+                "categories",
+                format!("at most {MAX_CATEGORIES} categories of 1 to {MAX_CATEGORY_LEN} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The campaign's time zone, from the bundled IANA database.
+    pub fn zone(&self) -> Result<TimeZone> {
+        TimeZone::get(&self.time_zone).map_err(|_| {
+            Error::invalid(
+                "time_zone",
+                format!("{:?} is not an IANA time zone name like \"Asia/Shanghai\"", self.time_zone),
+            )
+        })
+    }
+
+    /// Whether claims are accepted at `now`: from the start, up to but not including the end.
+    pub fn is_claimable_at(&self, now: Timestamp) -> bool {
+        self.claim_starts_at <= now && now < self.claim_ends_at
+    }
+
+    /// Whether an order in these categories may use the coupon: any one eligible
+    /// category suffices; a campaign without categories takes every order.
+    pub fn accepts_categories(&self, order_categories: &[String]) -> bool {
+        self.categories.is_empty() || order_categories.iter().any(|c| self.categories.contains(c))
+    }
+}

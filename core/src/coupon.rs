@@ -1,0 +1,123 @@
+//! Coupons as stored, and as a user sees them.
+
+use crate::auth::UserId;
+use crate::campaign::{Campaign, CampaignId};
+use crate::code::CouponCode;
+use crate::discount::Discount;
+use crate::money::{Amount, Currency};
+use crate::time::{render, serde_rfc3339};
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// What a claim writes: who holds which coupon of which campaign since when.
+/// Discount terms and expiry come from the campaign, so a change of the
+/// campaign's expiry rule reaches every outstanding coupon at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CouponRecord {
+    pub code: String,
+    pub campaign_id: CampaignId,
+    pub user_id: String,
+    #[serde(with = "serde_rfc3339")]
+    pub issued_at: Timestamp,
+}
+
+impl CouponRecord {
+    pub fn is_held_by(&self, user: &UserId) -> bool {
+        self.user_id == user.as_str()
+    }
+}
+
+/// How one generation of a coupon ended. Written once, by the owner of the
+/// generation's lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Ending {
+    Redeemed(Redemption),
+    Expired {
+        #[serde(with = "serde_rfc3339")]
+        at: Timestamp,
+    },
+}
+
+/// A redemption as recorded and answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redemption {
+    pub code: String,
+    pub order_id: String,
+    pub discount_amount: Amount,
+    pub payable_amount: Amount,
+    /// Already rendered in the campaign's offset, so a replay answers the same bytes.
+    pub redeemed_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CouponState {
+    Issued,
+    Redeemed,
+    Expired,
+}
+
+/// A coupon as its holder sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CouponView {
+    pub code: String,
+    pub campaign_id: CampaignId,
+    pub user_id: String,
+    pub currency: Currency,
+    pub discount: Discount,
+    pub min_order_amount: Amount,
+    pub state: CouponState,
+    pub issued_at: String,
+    pub expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+}
+
+/// A coupon with everything needed to decide what may happen to it now.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub code: CouponCode,
+    pub record: CouponRecord,
+    pub campaign: Campaign,
+    pub zone: TimeZone,
+    pub generation: i64,
+    pub ending: Option<Ending>,
+}
+
+impl Held {
+    pub fn expires_at(&self) -> Timestamp {
+        self.campaign.expiry.expires_at(self.record.issued_at, &self.zone)
+    }
+
+    /// The state a client sees: an unredeemed coupon past its expiry is expired
+    /// whether or not the sweep has recorded it yet.
+    pub fn state(&self, now: Timestamp) -> CouponState {
+        match &self.ending {
+            Some(Ending::Redeemed(_)) => CouponState::Redeemed,
+            Some(Ending::Expired { .. }) => CouponState::Expired,
+            None if now >= self.expires_at() => CouponState::Expired,
+            None => CouponState::Issued,
+        }
+    }
+
+    pub fn view(&self, now: Timestamp) -> CouponView {
+        let order_id = match &self.ending {
+            Some(Ending::Redeemed(r)) => Some(r.order_id.clone()),
+            _ => None,
+        };
+        CouponView {
+            code: self.code.to_string(),
+            campaign_id: self.campaign.id.clone(),
+            user_id: self.record.user_id.clone(),
+            currency: self.campaign.currency,
+            discount: self.campaign.discount,
+            min_order_amount: self.campaign.min_order_amount,
+            state: self.state(now),
+            issued_at: render(self.record.issued_at, &self.zone),
+            expires_at: render(self.expires_at(), &self.zone),
+            order_id,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The one error type of the coupon domain: each variant has a stable machine
+//! code and an HTTP status, decided here and nowhere else.
+
+use std::fmt;
+
+/// Why a request was refused. `code()` is part of the public API: never rename one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Malformed input; `field` names the offending field where there is one.
+    InvalidRequest { field: Option<String>, message: String },
+    /// Missing, malformed, forged or expired credentials.
+    Unauthorized,
+    /// No such route in this component.
+    NotFound,
+    MethodNotAllowed,
+    /// The body is over `api::MAX_BODY_BYTES`.
+    PayloadTooLarge,
+    CampaignNotFound,
+    CampaignExists,
+    CampaignNotActive,
+    CampaignPaused,
+    SoldOut,
+    PerUserLimitReached,
+    IdempotencyKeyReused,
+    /// Another request with the same idempotency key has not finished yet.
+    RequestInProgress,
+    CouponNotFound,
+    RedemptionNotFound,
+    AlreadyRedeemed,
+    Expired,
+    /// A coupon rule the order does not meet (422).
+    RuleFailed(Reason),
+    /// The key-value store failed; the operation may be retried.
+    StoreUnavailable(String),
+    /// The store holds something this code did not write (corruption or a bug).
+    Internal(String),
+}
+
+/// Why a coupon cannot be applied to an order. Also the `reason` of a negative validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Expired,
+    AlreadyRedeemed,
+    BelowMinOrder,
+    CurrencyMismatch,
+    CategoryNotEligible,
+}
+
+impl Reason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Expired => "expired",
+            Reason::AlreadyRedeemed => "already_redeemed",
+            Reason::BelowMinOrder => "below_min_order",
+            Reason::CurrencyMismatch => "currency_mismatch",
+            Reason::CategoryNotEligible => "category_not_eligible",
+        }
+    }
+}
+
+impl Error {
+    /// An `invalid_request` naming `field`.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Error::InvalidRequest { field: Some(field.to_owned()), message: message.into() }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest { .. } => "invalid_request",
+            Error::Unauthorized => "unauthorized",
+            Error::NotFound => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::PayloadTooLarge => "payload_too_large",
+            Error::CampaignNotFound => "campaign_not_found",
+            Error::CampaignExists => "campaign_exists",
+            Error::CampaignNotActive => "campaign_not_active",
+            Error::CampaignPaused => "campaign_paused",
+            Error::SoldOut => "sold_out",
+            Error::PerUserLimitReached => "per_user_limit_reached",
+            Error::IdempotencyKeyReused => "idempotency_key_reused",
+            Error::RequestInProgress => "request_in_progress",
+            Error::CouponNotFound => "coupon_not_found",
+            Error::RedemptionNotFound => "redemption_not_found",
+            Error::AlreadyRedeemed => "already_redeemed",
+            Error::Expired => "expired",
+            Error::RuleFailed(reason) => reason.code(),
+            Error::StoreUnavailable(_) => "store_unavailable",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::InvalidRequest { .. } => 400,
+            Error::Unauthorized => 401,
+            Error::CampaignNotActive => 403,
+            Error::NotFound | Error::CampaignNotFound | Error::CouponNotFound | Error::RedemptionNotFound => {
+                404
+            }
+            Error::MethodNotAllowed => 405,
+            Error::CampaignExists
+            | Error::PerUserLimitReached
+            | Error::AlreadyRedeemed
+            | Error::RequestInProgress => 409,
+            Error::SoldOut | Error::Expired => 410,
+            Error::PayloadTooLarge => 413,
+            Error::IdempotencyKeyReused | Error::RuleFailed(_) => 422,
+            Error::Internal(_) => 500,
+            Error::CampaignPaused | Error::StoreUnavailable(_) => 503,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, where retrying can help.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            Error::CampaignPaused => Some(30),
+            Error::RequestInProgress | Error::StoreUnavailable(_) => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The field an `invalid_request` is about.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::InvalidRequest { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidRequest { field: Some(field), message } => write!(f, "{field}: {message}"),
+            Error::InvalidRequest { field: None, message } => f.write_str(message),
+            Error::Unauthorized => f.write_str("a valid bearer token is required"),
+            Error::NotFound => f.write_str("no such route"),
+            Error::MethodNotAllowed => f.write_str("this route does not take that method"),
+            Error::PayloadTooLarge => write!(f, "the body is over {} bytes", crate::api::MAX_BODY_BYTES),
+            Error::CampaignNotFound => f.write_str("no such campaign"),
+            Error::CampaignExists => {
+                f.write_str("a campaign with this id already exists with different settings")
+            }
+            Error::CampaignNotActive => f.write_str("the campaign is outside its claim window"),
+            Error::CampaignPaused => f.write_str("the campaign is paused; retry later"),
+            Error::SoldOut => f.write_str("the campaign's stock or budget is spent"),
+            Error::PerUserLimitReached => {
+                f.write_str("this user already holds the most coupons the campaign allows")
+            }
+            Error::IdempotencyKeyReused => {
+                f.write_str("this Idempotency-Key was used with a different request body")
+            }
+            Error::RequestInProgress => {
+                f.write_str("a request with this key is still in progress; retry shortly")
+            }
+            Error::CouponNotFound => f.write_str("no such coupon"),
+            Error::RedemptionNotFound => f.write_str("no redemption of this coupon by this order"),
+            Error::AlreadyRedeemed => f.write_str("the coupon was redeemed by another order"),
+            Error::Expired => f.write_str("the coupon has expired"),
+            Error::RuleFailed(Reason::BelowMinOrder) => {
+                f.write_str("the order amount is below the coupon's minimum")
+            }
+            Error::RuleFailed(Reason::CurrencyMismatch) => {
+                f.write_str("the order's currency differs from the coupon's")
+            }
+            Error::RuleFailed(Reason::CategoryNotEligible) => {
+                f.write_str("no category of the order is eligible for this coupon")
+            }
+            Error::RuleFailed(Reason::Expired) => f.write_str("the coupon has expired"),
+            Error::RuleFailed(Reason::AlreadyRedeemed) => {
+                f.write_str("the coupon was redeemed by another order")
+            }
+            Error::StoreUnavailable(detail) => write!(f, "the store is unavailable: {detail}"),
+            Error::Internal(detail) => write!(f, "internal error: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(err: crate::store::StoreError) -> Self {
+        Error::StoreUnavailable(err.0)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

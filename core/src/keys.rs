@@ -1,0 +1,142 @@
+//! The store's key layout, in one place.
+//!
+//! Records are written once, by the request that owns them; ownership is taken
+//! with an atomic increment from 0 to 1 on a counter key beside the record.
+//!
+//! | key | kind | meaning |
+//! |---|---|---|
+//! | `campaigns:seq` | counter | campaigns created; slot numbers of `campaigns:{n}` |
+//! | `campaigns:{n}` | record | the id of the n-th campaign (for the expiry sweep) |
+//! | `c:{id}` | record | the campaign (JSON) |
+//! | `c:{id}:owner` | counter | 1 = the creating request owns `c:{id}` |
+//! | `c:{id}:paused` | register | `1` paused, `0` or absent running (last operator call wins) |
+//! | `c:{id}:claimed` | counter | coupons taken from stock |
+//! | `c:{id}:budget` | counter | face value taken from the budget |
+//! | `c:{id}:redeemed` | counter | coupons redeemed now |
+//! | `c:{id}:expired` | counter | coupons moved to `expired` |
+//! | `c:{id}:user:{user}` | counter | coupons this user claimed |
+//! | `c:{id}:seq` | counter | coupons issued; slot numbers of `c:{id}:coupon:{n}` |
+//! | `c:{id}:coupon:{n}` | record | code of the n-th coupon issued (for the expiry sweep) |
+//! | `u:{user}:idem:{key}` | counter | 1 = the request owns this idempotency key |
+//! | `u:{user}:idem:{key}:result` | record | what that request answered |
+//! | `k:{code}` | record | the coupon |
+//! | `k:{code}:gen` | counter | cancelled redemptions so far: the coupon's generation |
+//! | `k:{code}:lock:{g}` | counter | 1 = a redemption or the sweep owns generation g's ending |
+//! | `k:{code}:end:{g}` | record | how generation g ended: redeemed by an order, or expired |
+//! | `k:{code}:cancel:{g}` | counter | 1 = a request owns cancelling generation g's redemption |
+//!
+//! User ids and idempotency keys are escaped so no input can forge a separator.
+
+use crate::campaign::CampaignId;
+use crate::code::CouponCode;
+
+/// Keeps `[A-Za-z0-9._-]` and writes every other byte as `%XX`: injective and
+/// free of `:`.
+pub fn escape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub const CAMPAIGN_SEQ: &str = "campaigns:seq";
+
+pub fn campaign_slot(n: i64) -> String {
+    format!("campaigns:{n}")
+}
+
+/// Keys of one campaign.
+pub struct CampaignKeys(String);
+
+impl CampaignKeys {
+    pub fn new(id: &CampaignId) -> Self {
+        CampaignKeys(format!("c:{id}"))
+    }
+    pub fn record(&self) -> String {
+        self.0.clone()
+    }
+    fn sub(&self, name: &str) -> String {
+        format!("{}:{name}", self.0)
+    }
+    pub fn owner(&self) -> String {
+        self.sub("owner")
+    }
+    pub fn paused(&self) -> String {
+        self.sub("paused")
+    }
+    pub fn claimed(&self) -> String {
+        self.sub("claimed")
+    }
+    pub fn budget(&self) -> String {
+        self.sub("budget")
+    }
+    pub fn redeemed(&self) -> String {
+        self.sub("redeemed")
+    }
+    pub fn expired(&self) -> String {
+        self.sub("expired")
+    }
+    pub fn user(&self, user: &str) -> String {
+        self.sub(&format!("user:{}", escape(user)))
+    }
+    pub fn seq(&self) -> String {
+        self.sub("seq")
+    }
+    pub fn coupon_slot(&self, n: i64) -> String {
+        self.sub(&format!("coupon:{n}"))
+    }
+}
+
+/// The counter that owns a user's idempotency key, and the record of its answer.
+pub fn idempotency(user: &str, key: &str) -> (String, String) {
+    let owner = format!("u:{}:idem:{}", escape(user), escape(key));
+    let result = format!("{owner}:result");
+    (owner, result)
+}
+
+/// Keys of one coupon.
+pub struct CouponKeys(String);
+
+impl CouponKeys {
+    pub fn new(code: &CouponCode) -> Self {
+        CouponKeys(format!("k:{code}"))
+    }
+    pub fn record(&self) -> String {
+        self.0.clone()
+    }
+    pub fn generation(&self) -> String {
+        format!("{}:gen", self.0)
+    }
+    pub fn lock(&self, generation: i64) -> String {
+        format!("{}:lock:{generation}", self.0)
+    }
+    pub fn end(&self, generation: i64) -> String {
+        format!("{}:end:{generation}", self.0)
+    }
+    pub fn cancel(&self, generation: i64) -> String {
+        format!("{}:cancel:{generation}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_is_injective_and_separator_free() {
+        let inputs = ["alice", "a:b", "a%3Ab", "a b", "☃", "", "a/b"];
+        let escaped: Vec<String> = inputs.iter().map(|s| escape(s)).collect();
+        for (i, a) in escaped.iter().enumerate() {
+            assert!(!a.contains(':'), "{a}");
+            for b in &escaped[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(escape("alice-1.x_y"), "alice-1.x_y");
+    }
+}

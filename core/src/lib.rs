@@ -1,0 +1,22 @@
+//! The coupon domain, shared by every component and tested natively.
+//!
+//! It knows nothing of Spin or HTTP libraries: components hand it a
+//! [`store::Store`], the time and random bytes, and map its [`api::Reply`]s and
+//! [`error::Error`]s to HTTP. See ARCHITECTURE.md for the map.
+
+pub mod api;
+pub mod auth;
+pub mod campaign;
+pub mod code;
+pub mod coupon;
+pub mod discount;
+pub mod error;
+pub mod expiry;
+pub mod keys;
+pub mod money;
+pub mod ops;
+pub mod store;
+pub mod time;
+
+pub use error::{Error, Result};
+pub use jiff::Timestamp;

@@ -1,0 +1,167 @@
+//! The operator's campaign API: create, read with stats, pause and resume.
+
+use super::{decode, encode, load_campaign};
+use crate::campaign::{Campaign, CampaignId};
+use crate::error::{Error, Result};
+use crate::keys::{self, CampaignKeys};
+use crate::store::{read_counter, Store};
+use crate::time::render;
+use serde::Serialize;
+
+/// Counts kept by increments, equal to the stored coupons once requests finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub claimed: i64,
+    pub redeemed: i64,
+    pub expired: i64,
+    pub remaining_stock: i64,
+    pub budget_used: i64,
+}
+
+/// A campaign as the operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignView {
+    #[serde(flatten)]
+    pub campaign: serde_json::Value,
+    pub paused: bool,
+    pub stats: Stats,
+}
+
+/// Whether a create made the campaign or found the identical one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    AlreadyExisted,
+}
+
+/// Creates a campaign. The request that moves `c:{id}:owner` from 0 to 1 owns
+/// the id and writes it; any other finds the stored one: identical is fine,
+/// different is a conflict.
+pub async fn create(store: &impl Store, campaign: Campaign) -> Result<(Created, CampaignView)> {
+    campaign.validate()?;
+    let keys = CampaignKeys::new(&campaign.id);
+    if store.increment(&keys.owner(), 1).await? == 1 {
+        // Index first, record second: the sweep skips an index slot without a record.
+        let slot = store.increment(keys::CAMPAIGN_SEQ, 1).await?;
+        store
+            .set_many(&[
+                (keys::campaign_slot(slot), campaign.id.as_str().as_bytes().to_vec()),
+                (keys.record(), encode(&campaign)),
+            ])
+            .await?;
+        return Ok((Created::New, view(store, &campaign).await?));
+    }
+    match load_campaign(store, &campaign.id).await? {
+        Some(existing) if existing == campaign => Ok((Created::AlreadyExisted, view(store, &existing).await?)),
+        // Different settings, or the owner has not written it yet.
+        _ => Err(Error::CampaignExists),
+    }
+}
+
+pub async fn get(store: &impl Store, id: &CampaignId) -> Result<CampaignView> {
+    let campaign = load_campaign(store, id).await?.ok_or(Error::CampaignNotFound)?;
+    view(store, &campaign).await
+}
+
+/// Pauses or resumes claims. The flag is a register: the last operator call wins.
+pub async fn set_paused(store: &impl Store, id: &CampaignId, paused: bool) -> Result<CampaignView> {
+    let campaign = load_campaign(store, id).await?.ok_or(Error::CampaignNotFound)?;
+    store.set(&CampaignKeys::new(id).paused(), if paused { b"1" } else { b"0" }).await?;
+    view(store, &campaign).await
+}
+
+/// Whether a stored pause flag means paused.
+pub(crate) fn is_paused(flag: Option<&[u8]>) -> bool {
+    flag == Some(b"1")
+}
+
+async fn view(store: &impl Store, campaign: &Campaign) -> Result<CampaignView> {
+    let keys = CampaignKeys::new(&campaign.id);
+    let paused = is_paused(store.get(&keys.paused()).await?.as_deref());
+    let stock = i64::try_from(campaign.stock).unwrap_or(i64::MAX);
+    // A claim in flight may hold an increment it is about to take back.
+    let claimed = read_counter(store, &keys.claimed()).await?.clamp(0, stock);
+    let stats = Stats {
+        claimed,
+        redeemed: read_counter(store, &keys.redeemed()).await?,
+        expired: read_counter(store, &keys.expired()).await?,
+        remaining_stock: stock - claimed,
+        budget_used: read_counter(store, &keys.budget()).await?.max(0),
+    };
+    let zone = campaign.zone()?;
+    let mut json = serde_json::to_value(campaign).map_err(|e| Error::Internal(e.to_string()))?;
+    json["claim_starts_at"] = render(campaign.claim_starts_at, &zone).into();
+    json["claim_ends_at"] = render(campaign.claim_ends_at, &zone).into();
+    Ok(CampaignView { campaign: json, paused, stats })
+}
+
+/// Reads the campaign stored in an index slot (used by the sweep).
+pub(crate) async fn load_slot(store: &impl Store, slot: i64) -> Result<Option<Campaign>> {
+    let key = keys::campaign_slot(slot);
+    let Some(id) = store.get(&key).await? else { return Ok(None) };
+    let id: CampaignId = CampaignId::parse(&String::from_utf8_lossy(&id))
+        .ok_or_else(|| Error::Internal(format!("{key} holds no campaign id")))?;
+    let record_key = CampaignKeys::new(&id).record();
+    match store.get(&record_key).await? {
+        Some(bytes) => decode(&record_key, &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::campaign;
+    use crate::store::memory::MemoryStore;
+    use futures::executor::block_on;
+
+    #[test]
+    fn create_is_idempotent_for_the_same_body_and_conflicts_otherwise() {
+        let store = MemoryStore::default();
+        block_on(async {
+            let (created, view) = create(&store, campaign("spring")).await.expect("create");
+            assert_eq!(created, Created::New);
+            assert_eq!(view.stats.remaining_stock, 10);
+            let (again, _) = create(&store, campaign("spring")).await.expect("same body");
+            assert_eq!(again, Created::AlreadyExisted);
+            let mut other = campaign("spring");
+            other.stock = 11;
+            assert_eq!(create(&store, other).await.unwrap_err(), Error::CampaignExists);
+        });
+    }
+
+    #[test]
+    fn concurrent_creates_make_exactly_one_owner() {
+        let store = MemoryStore::default();
+        let results = block_on(futures::future::join_all((0..8).map(|i| {
+            let mut c = campaign("race");
+            c.stock = 10 + i % 2;
+            create(&store, c)
+        })));
+        let created = results.iter().filter(|r| matches!(r, Ok((Created::New, _)))).count();
+        assert_eq!(created, 1);
+        assert_eq!(block_on(read_counter(&store, keys::CAMPAIGN_SEQ)), Ok(1));
+        // Whoever lost either found the identical campaign or a conflict, never a second write.
+        let stored = block_on(get(&store, &CampaignId::parse("race").unwrap())).expect("stored");
+        for result in results {
+            match result {
+                Ok((_, view)) => assert_eq!(view.campaign, stored.campaign),
+                Err(e) => assert_eq!(e, Error::CampaignExists),
+            }
+        }
+    }
+
+    #[test]
+    fn pause_is_a_register() {
+        let store = MemoryStore::default();
+        block_on(async {
+            create(&store, campaign("p")).await.expect("create");
+            let id = CampaignId::parse("p").unwrap();
+            assert!(set_paused(&store, &id, true).await.expect("pause").paused);
+            assert!(set_paused(&store, &id, true).await.expect("pause twice").paused);
+            assert!(!set_paused(&store, &id, false).await.expect("resume").paused);
+            let missing = CampaignId::parse("nope").unwrap();
+            assert_eq!(set_paused(&store, &missing, true).await.unwrap_err(), Error::CampaignNotFound);
+        });
+    }
+}

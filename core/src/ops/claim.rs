@@ -1,0 +1,333 @@
+//! Claiming a coupon: the hot path of a flash sale.
+//!
+//! Every limit is taken with an increment whose returned value decides: a
+//! claim that pushes a counter past its limit takes its increment back and is
+//! refused. So a counter may briefly read above its limit, but no coupon is
+//! ever issued beyond one.
+
+use super::campaigns::is_paused;
+use super::{decode, encode, load_held};
+use crate::auth::UserId;
+use crate::campaign::{Campaign, CampaignId};
+use crate::code::CouponCode;
+use crate::coupon::{CouponRecord, CouponView, Held};
+use crate::error::{Error, Result};
+use crate::keys::{self, CampaignKeys, CouponKeys};
+use crate::store::Store;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    pub campaign_id: CampaignId,
+}
+
+/// A claim's answer: the coupon, and whether it repeats an earlier answer.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub coupon: CouponView,
+    pub replayed: bool,
+}
+
+/// What an idempotency key's request answered, kept so a retry gets the same.
+#[derive(Debug, Serialize, Deserialize)]
+struct Answer {
+    request: ClaimRequest,
+    #[serde(flatten)]
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum Outcome {
+    Issued { code: String },
+    SoldOut,
+    PerUserLimitReached,
+}
+
+/// Claims a coupon of `request.campaign_id` for `user`, at most once per
+/// idempotency key. `code` is a fresh random code, used if a coupon is issued.
+pub async fn claim(
+    store: &impl Store,
+    user: &UserId,
+    idempotency_key: &str,
+    request: ClaimRequest,
+    now: Timestamp,
+    code: CouponCode,
+) -> Result<Claimed> {
+    let campaign_keys = CampaignKeys::new(&request.campaign_id);
+    let (key_owner, answer_key) = keys::idempotency(user.as_str(), idempotency_key);
+    let found = store
+        .get_many(&[campaign_keys.record(), campaign_keys.paused(), answer_key.clone()])
+        .await?;
+    let [campaign, paused, answer] = <[_; 3]>::try_from(found)
+        .map_err(|_| Error::Internal("get_many answered the wrong number of values".into()))?;
+    if let Some(answer) = answer {
+        return replay(store, user, &request, &answer_key, &answer, now).await;
+    }
+    let campaign: Campaign = match campaign {
+        Some(bytes) => decode(&campaign_keys.record(), &bytes)?,
+        None => return Err(Error::CampaignNotFound),
+    };
+    if !campaign.is_claimable_at(now) {
+        return Err(Error::CampaignNotActive);
+    }
+    if is_paused(paused.as_deref()) {
+        return Err(Error::CampaignPaused);
+    }
+    // Refusals above leave the key unused, so a retry after them can still succeed.
+    if store.increment(&key_owner, 1).await? != 1 {
+        return match store.get(&answer_key).await? {
+            Some(answer) => replay(store, user, &request, &answer_key, &answer, now).await,
+            None => Err(Error::RequestInProgress),
+        };
+    }
+    let refusal = take_limits(store, &campaign, &campaign_keys, user).await?;
+    let outcome = refusal.unwrap_or_else(|| Outcome::Issued { code: code.to_string() });
+    let mut writes = Vec::with_capacity(3);
+    let record = CouponRecord {
+        code: code.to_string(),
+        campaign_id: campaign.id.clone(),
+        user_id: user.as_str().to_owned(),
+        issued_at: now,
+    };
+    if let Outcome::Issued { .. } = outcome {
+        let slot = store.increment(&campaign_keys.seq(), 1).await?;
+        writes.push((CouponKeys::new(&code).record(), encode(&record)));
+        writes.push((campaign_keys.coupon_slot(slot), code.to_string().into_bytes()));
+    }
+    writes.push((answer_key, encode(&Answer { request, outcome: outcome.clone() })));
+    // The coupon is written before it is answered: a 201 is always in the store.
+    store.set_many(&writes).await?;
+    outcome.into_result()?;
+    let zone = campaign.zone()?;
+    let held = Held { code, record, campaign, zone, generation: 0, ending: None };
+    Ok(Claimed { coupon: held.view(now), replayed: false })
+}
+
+impl Outcome {
+    /// `Ok` for an issued coupon, else the refusal it stands for.
+    fn into_result(self) -> Result<String> {
+        match self {
+            Outcome::Issued { code } => Ok(code),
+            Outcome::SoldOut => Err(Error::SoldOut),
+            Outcome::PerUserLimitReached => Err(Error::PerUserLimitReached),
+        }
+    }
+}
+
+/// Takes one from the user's limit, the stock and the budget, in that order,
+/// giving back what was taken when a later one refuses. `None` when all were taken.
+async fn take_limits(
+    store: &impl Store,
+    campaign: &Campaign,
+    keys: &CampaignKeys,
+    user: &UserId,
+) -> Result<Option<Outcome>> {
+    let user_key = keys.user(user.as_str());
+    if store.increment(&user_key, 1).await? > i64::from(campaign.per_user_limit) {
+        store.increment(&user_key, -1).await?;
+        return Ok(Some(Outcome::PerUserLimitReached));
+    }
+    let stock = i64::try_from(campaign.stock).unwrap_or(i64::MAX);
+    if store.increment(&keys.claimed(), 1).await? > stock {
+        store.increment(&keys.claimed(), -1).await?;
+        store.increment(&user_key, -1).await?;
+        return Ok(Some(Outcome::SoldOut));
+    }
+    if let Some(budget) = campaign.budget {
+        let face = campaign.discount.face_value().minor();
+        if store.increment(&keys.budget(), face).await? > budget.minor() {
+            store.increment(&keys.budget(), -face).await?;
+            store.increment(&keys.claimed(), -1).await?;
+            store.increment(&user_key, -1).await?;
+            return Ok(Some(Outcome::SoldOut));
+        }
+    }
+    Ok(None)
+}
+
+/// Answers a retry with what the key's first request answered.
+async fn replay(
+    store: &impl Store,
+    user: &UserId,
+    request: &ClaimRequest,
+    answer_key: &str,
+    answer: &[u8],
+    now: Timestamp,
+) -> Result<Claimed> {
+    let answer: Answer = decode(answer_key, answer)?;
+    if answer.request != *request {
+        return Err(Error::IdempotencyKeyReused);
+    }
+    let code = answer.outcome.into_result()?;
+    let held = load_held(store, &code, Some(user)).await?;
+    Ok(Claimed { coupon: held.view(now), replayed: true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::UserId;
+    use crate::ops::campaigns::{create, get};
+    use crate::ops::testing::{campaign, ts};
+    use crate::store::memory::MemoryStore;
+    use futures::executor::block_on;
+    use futures::future::join_all;
+
+    fn user(name: &str) -> UserId {
+        UserId(name.to_owned())
+    }
+
+    fn code(n: u32) -> CouponCode {
+        let mut bytes = [0u8; crate::code::RANDOM_BYTES];
+        bytes[..4].copy_from_slice(&n.to_be_bytes());
+        CouponCode::from_random(bytes)
+    }
+
+    fn request(id: &str) -> ClaimRequest {
+        ClaimRequest { campaign_id: CampaignId::parse(id).expect("id") }
+    }
+
+    const NOW: &str = "2028-02-10T10:00:00+08:00";
+
+    fn store_with(c: Campaign) -> MemoryStore {
+        let store = MemoryStore::default();
+        block_on(create(&store, c)).expect("create campaign");
+        store
+    }
+
+    #[test]
+    fn a_claim_issues_a_coupon_and_a_retry_replays_it() {
+        let store = store_with(campaign("spring"));
+        block_on(async {
+            let first = claim(&store, &user("alice"), "k1", request("spring"), ts(NOW), code(1)).await.expect("claim");
+            assert!(!first.replayed);
+            assert_eq!(first.coupon.expires_at, "2028-03-01T00:00:00+08:00");
+            let again = claim(&store, &user("alice"), "k1", request("spring"), ts(NOW), code(2)).await.expect("replay");
+            assert!(again.replayed);
+            assert_eq!(again.coupon.code, first.coupon.code);
+            let stats = get(&store, &request("spring").campaign_id).await.expect("stats").stats;
+            assert_eq!(stats.claimed, 1);
+        });
+    }
+
+    #[test]
+    fn an_idempotency_key_is_bound_to_its_body_and_its_user() {
+        let store = store_with(campaign("a"));
+        block_on(create(&store, campaign("b"))).expect("second campaign");
+        block_on(async {
+            claim(&store, &user("alice"), "k", request("a"), ts(NOW), code(1)).await.expect("claim");
+            let reused = claim(&store, &user("alice"), "k", request("b"), ts(NOW), code(2)).await;
+            assert_eq!(reused.unwrap_err(), Error::IdempotencyKeyReused);
+            // Another user's identical key is another key.
+            let bob = claim(&store, &user("bob"), "k", request("a"), ts(NOW), code(3)).await.expect("bob");
+            assert!(!bob.replayed);
+        });
+    }
+
+    #[test]
+    fn refusals_before_the_key_is_taken_leave_it_usable() {
+        let mut c = campaign("w");
+        c.claim_starts_at = ts("2028-02-11T00:00:00+08:00");
+        let store = store_with(c);
+        block_on(async {
+            let early = claim(&store, &user("u"), "k", request("w"), ts(NOW), code(1)).await;
+            assert_eq!(early.unwrap_err(), Error::CampaignNotActive);
+            let later = ts("2028-02-12T00:00:00+08:00");
+            assert!(claim(&store, &user("u"), "k", request("w"), later, code(1)).await.is_ok());
+            let missing = claim(&store, &user("u"), "k2", request("nope"), later, code(2)).await;
+            assert_eq!(missing.unwrap_err(), Error::CampaignNotFound);
+            let after = ts("2028-02-15T00:00:00+08:00");
+            let ended = claim(&store, &user("u"), "k3", request("w"), after, code(3)).await;
+            assert_eq!(ended.unwrap_err(), Error::CampaignNotActive);
+        });
+    }
+
+    #[test]
+    fn a_paused_campaign_refuses_claims_until_resumed() {
+        let store = store_with(campaign("p"));
+        let id = request("p").campaign_id;
+        block_on(async {
+            crate::ops::campaigns::set_paused(&store, &id, true).await.expect("pause");
+            let paused = claim(&store, &user("u"), "k", request("p"), ts(NOW), code(1)).await;
+            assert_eq!(paused.unwrap_err(), Error::CampaignPaused);
+            crate::ops::campaigns::set_paused(&store, &id, false).await.expect("resume");
+            assert!(claim(&store, &user("u"), "k", request("p"), ts(NOW), code(1)).await.is_ok());
+        });
+    }
+
+    #[test]
+    fn concurrent_claims_never_exceed_stock_or_per_user_limit() {
+        let store = store_with(campaign("rush")); // stock 10, 2 per user
+        let users: Vec<UserId> = (0..8).map(|i| user(&format!("u{i}"))).collect();
+        let keys: Vec<String> = (0..64).map(|i| format!("key{i}")).collect();
+        let attempts = (0..64u32).map(|i| {
+            let who = &users[i as usize % users.len()];
+            claim(&store, who, &keys[i as usize], request("rush"), ts(NOW), code(i))
+        });
+        let results = block_on(join_all(attempts));
+        let issued: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(issued.len(), 10);
+        for u in &users {
+            assert!(issued.iter().filter(|c| c.coupon.user_id == u.as_str()).count() <= 2);
+        }
+        for r in &results {
+            if let Err(e) = r {
+                assert!(matches!(e, Error::SoldOut | Error::PerUserLimitReached), "{e:?}");
+            }
+        }
+        let stored = store.values.borrow().keys().filter(|k| k.starts_with("k:")).count();
+        assert_eq!(stored, 10);
+        let stats = block_on(get(&store, &request("rush").campaign_id)).expect("stats").stats;
+        assert_eq!((stats.claimed, stats.remaining_stock), (10, 0));
+    }
+
+    #[test]
+    fn concurrent_retries_of_one_key_issue_one_coupon() {
+        let store = store_with(campaign("retry"));
+        let alice = user("alice");
+        let attempts = (0..16).map(|i| claim(&store, &alice, "same", request("retry"), ts(NOW), code(i)));
+        let results = block_on(join_all(attempts));
+        let codes: std::collections::BTreeSet<_> =
+            results.iter().filter_map(|r| r.as_ref().ok()).map(|c| c.coupon.code.clone()).collect();
+        assert_eq!(codes.len(), 1);
+        for r in &results {
+            if let Err(e) = r {
+                assert_eq!(e, &Error::RequestInProgress);
+            }
+        }
+        let stats = block_on(get(&store, &request("retry").campaign_id)).expect("stats").stats;
+        assert_eq!(stats.claimed, 1);
+    }
+
+    #[test]
+    fn the_budget_caps_face_value_even_with_stock_left() {
+        let mut c = campaign("budget"); // 500 off each
+        c.budget = crate::money::Amount::new(1_200);
+        let store = store_with(c);
+        let users: Vec<UserId> = (0..6).map(|i| user(&format!("u{i}"))).collect();
+        let results = block_on(join_all(
+            (0..6u32).map(|i| claim(&store, &users[i as usize], "k", request("budget"), ts(NOW), code(i))),
+        ));
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
+        assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| *e == Error::SoldOut));
+        let stats = block_on(get(&store, &request("budget").campaign_id)).expect("stats").stats;
+        assert_eq!((stats.claimed, stats.budget_used), (2, 1_000));
+    }
+
+    #[test]
+    fn a_refused_claim_replays_its_refusal() {
+        let mut c = campaign("one");
+        c.stock = 1;
+        let store = store_with(c);
+        block_on(async {
+            claim(&store, &user("a"), "k", request("one"), ts(NOW), code(1)).await.expect("first");
+            let sold_out = claim(&store, &user("b"), "k", request("one"), ts(NOW), code(2)).await;
+            assert_eq!(sold_out.unwrap_err(), Error::SoldOut);
+            let replay = claim(&store, &user("b"), "k", request("one"), ts(NOW), code(3)).await;
+            assert_eq!(replay.unwrap_err(), Error::SoldOut);
+        });
+    }
+}

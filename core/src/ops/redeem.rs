@@ -1,0 +1,288 @@
+//! Redeeming a coupon at checkout, and giving it back when the order is cancelled.
+//!
+//! A coupon lives in generations: each cancelled redemption starts a new one.
+//! Within a generation, whoever moves `k:{code}:lock:{g}` from 0 to 1, a
+//! redemption or the expiry sweep, decides how it ends; nobody else can.
+
+use super::{encode, load_held};
+use crate::auth::UserId;
+use crate::coupon::{CouponView, Ending, Held, Redemption};
+use crate::error::{Error, Reason, Result};
+use crate::keys::{CampaignKeys, CouponKeys};
+use crate::ops::coupons::{applies, Order};
+use crate::store::{read_counter, Store};
+use crate::time::render;
+use jiff::Timestamp;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedemptionRequest {
+    pub code: String,
+    pub order: Order,
+}
+
+/// A redemption, and whether it repeats an earlier answer for the same order.
+#[derive(Debug, Clone)]
+pub struct Redeemed {
+    pub redemption: Redemption,
+    pub replayed: bool,
+}
+
+pub async fn redeem(
+    store: &impl Store,
+    user: &UserId,
+    request: RedemptionRequest,
+    now: Timestamp,
+) -> Result<Redeemed> {
+    let order_id = request.order.required_id()?.to_owned();
+    let held = load_held(store, &request.code, Some(user)).await?;
+    if let Some(ending) = &held.ending {
+        return settled(ending, &order_id);
+    }
+    let discount = applies(&held, &request.order, now).map_err(|reason| match reason {
+        Reason::Expired => Error::Expired,
+        Reason::AlreadyRedeemed => Error::AlreadyRedeemed,
+        other => Error::RuleFailed(other),
+    })?;
+    let keys = CouponKeys::new(&held.code);
+    if store.increment(&keys.lock(held.generation), 1).await? != 1 {
+        // Someone else decides this generation's end: answer what they decided.
+        return match store.get(&keys.end(held.generation)).await? {
+            Some(bytes) => settled(&super::decode(&keys.end(held.generation), &bytes)?, &order_id),
+            None => Err(Error::RequestInProgress),
+        };
+    }
+    let redemption = Redemption {
+        code: held.code.to_string(),
+        order_id,
+        discount_amount: discount,
+        payable_amount: request.order.amount.saturating_sub(discount),
+        redeemed_at: render(now, &held.zone),
+    };
+    store.set(&keys.end(held.generation), &encode(&Ending::Redeemed(redemption.clone()))).await?;
+    store.increment(&CampaignKeys::new(&held.campaign.id).redeemed(), 1).await?;
+    Ok(Redeemed { redemption, replayed: false })
+}
+
+/// The answer for a generation that has already ended.
+fn settled(ending: &Ending, order_id: &str) -> Result<Redeemed> {
+    match ending {
+        Ending::Redeemed(r) if r.order_id == order_id => Ok(Redeemed { redemption: r.clone(), replayed: true }),
+        Ending::Redeemed(_) => Err(Error::AlreadyRedeemed),
+        Ending::Expired { .. } => Err(Error::Expired),
+    }
+}
+
+/// Undoes the redemption of `code` by `order_id`: the coupon is issued again,
+/// or expired if it is past its expiry. Repeating it is harmless.
+pub async fn cancel(store: &impl Store, code: &str, order_id: &str, now: Timestamp) -> Result<CouponView> {
+    let held = load_held(store, code, None).await.map_err(|e| match e {
+        Error::CouponNotFound => Error::RedemptionNotFound,
+        other => other,
+    })?;
+    let keys = CouponKeys::new(&held.code);
+    let generation = held.generation;
+    match &held.ending {
+        Some(Ending::Redeemed(r)) if r.order_id == order_id => {
+            if store.increment(&keys.cancel(generation), 1).await? == 1 {
+                start_next_generation(store, &held, now).await?;
+            } else if read_counter(store, &keys.generation()).await? == generation {
+                return Err(Error::RequestInProgress);
+            }
+        }
+        _ if generation > 0 && redeemed_by(store, &keys, generation - 1, order_id).await? => {}
+        _ => return Err(Error::RedemptionNotFound),
+    }
+    Ok(load_held(store, code, None).await?.view(now))
+}
+
+/// Moves a cancelled coupon to its next generation, expired at once if it is past expiry.
+async fn start_next_generation(store: &impl Store, held: &Held, now: Timestamp) -> Result<()> {
+    let keys = CouponKeys::new(&held.code);
+    let campaign_keys = CampaignKeys::new(&held.campaign.id);
+    let next = store.increment(&keys.generation(), 1).await?;
+    store.increment(&campaign_keys.redeemed(), -1).await?;
+    let expires_at = held.expires_at();
+    if now >= expires_at && store.increment(&keys.lock(next), 1).await? == 1 {
+        store.set(&keys.end(next), &encode(&Ending::Expired { at: expires_at })).await?;
+        store.increment(&campaign_keys.expired(), 1).await?;
+    }
+    Ok(())
+}
+
+async fn redeemed_by(store: &impl Store, keys: &CouponKeys, generation: i64, order_id: &str) -> Result<bool> {
+    let key = keys.end(generation);
+    Ok(match store.get(&key).await? {
+        Some(bytes) => matches!(super::decode(&key, &bytes)?, Ending::Redeemed(r) if r.order_id == order_id),
+        None => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::CampaignId;
+    use crate::code::CouponCode;
+    use crate::ops::campaigns::{create, get};
+    use crate::ops::claim::{claim, ClaimRequest};
+    use crate::ops::expire::{sweep, ExpirationRequest};
+    use crate::ops::testing::{campaign, ts};
+    use crate::store::memory::MemoryStore;
+    use futures::executor::block_on;
+    use futures::future::join_all;
+
+    const NOW: &str = "2028-02-10T10:00:00+08:00";
+
+    /// A store with campaign "c" and one coupon held by alice; returns its code.
+    fn setup() -> (MemoryStore, UserId, String) {
+        let store = MemoryStore::default();
+        let alice = UserId("alice".into());
+        let code = block_on(async {
+            create(&store, campaign("c")).await.expect("campaign");
+            let request = ClaimRequest { campaign_id: CampaignId::parse("c").expect("id") };
+            let code = CouponCode::from_random([9; crate::code::RANDOM_BYTES]);
+            claim(&store, &alice, "k", request, ts(NOW), code).await.expect("claim").coupon.code
+        });
+        (store, alice, code)
+    }
+
+    fn order(id: &str, amount: i64) -> Order {
+        Order {
+            id: Some(id.into()),
+            amount: crate::money::Amount::new(amount).expect("amount"),
+            currency: crate::money::Currency::parse("CNY").expect("currency"),
+            categories: vec![],
+        }
+    }
+
+    fn redemption(code: &str, order_id: &str) -> RedemptionRequest {
+        RedemptionRequest { code: code.into(), order: order(order_id, 3_000) }
+    }
+
+    fn stats(store: &MemoryStore) -> crate::ops::campaigns::Stats {
+        block_on(get(store, &CampaignId::parse("c").expect("id"))).expect("stats").stats
+    }
+
+    #[test]
+    fn a_redemption_is_exactly_once_per_order() {
+        let (store, alice, code) = setup();
+        block_on(async {
+            let first = redeem(&store, &alice, redemption(&code, "o1"), ts(NOW)).await.expect("redeem");
+            assert!(!first.replayed);
+            assert_eq!(first.redemption.discount_amount.minor(), 500);
+            assert_eq!(first.redemption.payable_amount.minor(), 2_500);
+            let again = redeem(&store, &alice, redemption(&code, "o1"), ts(NOW)).await.expect("replay");
+            assert!(again.replayed);
+            assert_eq!(again.redemption, first.redemption);
+            let other = redeem(&store, &alice, redemption(&code, "o2"), ts(NOW)).await;
+            assert_eq!(other.unwrap_err(), Error::AlreadyRedeemed);
+        });
+        assert_eq!(stats(&store).redeemed, 1);
+    }
+
+    #[test]
+    fn racing_orders_redeem_a_coupon_once() {
+        let (store, alice, code) = setup();
+        let orders: Vec<String> = (0..12).map(|i| format!("o{i}")).collect();
+        let results = block_on(join_all(orders.iter().map(|o| redeem(&store, &alice, redemption(&code, o), ts(NOW)))));
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+        for r in &results {
+            if let Err(e) = r {
+                assert!(matches!(e, Error::AlreadyRedeemed | Error::RequestInProgress), "{e:?}");
+            }
+        }
+        assert_eq!(stats(&store).redeemed, 1);
+    }
+
+    #[test]
+    fn a_cancelled_redemption_frees_the_coupon_for_another_order() {
+        let (store, alice, code) = setup();
+        block_on(async {
+            redeem(&store, &alice, redemption(&code, "o1"), ts(NOW)).await.expect("redeem");
+            assert_eq!(cancel(&store, &code, "o2", ts(NOW)).await.unwrap_err(), Error::RedemptionNotFound);
+            let view = cancel(&store, &code, "o1", ts(NOW)).await.expect("cancel");
+            assert_eq!(view.state, crate::coupon::CouponState::Issued);
+            // Repeating the cancellation is harmless.
+            cancel(&store, &code, "o1", ts(NOW)).await.expect("cancel again");
+        });
+        assert_eq!(stats(&store).redeemed, 0);
+        block_on(async {
+            redeem(&store, &alice, redemption(&code, "o2"), ts(NOW)).await.expect("second order");
+        });
+        assert_eq!(stats(&store).redeemed, 1);
+    }
+
+    #[test]
+    fn nobody_but_the_holder_sees_or_redeems_a_coupon() {
+        let (store, _, code) = setup();
+        let mallory = UserId("mallory".into());
+        let stolen = block_on(redeem(&store, &mallory, redemption(&code, "o1"), ts(NOW)));
+        assert_eq!(stolen.unwrap_err(), Error::CouponNotFound);
+    }
+
+    #[test]
+    fn rules_are_checked_before_anything_changes() {
+        let (store, alice, code) = setup();
+        block_on(async {
+            let small = RedemptionRequest { code: code.clone(), order: order("o1", 1_999) };
+            let refused = redeem(&store, &alice, small, ts(NOW)).await;
+            assert_eq!(refused.unwrap_err(), Error::RuleFailed(Reason::BelowMinOrder));
+            let mut usd = order("o1", 3_000);
+            usd.currency = crate::money::Currency::parse("USD").expect("currency");
+            let refused = redeem(&store, &alice, RedemptionRequest { code: code.clone(), order: usd }, ts(NOW)).await;
+            assert_eq!(refused.unwrap_err(), Error::RuleFailed(Reason::CurrencyMismatch));
+            redeem(&store, &alice, redemption(&code, "o1"), ts(NOW)).await.expect("still redeemable");
+        });
+    }
+
+    #[test]
+    fn after_expiry_nothing_redeems_with_or_without_the_sweep() {
+        let (store, alice, code) = setup();
+        let last_ms = ts("2028-02-29T23:59:59.999+08:00");
+        let end = ts("2028-03-01T00:00:00+08:00");
+        block_on(async {
+            assert_eq!(redeem(&store, &alice, redemption(&code, "o1"), end).await.unwrap_err(), Error::Expired);
+            let swept = sweep(&store, ExpirationRequest::default(), end).await.expect("sweep");
+            assert_eq!(swept.expired, 1);
+            assert_eq!(redeem(&store, &alice, redemption(&code, "o1"), last_ms).await.unwrap_err(), Error::Expired);
+        });
+        assert_eq!(stats(&store).expired, 1);
+    }
+
+    #[test]
+    fn a_redemption_racing_the_sweep_ends_one_way_only() {
+        for sweep_first in [false, true] {
+            let (store, alice, code) = setup();
+            let at = ts("2028-02-29T23:59:59.999+08:00");
+            let end = ts("2028-03-01T00:00:00+08:00");
+            let (redeemed, swept) = block_on(async {
+                let r = redeem(&store, &alice, redemption(&code, "o1"), at);
+                let s = sweep(&store, ExpirationRequest { as_of: Some(end), ..Default::default() }, end);
+                if sweep_first {
+                    let (s, r) = futures::future::join(s, r).await;
+                    (r, s)
+                } else {
+                    futures::future::join(r, s).await
+                }
+            });
+            let swept = swept.expect("sweep").expired;
+            assert_eq!(u64::from(redeemed.is_ok()) + swept, 1, "sweep_first={sweep_first}");
+            let s = stats(&store);
+            assert_eq!(s.redeemed + s.expired, 1);
+        }
+    }
+
+    #[test]
+    fn cancelling_after_expiry_leaves_the_coupon_expired() {
+        let (store, alice, code) = setup();
+        let end = ts("2028-03-01T00:00:00+08:00");
+        block_on(async {
+            redeem(&store, &alice, redemption(&code, "o1"), ts(NOW)).await.expect("redeem");
+            let view = cancel(&store, &code, "o1", end).await.expect("cancel");
+            assert_eq!(view.state, crate::coupon::CouponState::Expired);
+        });
+        let s = stats(&store);
+        assert_eq!((s.redeemed, s.expired), (0, 1));
+    }
+}
