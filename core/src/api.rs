@@ -2,8 +2,8 @@
 //! status, headers and JSON out. Components translate to and from Spin's types.
 
 use crate::error::{Error, Result};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Request bodies larger than this are refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -21,7 +21,11 @@ pub struct Reply {
 impl Reply {
     pub fn json(status: u16, value: &impl Serialize) -> Reply {
         match serde_json::to_vec(value) {
-            Ok(body) => Reply { status, headers: vec![("content-type", "application/json".into())], body },
+            Ok(body) => Reply {
+                status,
+                headers: vec![("content-type", "application/json".into())],
+                body,
+            },
             Err(e) => Reply::error(&Error::Internal(format!("cannot encode the answer: {e}"))),
         }
     }
@@ -55,7 +59,10 @@ impl From<Result<Reply>> for Reply {
 /// Parses a JSON body; an error names the field (`order.amount`) and what was wrong.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     if body.is_empty() {
-        return Err(Error::InvalidRequest { field: None, message: "a JSON body is required".into() });
+        return Err(Error::InvalidRequest {
+            field: None,
+            message: "a JSON body is required".into(),
+        });
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -67,7 +74,9 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
             "." | "" => message
                 .split('`')
                 .nth(1)
-                .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
+                .filter(|_| {
+                    message.starts_with("unknown field") || message.starts_with("missing field")
+                })
                 .map(str::to_owned),
             _ => Some(path),
         };
@@ -78,7 +87,10 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
 /// Checks an `Idempotency-Key` header: required, 1 to 128 visible ASCII characters.
 pub fn idempotency_key(header: Option<&str>) -> Result<&str> {
     let key = header.ok_or_else(|| Error::invalid("Idempotency-Key", "the header is required"))?;
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(Error::invalid(
             "Idempotency-Key",
             format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
@@ -145,10 +157,21 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_field() {
-        let field = |body: &str| parse_json::<Order>(body.as_bytes()).unwrap_err().field().map(str::to_owned);
+        let field = |body: &str| {
+            parse_json::<Order>(body.as_bytes())
+                .unwrap_err()
+                .field()
+                .map(str::to_owned)
+        };
         assert_eq!(field(r#"{"amount": "x"}"#).as_deref(), Some("amount"));
-        assert_eq!(field(r#"{"amount": 1, "inner": {"n": 300}}"#).as_deref(), Some("inner.n"));
-        assert_eq!(field(r#"{"amount": 1, "extra": 2}"#).as_deref(), Some("extra"));
+        assert_eq!(
+            field(r#"{"amount": 1, "inner": {"n": 300}}"#).as_deref(),
+            Some("inner.n")
+        );
+        assert_eq!(
+            field(r#"{"amount": 1, "extra": 2}"#).as_deref(),
+            Some("extra")
+        );
         assert_eq!(field(r#"{}"#).as_deref(), Some("amount"));
         assert_eq!(field(r#"not json"#), None);
     }
@@ -165,7 +188,12 @@ mod tests {
 
     #[test]
     fn query_params_are_percent_decoded() {
-        assert_eq!(query_param("order_id=a%2Fb&x=1", "order_id").unwrap().as_deref(), Some("a/b"));
+        assert_eq!(
+            query_param("order_id=a%2Fb&x=1", "order_id")
+                .unwrap()
+                .as_deref(),
+            Some("a/b")
+        );
         assert_eq!(query_param("x=1", "order_id").unwrap(), None);
         assert!(query_param("order_id=%zz", "order_id").is_err());
         assert!(query_param("order_id=%ff", "order_id").is_err());

@@ -5,14 +5,14 @@
 //! the rest (`alg: none`, other algorithms, missing `exp`, future `nbf`).
 
 use crate::error::{Error, Result};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use serde::Deserialize;
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 use std::fmt;
+use subtle::ConstantTimeEq;
 
 /// Longest `sub` accepted as a user id.
 pub const MAX_USER_ID_LEN: usize = 128;
@@ -67,17 +67,24 @@ pub fn verify_user(authorization: Option<&str>, secret: &[u8], now: Timestamp) -
     else {
         return Err(Error::Unauthorized);
     };
-    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| Error::Unauthorized);
-    let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| Error::Unauthorized)?;
+    let decode = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| Error::Unauthorized)
+    };
+    let header: Header =
+        serde_json::from_slice(&decode(header)?).map_err(|_| Error::Unauthorized)?;
     if header.alg != "HS256" {
         return Err(Error::Unauthorized);
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| Error::Unauthorized)?;
     mac.update(&token.as_bytes()[..token.len() - signature.len() - 1]);
     // verify_slice compares in constant time.
-    mac.verify_slice(&decode(signature)?).map_err(|_| Error::Unauthorized)?;
+    mac.verify_slice(&decode(signature)?)
+        .map_err(|_| Error::Unauthorized)?;
 
-    let claims: Claims = serde_json::from_slice(&decode(payload)?).map_err(|_| Error::Unauthorized)?;
+    let claims: Claims =
+        serde_json::from_slice(&decode(payload)?).map_err(|_| Error::Unauthorized)?;
     let now = now.as_second() as f64;
     match claims.exp {
         Some(exp) if exp > now => {}
@@ -150,7 +157,10 @@ mod tests {
         let wrong_key = sign_user_token(b"other", &valid_claims());
         let expired = sign_user_token(SECRET, &json!({"sub": "alice", "exp": n}));
         let no_exp = sign_user_token(SECRET, &json!({"sub": "alice"}));
-        let future_nbf = sign_user_token(SECRET, &json!({"sub": "alice", "exp": n + 60, "nbf": n + 30}));
+        let future_nbf = sign_user_token(
+            SECRET,
+            &json!({"sub": "alice", "exp": n + 60, "nbf": n + 30}),
+        );
         let no_sub = sign_user_token(SECRET, &json!({"exp": n + 60}));
         let empty_sub = sign_user_token(SECRET, &json!({"sub": "", "exp": n + 60}));
         let valid = sign_user_token(SECRET, &valid_claims());
@@ -166,20 +176,50 @@ mod tests {
             URL_SAFE_NO_PAD.encode(valid_claims().to_string())
         );
         let hs512_header = format!("{}.{}", URL_SAFE_NO_PAD.encode(br#"{"alg":"HS512"}"#), rest);
-        for token in [wrong_key, expired, no_exp, future_nbf, no_sub, empty_sub, tampered, none_alg, hs512_header] {
-            assert_eq!(verify_user(Some(&bearer_of(&token)), SECRET, now()), Err(Error::Unauthorized), "{token}");
+        for token in [
+            wrong_key,
+            expired,
+            no_exp,
+            future_nbf,
+            no_sub,
+            empty_sub,
+            tampered,
+            none_alg,
+            hs512_header,
+        ] {
+            assert_eq!(
+                verify_user(Some(&bearer_of(&token)), SECRET, now()),
+                Err(Error::Unauthorized),
+                "{token}"
+            );
         }
         assert_eq!(verify_user(None, SECRET, now()), Err(Error::Unauthorized));
-        assert_eq!(verify_user(Some("Basic abc"), SECRET, now()), Err(Error::Unauthorized));
+        assert_eq!(
+            verify_user(Some("Basic abc"), SECRET, now()),
+            Err(Error::Unauthorized)
+        );
         let token = sign_user_token(b"", &valid_claims());
-        assert_eq!(verify_user(Some(&bearer_of(&token)), b"", now()), Err(Error::Unauthorized));
+        assert_eq!(
+            verify_user(Some(&bearer_of(&token)), b"", now()),
+            Err(Error::Unauthorized)
+        );
     }
 
     #[test]
     fn the_admin_token_must_match_exactly() {
         assert_eq!(verify_admin(Some("Bearer op-token"), "op-token"), Ok(()));
-        for header in [None, Some("Bearer op-toke"), Some("Bearer op-token2"), Some("op-token"), Some("Bearer ")] {
-            assert_eq!(verify_admin(header, "op-token"), Err(Error::Unauthorized), "{header:?}");
+        for header in [
+            None,
+            Some("Bearer op-toke"),
+            Some("Bearer op-token2"),
+            Some("op-token"),
+            Some("Bearer "),
+        ] {
+            assert_eq!(
+                verify_admin(header, "op-token"),
+                Err(Error::Unauthorized),
+                "{header:?}"
+            );
         }
         assert_eq!(verify_admin(Some("Bearer "), ""), Err(Error::Unauthorized));
     }

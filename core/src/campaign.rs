@@ -5,8 +5,8 @@ use crate::error::{Error, Result};
 use crate::expiry::ExpiryRule;
 use crate::money::{Amount, Currency};
 use crate::time::serde_rfc3339;
-use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
@@ -24,7 +24,8 @@ pub struct CampaignId(String);
 impl CampaignId {
     pub fn parse(s: &str) -> Option<CampaignId> {
         let ok = (1..=64).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         ok.then(|| CampaignId(s.to_owned()))
     }
 
@@ -42,8 +43,9 @@ impl fmt::Display for CampaignId {
 impl<'de> Deserialize<'de> for CampaignId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        CampaignId::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not 1 to 64 of a-z, 0-9 and -")))
+        CampaignId::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("{s:?} is not 1 to 64 of a-z, 0-9 and -"))
+        })
     }
 }
 
@@ -74,9 +76,14 @@ impl Campaign {
     /// Checks what the types alone cannot; the error names the field.
     pub fn validate(&self) -> Result<()> {
         if self.name.trim().is_empty() || self.name.chars().count() > MAX_NAME_LEN {
-            return Err(Error::invalid("name", format!("must be 1 to {MAX_NAME_LEN} characters")));
+            return Err(Error::invalid(
+                "name",
+                format!("must be 1 to {MAX_NAME_LEN} characters"),
+            ));
         }
-        self.discount.validate().map_err(|m| Error::invalid("discount", m))?;
+        self.discount
+            .validate()
+            .map_err(|m| Error::invalid("discount", m))?;
         if !(1..=MAX_STOCK).contains(&self.stock) {
             return Err(Error::invalid("stock", format!("must be 1 to {MAX_STOCK}")));
         }
@@ -84,10 +91,16 @@ impl Campaign {
             return Err(Error::invalid("budget", "must be at least 1 when given"));
         }
         if !(1..=MAX_PER_USER_LIMIT).contains(&self.per_user_limit) {
-            return Err(Error::invalid("per_user_limit", format!("must be 1 to {MAX_PER_USER_LIMIT}")));
+            return Err(Error::invalid(
+                "per_user_limit",
+                format!("must be 1 to {MAX_PER_USER_LIMIT}"),
+            ));
         }
         if self.claim_ends_at <= self.claim_starts_at {
-            return Err(Error::invalid("claim_ends_at", "must be after claim_starts_at"));
+            return Err(Error::invalid(
+                "claim_ends_at",
+                "must be after claim_starts_at",
+            ));
         }
         let tz = self.zone()?;
         if let ExpiryRule::EndOfMonth { month } = self.expiry {
@@ -99,7 +112,10 @@ impl Campaign {
             }
         }
         if self.categories.len() > MAX_CATEGORIES
-            || self.categories.iter().any(|c| c.is_empty() || c.len() > MAX_CATEGORY_LEN)
+            || self
+                .categories
+                .iter()
+                .any(|c| c.is_empty() || c.len() > MAX_CATEGORY_LEN)
         {
             return Err(Error::invalid(
                 "categories",
@@ -114,7 +130,10 @@ impl Campaign {
         TimeZone::get(&self.time_zone).map_err(|_| {
             Error::invalid(
                 "time_zone",
-                format!("{:?} is not an IANA time zone name like \"Asia/Shanghai\"", self.time_zone),
+                format!(
+                    "{:?} is not an IANA time zone name like \"Asia/Shanghai\"",
+                    self.time_zone
+                ),
             )
         })
     }

@@ -15,7 +15,9 @@ pub struct CouponCode(String);
 impl CouponCode {
     /// Makes a code from cryptographically random bytes.
     pub fn from_random(bytes: [u8; RANDOM_BYTES]) -> CouponCode {
-        let bits = bytes.iter().fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
+        let bits = bytes
+            .iter()
+            .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
         let mut code = String::with_capacity(PAYLOAD_LEN + 1);
         for i in (0..PAYLOAD_LEN).rev() {
             code.push(ALPHABET[((bits >> (5 * i)) & 31) as usize] as char);
@@ -114,7 +116,13 @@ mod tests {
 
     #[test]
     fn junk_is_not_a_code() {
-        for junk in ["", "ABC", "U0000000000000000000U", "0000000000000000000000", "ü000000000000000000"] {
+        for junk in [
+            "",
+            "ABC",
+            "U0000000000000000000U",
+            "0000000000000000000000",
+            "ü000000000000000000",
+        ] {
             assert_eq!(CouponCode::parse(junk), None, "{junk}");
         }
     }

@@ -6,8 +6,8 @@ use crate::code::CouponCode;
 use crate::discount::Discount;
 use crate::money::{Amount, Currency};
 use crate::time::{render, serde_rfc3339};
-use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 /// What a claim writes: who holds which coupon of which campaign since when.
@@ -88,7 +88,9 @@ pub struct Held {
 
 impl Held {
     pub fn expires_at(&self) -> Timestamp {
-        self.campaign.expiry.expires_at(self.record.issued_at, &self.zone)
+        self.campaign
+            .expiry
+            .expires_at(self.record.issued_at, &self.zone)
     }
 
     /// The state a client sees: an unredeemed coupon past its expiry is expired

@@ -11,7 +11,10 @@ pub enum Discount {
     Fixed { amount: Amount },
     /// A share of the order in basis points (1/100 of a percent), rounded down
     /// to the minor unit, and never more than `max_amount`.
-    Percent { basis_points: u16, max_amount: Amount },
+    Percent {
+        basis_points: u16,
+        max_amount: Amount,
+    },
 }
 
 impl Discount {
@@ -44,7 +47,10 @@ impl Discount {
     pub fn amount_off(&self, order_amount: Amount) -> Amount {
         let off = match *self {
             Discount::Fixed { amount } => amount,
-            Discount::Percent { basis_points, max_amount } => {
+            Discount::Percent {
+                basis_points,
+                max_amount,
+            } => {
                 // i128: MAX_AMOUNT * 10_000 does not fit in i64.
                 let share = i128::from(order_amount.minor()) * i128::from(basis_points) / 10_000;
                 // share <= order_amount <= MAX_AMOUNT, so it fits.
@@ -66,7 +72,9 @@ mod tests {
 
     #[test]
     fn fixed_never_exceeds_the_order() {
-        let d = Discount::Fixed { amount: amount(500) };
+        let d = Discount::Fixed {
+            amount: amount(500),
+        };
         assert_eq!(d.amount_off(amount(10_000)), amount(500));
         assert_eq!(d.amount_off(amount(300)), amount(300));
         assert_eq!(d.amount_off(Amount::ZERO), Amount::ZERO);
@@ -74,7 +82,10 @@ mod tests {
 
     #[test]
     fn percent_rounds_down_and_stops_at_max() {
-        let d = Discount::Percent { basis_points: 1_250, max_amount: amount(1_000) };
+        let d = Discount::Percent {
+            basis_points: 1_250,
+            max_amount: amount(1_000),
+        };
         assert_eq!(d.amount_off(amount(999)), amount(124)); // 124.875 rounds down
         assert_eq!(d.amount_off(amount(8_000)), amount(1_000));
         assert_eq!(d.amount_off(amount(100_000)), amount(1_000));
@@ -83,22 +94,58 @@ mod tests {
     #[test]
     fn percent_of_the_largest_order_does_not_overflow() {
         let max = amount(crate::money::MAX_AMOUNT);
-        let d = Discount::Percent { basis_points: 10_000, max_amount: max };
+        let d = Discount::Percent {
+            basis_points: 10_000,
+            max_amount: max,
+        };
         assert_eq!(d.amount_off(max), max);
     }
 
     #[test]
     fn face_value_is_the_most_a_coupon_can_be_worth() {
-        assert_eq!(Discount::Fixed { amount: amount(7) }.face_value(), amount(7));
-        let d = Discount::Percent { basis_points: 5_000, max_amount: amount(300) };
+        assert_eq!(
+            Discount::Fixed { amount: amount(7) }.face_value(),
+            amount(7)
+        );
+        let d = Discount::Percent {
+            basis_points: 5_000,
+            max_amount: amount(300),
+        };
         assert_eq!(d.face_value(), amount(300));
     }
 
     #[test]
     fn worthless_discounts_are_refused() {
-        assert!(Discount::Fixed { amount: Amount::ZERO }.validate().is_err());
-        assert!(Discount::Percent { basis_points: 0, max_amount: amount(1) }.validate().is_err());
-        assert!(Discount::Percent { basis_points: 10_001, max_amount: amount(1) }.validate().is_err());
-        assert!(Discount::Percent { basis_points: 10, max_amount: Amount::ZERO }.validate().is_err());
+        assert!(
+            Discount::Fixed {
+                amount: Amount::ZERO
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Discount::Percent {
+                basis_points: 0,
+                max_amount: amount(1)
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Discount::Percent {
+                basis_points: 10_001,
+                max_amount: amount(1)
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Discount::Percent {
+                basis_points: 10,
+                max_amount: Amount::ZERO
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -7,7 +7,10 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// Malformed input; `field` names the offending field where there is one.
-    InvalidRequest { field: Option<String>, message: String },
+    InvalidRequest {
+        field: Option<String>,
+        message: String,
+    },
     /// Missing, malformed, forged or expired credentials.
     Unauthorized,
     /// No such route in this component.
@@ -61,7 +64,10 @@ impl Reason {
 impl Error {
     /// An `invalid_request` naming `field`.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        Error::InvalidRequest { field: Some(field.to_owned()), message: message.into() }
+        Error::InvalidRequest {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
     }
 
     /// The stable machine-readable code.
@@ -96,9 +102,10 @@ impl Error {
             Error::InvalidRequest { .. } => 400,
             Error::Unauthorized => 401,
             Error::CampaignNotActive => 403,
-            Error::NotFound | Error::CampaignNotFound | Error::CouponNotFound | Error::RedemptionNotFound => {
-                404
-            }
+            Error::NotFound
+            | Error::CampaignNotFound
+            | Error::CouponNotFound
+            | Error::RedemptionNotFound => 404,
             Error::MethodNotAllowed => 405,
             Error::CampaignExists
             | Error::PerUserLimitReached
@@ -133,12 +140,20 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidRequest { field: Some(field), message } => write!(f, "{field}: {message}"),
-            Error::InvalidRequest { field: None, message } => f.write_str(message),
+            Error::InvalidRequest {
+                field: Some(field),
+                message,
+            } => write!(f, "{field}: {message}"),
+            Error::InvalidRequest {
+                field: None,
+                message,
+            } => f.write_str(message),
             Error::Unauthorized => f.write_str("a valid bearer token is required"),
             Error::NotFound => f.write_str("no such route"),
             Error::MethodNotAllowed => f.write_str("this route does not take that method"),
-            Error::PayloadTooLarge => write!(f, "the body is over {} bytes", crate::api::MAX_BODY_BYTES),
+            Error::PayloadTooLarge => {
+                write!(f, "the body is over {} bytes", crate::api::MAX_BODY_BYTES)
+            }
             Error::CampaignNotFound => f.write_str("no such campaign"),
             Error::CampaignExists => {
                 f.write_str("a campaign with this id already exists with different settings")

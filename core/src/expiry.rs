@@ -5,9 +5,9 @@
 //! midnight where midnight exists, and the first moment after the gap where a
 //! daylight-saving change skips it.
 
+use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -22,26 +22,40 @@ impl YearMonth {
     /// Parses `YYYY-MM` (years 1000 to 9998, so the next month always exists).
     pub fn parse(s: &str) -> Option<YearMonth> {
         let (year, month) = s.split_once('-')?;
-        if year.len() != 4 || month.len() != 2 || !(year.bytes().chain(month.bytes())).all(|b| b.is_ascii_digit()) {
+        if year.len() != 4
+            || month.len() != 2
+            || !(year.bytes().chain(month.bytes())).all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         let (year, month): (i16, i8) = (year.parse().ok()?, month.parse().ok()?);
-        ((1000..=9998).contains(&year) && (1..=12).contains(&month)).then_some(YearMonth { year, month })
+        ((1000..=9998).contains(&year) && (1..=12).contains(&month))
+            .then_some(YearMonth { year, month })
     }
 
     /// The month `instant` falls in, as seen in `tz`.
     pub fn of(instant: Timestamp, tz: &TimeZone) -> YearMonth {
         let date = instant.to_zoned_datetime(tz.clone()).date();
-        YearMonth { year: date.year(), month: date.month() }
+        YearMonth {
+            year: date.year(),
+            month: date.month(),
+        }
     }
 
     /// The first instant of the month after this one, in `tz`.
     pub fn end(self, tz: &TimeZone) -> Timestamp {
-        let (year, month) = if self.month == 12 { (self.year + 1, 1) } else { (self.year, self.month + 1) };
+        let (year, month) = if self.month == 12 {
+            (self.year + 1, 1)
+        } else {
+            (self.year, self.month + 1)
+        };
         // Both are valid by construction: year <= 9999, month in 1..=12, day 1.
         let first = Date::new(year, month, 1).unwrap_or(Date::MAX);
         // `to_zoned_datetime` resolves a midnight inside a gap to the first instant after it.
-        first.to_zoned_datetime(tz.clone()).map(|z| z.timestamp()).unwrap_or(Timestamp::MAX)
+        first
+            .to_zoned_datetime(tz.clone())
+            .map(|z| z.timestamp())
+            .unwrap_or(Timestamp::MAX)
     }
 }
 
@@ -60,8 +74,9 @@ impl Serialize for YearMonth {
 impl<'de> Deserialize<'de> for YearMonth {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        YearMonth::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a month like \"2027-02\"")))
+        YearMonth::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("{s:?} is not a month like \"2027-02\""))
+        })
     }
 }
 
@@ -109,24 +124,38 @@ mod tests {
     fn the_last_millisecond_of_a_month_expires_at_its_end() {
         let shanghai = tz("Asia/Shanghai");
         let issued = ts("2027-02-28T23:59:59.999+08:00");
-        assert_eq!(ExpiryRule::EndOfClaimMonth.expires_at(issued, &shanghai), ts("2027-03-01T00:00:00+08:00"));
+        assert_eq!(
+            ExpiryRule::EndOfClaimMonth.expires_at(issued, &shanghai),
+            ts("2027-03-01T00:00:00+08:00")
+        );
         // The same instant is already March in Tokyo.
         let tokyo = tz("Asia/Tokyo");
-        assert_eq!(ExpiryRule::EndOfClaimMonth.expires_at(issued, &tokyo), ts("2027-04-01T00:00:00+09:00"));
+        assert_eq!(
+            ExpiryRule::EndOfClaimMonth.expires_at(issued, &tokyo),
+            ts("2027-04-01T00:00:00+09:00")
+        );
     }
 
     #[test]
     fn december_rolls_into_the_next_year() {
         let ny = tz("America/New_York");
         let issued = ts("2027-12-31T23:00:00-05:00");
-        assert_eq!(ExpiryRule::EndOfClaimMonth.expires_at(issued, &ny), ts("2028-01-01T00:00:00-05:00"));
+        assert_eq!(
+            ExpiryRule::EndOfClaimMonth.expires_at(issued, &ny),
+            ts("2028-01-01T00:00:00-05:00")
+        );
     }
 
     #[test]
     fn a_fixed_month_ignores_the_claim_date() {
-        let rule = ExpiryRule::EndOfMonth { month: YearMonth::parse("2027-02").expect("month") };
+        let rule = ExpiryRule::EndOfMonth {
+            month: YearMonth::parse("2027-02").expect("month"),
+        };
         let shanghai = tz("Asia/Shanghai");
-        assert_eq!(rule.expires_at(ts("2027-01-05T00:00:00Z"), &shanghai), ts("2027-03-01T00:00:00+08:00"));
+        assert_eq!(
+            rule.expires_at(ts("2027-01-05T00:00:00Z"), &shanghai),
+            ts("2027-03-01T00:00:00+08:00")
+        );
     }
 
     #[test]
@@ -141,7 +170,9 @@ mod tests {
     #[test]
     fn months_parse_strictly() {
         assert!(YearMonth::parse("2027-02").is_some());
-        for bad in ["2027-2", "2027-13", "2027-00", "27-02", "2027/02", "+027-02", "9999-12", ""] {
+        for bad in [
+            "2027-2", "2027-13", "2027-00", "27-02", "2027/02", "+027-02", "9999-12", "",
+        ] {
             assert!(YearMonth::parse(bad).is_none(), "{bad}");
         }
     }

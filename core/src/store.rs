@@ -81,7 +81,9 @@ pub(crate) mod memory {
         }
         async fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
             yield_now().await;
-            self.values.borrow_mut().insert(key.to_owned(), value.to_vec());
+            self.values
+                .borrow_mut()
+                .insert(key.to_owned(), value.to_vec());
             Ok(())
         }
         async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> StoreResult<()> {

@@ -1,12 +1,14 @@
 //! Timestamps on the wire: RFC 3339 with an offset.
 
-use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
 /// `instant` as RFC 3339 in the offset `tz` has at that instant, e.g.
 /// `2028-03-01T00:00:00+08:00`.
 pub fn render(instant: Timestamp, tz: &TimeZone) -> String {
-    instant.display_with_offset(tz.to_offset(instant)).to_string()
+    instant
+        .display_with_offset(tz.to_offset(instant))
+        .to_string()
 }
 
 /// Parses RFC 3339 with an explicit offset (`Z` or `±hh:mm`).
@@ -45,14 +47,23 @@ mod tests {
         let ts = parse("2028-02-29T15:59:59.999Z").expect("ts");
         assert_eq!(render(ts, &shanghai), "2028-02-29T23:59:59.999+08:00");
         let ny = TimeZone::get("America/New_York").expect("zone");
-        assert_eq!(render(parse("2027-07-01T04:00:00Z").expect("ts"), &ny), "2027-07-01T00:00:00-04:00");
+        assert_eq!(
+            render(parse("2027-07-01T04:00:00Z").expect("ts"), &ny),
+            "2027-07-01T00:00:00-04:00"
+        );
     }
 
     #[test]
     fn only_rfc3339_with_offset_parses() {
         assert!(parse("2027-01-20T10:00:00+08:00").is_some());
         assert!(parse("2027-01-20T10:00:00Z").is_some());
-        for bad in ["2027-01-20T10:00:00", "2027-01-20", "2027-01-20 10:00:00Z", "2027-01-20T10:00:00+08:00[Asia/Shanghai]", "yesterday"] {
+        for bad in [
+            "2027-01-20T10:00:00",
+            "2027-01-20",
+            "2027-01-20 10:00:00Z",
+            "2027-01-20T10:00:00+08:00[Asia/Shanghai]",
+            "yesterday",
+        ] {
             assert!(parse(bad).is_none(), "{bad}");
         }
     }

@@ -1,10 +1,10 @@
 //! The operator's campaign API: `POST /campaigns`, `GET /campaigns/{id}`,
 //! `POST /campaigns/{id}/pause` and `/resume`.
 
+use coupon_core::Error;
 use coupon_core::api::Reply;
 use coupon_core::campaign::CampaignId;
 use coupon_core::ops::campaigns::{self, Created};
-use coupon_core::Error;
 use coupon_spin::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
 
@@ -17,15 +17,23 @@ async fn handle(request: Request) -> impl IntoResponse {
         match (&call.method, segments.as_slice()) {
             (&Method::POST, []) => {
                 let (created, view) = campaigns::create(store, call.json()?).await?;
-                Ok(Reply::json(if created == Created::New { 201 } else { 200 }, &view))
+                Ok(Reply::json(
+                    if created == Created::New { 201 } else { 200 },
+                    &view,
+                ))
             }
-            (&Method::GET, [campaign]) => Ok(Reply::json(200, &campaigns::get(store, &id(campaign)?).await?)),
-            (&Method::POST, [campaign, "pause"]) => {
-                Ok(Reply::json(200, &campaigns::set_paused(store, &id(campaign)?, true).await?))
-            }
-            (&Method::POST, [campaign, "resume"]) => {
-                Ok(Reply::json(200, &campaigns::set_paused(store, &id(campaign)?, false).await?))
-            }
+            (&Method::GET, [campaign]) => Ok(Reply::json(
+                200,
+                &campaigns::get(store, &id(campaign)?).await?,
+            )),
+            (&Method::POST, [campaign, "pause"]) => Ok(Reply::json(
+                200,
+                &campaigns::set_paused(store, &id(campaign)?, true).await?,
+            )),
+            (&Method::POST, [campaign, "resume"]) => Ok(Reply::json(
+                200,
+                &campaigns::set_paused(store, &id(campaign)?, false).await?,
+            )),
             (_, []) | (_, [_]) | (_, [_, "pause" | "resume"]) => Err(Error::MethodNotAllowed),
             _ => Err(Error::NotFound),
         }

@@ -1,8 +1,8 @@
 //! `POST /claims`: a user claims a coupon of a campaign, once per idempotency key.
 
-use coupon_core::api::{idempotency_key, Reply};
-use coupon_core::ops::claim::claim;
 use coupon_core::Error;
+use coupon_core::api::{Reply, idempotency_key};
+use coupon_core::ops::claim::claim;
 use coupon_spin::{random_code, serve};
 use spin_sdk::http::{IntoResponse, Method, Request};
 

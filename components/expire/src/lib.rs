@@ -1,9 +1,9 @@
 //! `POST /expirations`: the operator's (or a scheduler's) month-end sweep,
 //! a bounded, resumable step at a time.
 
-use coupon_core::api::Reply;
-use coupon_core::ops::expire::{sweep, ExpirationRequest};
 use coupon_core::Error;
+use coupon_core::api::Reply;
+use coupon_core::ops::expire::{ExpirationRequest, sweep};
 use coupon_spin::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
 
@@ -17,7 +17,11 @@ async fn handle(request: Request) -> impl IntoResponse {
         }
         call.admin().await?;
         // An empty body means "everything due now".
-        let request: ExpirationRequest = if call.body_is_empty() { ExpirationRequest::default() } else { call.json()? };
+        let request: ExpirationRequest = if call.body_is_empty() {
+            ExpirationRequest::default()
+        } else {
+            call.json()?
+        };
         Ok(Reply::json(200, &sweep(store, request, call.now).await?))
     })
     .await

@@ -2,10 +2,10 @@
 //! `DELETE /redemptions/{code}?order_id=...`: the operator reports the order
 //! cancelled, and the coupon is usable again.
 
-use coupon_core::api::{query_param, Reply};
+use coupon_core::Error;
+use coupon_core::api::{Reply, query_param};
 use coupon_core::ops::coupons::check_order_id;
 use coupon_core::ops::redeem;
-use coupon_core::Error;
 use coupon_spin::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
 
@@ -25,7 +25,10 @@ async fn handle(request: Request) -> impl IntoResponse {
                 let order_id = query_param(&call.query, "order_id")?
                     .ok_or_else(|| Error::invalid("order_id", "the query parameter is required"))?;
                 check_order_id("order_id", &order_id)?;
-                Ok(Reply::json(200, &redeem::cancel(store, code, &order_id, call.now).await?))
+                Ok(Reply::json(
+                    200,
+                    &redeem::cancel(store, code, &order_id, call.now).await?,
+                ))
             }
             (_, []) | (_, [_]) => Err(Error::MethodNotAllowed),
             _ => Err(Error::NotFound),

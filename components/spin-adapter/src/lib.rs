@@ -6,7 +6,7 @@
 //! requests, so no global holds state.
 
 use bytes::Bytes;
-use coupon_core::api::{self, Reply, MAX_BODY_BYTES};
+use coupon_core::api::{self, MAX_BODY_BYTES, Reply};
 use coupon_core::auth::{self, UserId};
 use coupon_core::code::{CouponCode, RANDOM_BYTES};
 use coupon_core::store::{Store, StoreError, StoreResult};
@@ -110,7 +110,8 @@ pub fn random_code() -> CouponCode {
 /// Writes a core reply as an HTTP response.
 pub fn respond(reply: Reply) -> http::Response<Full<Bytes>> {
     let mut response = http::Response::new(Full::new(Bytes::from(reply.body)));
-    *response.status_mut() = http::StatusCode::from_u16(reply.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        http::StatusCode::from_u16(reply.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in reply.headers {
         if let Ok(value) = http::HeaderValue::from_str(&value) {
             response.headers_mut().append(name, value);
@@ -128,7 +129,9 @@ pub struct KvStore {
 
 impl KvStore {
     pub async fn open_default() -> Result<KvStore> {
-        let kv = key_value::Store::open_default().await.map_err(|e| store_error(format!("{e:?}")))?;
+        let kv = key_value::Store::open_default()
+            .await
+            .map_err(|e| store_error(format!("{e:?}")))?;
         let bucket = wasi_store::open("default").map_err(|e| store_error(format!("{e:?}")))?;
         Ok(KvStore { kv, bucket })
     }
@@ -152,7 +155,12 @@ impl Store for KvStore {
         // Match by key: a backend may leave missing keys out or reorder.
         Ok(keys
             .iter()
-            .map(|key| found.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.clone()))
+            .map(|key| {
+                found
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .and_then(|(_, v)| v.clone())
+            })
             .collect())
     }
 

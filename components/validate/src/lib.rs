@@ -1,9 +1,9 @@
 //! Reading coupons without changing them: `GET /coupons/{code}` and
 //! `POST /validations` (would this coupon apply to this order?).
 
+use coupon_core::Error;
 use coupon_core::api::Reply;
 use coupon_core::ops::coupons;
-use coupon_core::Error;
 use coupon_spin::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
 
@@ -19,7 +19,10 @@ async fn handle(request: Request) -> impl IntoResponse {
             }
             (&Method::GET, _, Some([code])) => {
                 let user = call.user().await?;
-                Ok(Reply::json(200, &coupons::get(store, &user, code, call.now).await?))
+                Ok(Reply::json(
+                    200,
+                    &coupons::get(store, &user, code, call.now).await?,
+                ))
             }
             (_, "/validations", _) | (_, _, Some([_])) => Err(Error::MethodNotAllowed),
             _ => Err(Error::NotFound),

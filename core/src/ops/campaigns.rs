@@ -4,7 +4,7 @@ use super::{decode, encode, load_campaign};
 use crate::campaign::{Campaign, CampaignId};
 use crate::error::{Error, Result};
 use crate::keys::{self, CampaignKeys};
-use crate::store::{read_counter, Store};
+use crate::store::{Store, read_counter};
 use crate::time::render;
 use serde::Serialize;
 
@@ -45,28 +45,42 @@ pub async fn create(store: &impl Store, campaign: Campaign) -> Result<(Created, 
         let slot = store.increment(keys::CAMPAIGN_SEQ, 1).await?;
         store
             .set_many(&[
-                (keys::campaign_slot(slot), campaign.id.as_str().as_bytes().to_vec()),
+                (
+                    keys::campaign_slot(slot),
+                    campaign.id.as_str().as_bytes().to_vec(),
+                ),
                 (keys.record(), encode(&campaign)),
             ])
             .await?;
         return Ok((Created::New, view(store, &campaign).await?));
     }
     match load_campaign(store, &campaign.id).await? {
-        Some(existing) if existing == campaign => Ok((Created::AlreadyExisted, view(store, &existing).await?)),
+        Some(existing) if existing == campaign => {
+            Ok((Created::AlreadyExisted, view(store, &existing).await?))
+        }
         // Different settings, or the owner has not written it yet.
         _ => Err(Error::CampaignExists),
     }
 }
 
 pub async fn get(store: &impl Store, id: &CampaignId) -> Result<CampaignView> {
-    let campaign = load_campaign(store, id).await?.ok_or(Error::CampaignNotFound)?;
+    let campaign = load_campaign(store, id)
+        .await?
+        .ok_or(Error::CampaignNotFound)?;
     view(store, &campaign).await
 }
 
 /// Pauses or resumes claims. The flag is a register: the last operator call wins.
 pub async fn set_paused(store: &impl Store, id: &CampaignId, paused: bool) -> Result<CampaignView> {
-    let campaign = load_campaign(store, id).await?.ok_or(Error::CampaignNotFound)?;
-    store.set(&CampaignKeys::new(id).paused(), if paused { b"1" } else { b"0" }).await?;
+    let campaign = load_campaign(store, id)
+        .await?
+        .ok_or(Error::CampaignNotFound)?;
+    store
+        .set(
+            &CampaignKeys::new(id).paused(),
+            if paused { b"1" } else { b"0" },
+        )
+        .await?;
     view(store, &campaign).await
 }
 
@@ -92,13 +106,19 @@ async fn view(store: &impl Store, campaign: &Campaign) -> Result<CampaignView> {
     let mut json = serde_json::to_value(campaign).map_err(|e| Error::Internal(e.to_string()))?;
     json["claim_starts_at"] = render(campaign.claim_starts_at, &zone).into();
     json["claim_ends_at"] = render(campaign.claim_ends_at, &zone).into();
-    Ok(CampaignView { campaign: json, paused, stats })
+    Ok(CampaignView {
+        campaign: json,
+        paused,
+        stats,
+    })
 }
 
 /// Reads the campaign stored in an index slot (used by the sweep).
 pub(crate) async fn load_slot(store: &impl Store, slot: i64) -> Result<Option<Campaign>> {
     let key = keys::campaign_slot(slot);
-    let Some(id) = store.get(&key).await? else { return Ok(None) };
+    let Some(id) = store.get(&key).await? else {
+        return Ok(None);
+    };
     let id: CampaignId = CampaignId::parse(&String::from_utf8_lossy(&id))
         .ok_or_else(|| Error::Internal(format!("{key} holds no campaign id")))?;
     let record_key = CampaignKeys::new(&id).record();
@@ -126,7 +146,10 @@ mod tests {
             assert_eq!(again, Created::AlreadyExisted);
             let mut other = campaign("spring");
             other.stock = 11;
-            assert_eq!(create(&store, other).await.unwrap_err(), Error::CampaignExists);
+            assert_eq!(
+                create(&store, other).await.unwrap_err(),
+                Error::CampaignExists
+            );
         });
     }
 
@@ -138,7 +161,10 @@ mod tests {
             c.stock = 10 + i % 2;
             create(&store, c)
         })));
-        let created = results.iter().filter(|r| matches!(r, Ok((Created::New, _)))).count();
+        let created = results
+            .iter()
+            .filter(|r| matches!(r, Ok((Created::New, _))))
+            .count();
         assert_eq!(created, 1);
         assert_eq!(block_on(read_counter(&store, keys::CAMPAIGN_SEQ)), Ok(1));
         // Whoever lost either found the identical campaign or a conflict, never a second write.
@@ -158,10 +184,18 @@ mod tests {
             create(&store, campaign("p")).await.expect("create");
             let id = CampaignId::parse("p").unwrap();
             assert!(set_paused(&store, &id, true).await.expect("pause").paused);
-            assert!(set_paused(&store, &id, true).await.expect("pause twice").paused);
+            assert!(
+                set_paused(&store, &id, true)
+                    .await
+                    .expect("pause twice")
+                    .paused
+            );
             assert!(!set_paused(&store, &id, false).await.expect("resume").paused);
             let missing = CampaignId::parse("nope").unwrap();
-            assert_eq!(set_paused(&store, &missing, true).await.unwrap_err(), Error::CampaignNotFound);
+            assert_eq!(
+                set_paused(&store, &missing, true).await.unwrap_err(),
+                Error::CampaignNotFound
+            );
         });
     }
 }

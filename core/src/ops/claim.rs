@@ -59,7 +59,11 @@ pub async fn claim(
     let campaign_keys = CampaignKeys::new(&request.campaign_id);
     let (key_owner, answer_key) = keys::idempotency(user.as_str(), idempotency_key);
     let found = store
-        .get_many(&[campaign_keys.record(), campaign_keys.paused(), answer_key.clone()])
+        .get_many(&[
+            campaign_keys.record(),
+            campaign_keys.paused(),
+            answer_key.clone(),
+        ])
         .await?;
     let [campaign, paused, answer] = <[_; 3]>::try_from(found)
         .map_err(|_| Error::Internal("get_many answered the wrong number of values".into()))?;
@@ -84,7 +88,9 @@ pub async fn claim(
         };
     }
     let refusal = take_limits(store, &campaign, &campaign_keys, user).await?;
-    let outcome = refusal.unwrap_or_else(|| Outcome::Issued { code: code.to_string() });
+    let outcome = refusal.unwrap_or_else(|| Outcome::Issued {
+        code: code.to_string(),
+    });
     let mut writes = Vec::with_capacity(3);
     let record = CouponRecord {
         code: code.to_string(),
@@ -95,15 +101,34 @@ pub async fn claim(
     if let Outcome::Issued { .. } = outcome {
         let slot = store.increment(&campaign_keys.seq(), 1).await?;
         writes.push((CouponKeys::new(&code).record(), encode(&record)));
-        writes.push((campaign_keys.coupon_slot(slot), code.to_string().into_bytes()));
+        writes.push((
+            campaign_keys.coupon_slot(slot),
+            code.to_string().into_bytes(),
+        ));
     }
-    writes.push((answer_key, encode(&Answer { request, outcome: outcome.clone() })));
+    writes.push((
+        answer_key,
+        encode(&Answer {
+            request,
+            outcome: outcome.clone(),
+        }),
+    ));
     // The coupon is written before it is answered: a 201 is always in the store.
     store.set_many(&writes).await?;
     outcome.into_result()?;
     let zone = campaign.zone()?;
-    let held = Held { code, record, campaign, zone, generation: 0, ending: None };
-    Ok(Claimed { coupon: held.view(now), replayed: false })
+    let held = Held {
+        code,
+        record,
+        campaign,
+        zone,
+        generation: 0,
+        ending: None,
+    };
+    Ok(Claimed {
+        coupon: held.view(now),
+        replayed: false,
+    })
 }
 
 impl Outcome {
@@ -163,7 +188,10 @@ async fn replay(
     }
     let code = answer.outcome.into_result()?;
     let held = load_held(store, &code, Some(user)).await?;
-    Ok(Claimed { coupon: held.view(now), replayed: true })
+    Ok(Claimed {
+        coupon: held.view(now),
+        replayed: true,
+    })
 }
 
 #[cfg(test)]
@@ -187,7 +215,9 @@ mod tests {
     }
 
     fn request(id: &str) -> ClaimRequest {
-        ClaimRequest { campaign_id: CampaignId::parse(id).expect("id") }
+        ClaimRequest {
+            campaign_id: CampaignId::parse(id).expect("id"),
+        }
     }
 
     const NOW: &str = "2028-02-10T10:00:00+08:00";
@@ -202,13 +232,34 @@ mod tests {
     fn a_claim_issues_a_coupon_and_a_retry_replays_it() {
         let store = store_with(campaign("spring"));
         block_on(async {
-            let first = claim(&store, &user("alice"), "k1", request("spring"), ts(NOW), code(1)).await.expect("claim");
+            let first = claim(
+                &store,
+                &user("alice"),
+                "k1",
+                request("spring"),
+                ts(NOW),
+                code(1),
+            )
+            .await
+            .expect("claim");
             assert!(!first.replayed);
             assert_eq!(first.coupon.expires_at, "2028-03-01T00:00:00+08:00");
-            let again = claim(&store, &user("alice"), "k1", request("spring"), ts(NOW), code(2)).await.expect("replay");
+            let again = claim(
+                &store,
+                &user("alice"),
+                "k1",
+                request("spring"),
+                ts(NOW),
+                code(2),
+            )
+            .await
+            .expect("replay");
             assert!(again.replayed);
             assert_eq!(again.coupon.code, first.coupon.code);
-            let stats = get(&store, &request("spring").campaign_id).await.expect("stats").stats;
+            let stats = get(&store, &request("spring").campaign_id)
+                .await
+                .expect("stats")
+                .stats;
             assert_eq!(stats.claimed, 1);
         });
     }
@@ -218,11 +269,15 @@ mod tests {
         let store = store_with(campaign("a"));
         block_on(create(&store, campaign("b"))).expect("second campaign");
         block_on(async {
-            claim(&store, &user("alice"), "k", request("a"), ts(NOW), code(1)).await.expect("claim");
+            claim(&store, &user("alice"), "k", request("a"), ts(NOW), code(1))
+                .await
+                .expect("claim");
             let reused = claim(&store, &user("alice"), "k", request("b"), ts(NOW), code(2)).await;
             assert_eq!(reused.unwrap_err(), Error::IdempotencyKeyReused);
             // Another user's identical key is another key.
-            let bob = claim(&store, &user("bob"), "k", request("a"), ts(NOW), code(3)).await.expect("bob");
+            let bob = claim(&store, &user("bob"), "k", request("a"), ts(NOW), code(3))
+                .await
+                .expect("bob");
             assert!(!bob.replayed);
         });
     }
@@ -236,7 +291,11 @@ mod tests {
             let early = claim(&store, &user("u"), "k", request("w"), ts(NOW), code(1)).await;
             assert_eq!(early.unwrap_err(), Error::CampaignNotActive);
             let later = ts("2028-02-12T00:00:00+08:00");
-            assert!(claim(&store, &user("u"), "k", request("w"), later, code(1)).await.is_ok());
+            assert!(
+                claim(&store, &user("u"), "k", request("w"), later, code(1))
+                    .await
+                    .is_ok()
+            );
             let missing = claim(&store, &user("u"), "k2", request("nope"), later, code(2)).await;
             assert_eq!(missing.unwrap_err(), Error::CampaignNotFound);
             let after = ts("2028-02-15T00:00:00+08:00");
@@ -250,11 +309,19 @@ mod tests {
         let store = store_with(campaign("p"));
         let id = request("p").campaign_id;
         block_on(async {
-            crate::ops::campaigns::set_paused(&store, &id, true).await.expect("pause");
+            crate::ops::campaigns::set_paused(&store, &id, true)
+                .await
+                .expect("pause");
             let paused = claim(&store, &user("u"), "k", request("p"), ts(NOW), code(1)).await;
             assert_eq!(paused.unwrap_err(), Error::CampaignPaused);
-            crate::ops::campaigns::set_paused(&store, &id, false).await.expect("resume");
-            assert!(claim(&store, &user("u"), "k", request("p"), ts(NOW), code(1)).await.is_ok());
+            crate::ops::campaigns::set_paused(&store, &id, false)
+                .await
+                .expect("resume");
+            assert!(
+                claim(&store, &user("u"), "k", request("p"), ts(NOW), code(1))
+                    .await
+                    .is_ok()
+            );
         });
     }
 
@@ -265,22 +332,45 @@ mod tests {
         let keys: Vec<String> = (0..64).map(|i| format!("key{i}")).collect();
         let attempts = (0..64u32).map(|i| {
             let who = &users[i as usize % users.len()];
-            claim(&store, who, &keys[i as usize], request("rush"), ts(NOW), code(i))
+            claim(
+                &store,
+                who,
+                &keys[i as usize],
+                request("rush"),
+                ts(NOW),
+                code(i),
+            )
         });
         let results = block_on(join_all(attempts));
         let issued: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         assert_eq!(issued.len(), 10);
         for u in &users {
-            assert!(issued.iter().filter(|c| c.coupon.user_id == u.as_str()).count() <= 2);
+            assert!(
+                issued
+                    .iter()
+                    .filter(|c| c.coupon.user_id == u.as_str())
+                    .count()
+                    <= 2
+            );
         }
         for r in &results {
             if let Err(e) = r {
-                assert!(matches!(e, Error::SoldOut | Error::PerUserLimitReached), "{e:?}");
+                assert!(
+                    matches!(e, Error::SoldOut | Error::PerUserLimitReached),
+                    "{e:?}"
+                );
             }
         }
-        let stored = store.values.borrow().keys().filter(|k| k.starts_with("k:")).count();
+        let stored = store
+            .values
+            .borrow()
+            .keys()
+            .filter(|k| k.starts_with("k:"))
+            .count();
         assert_eq!(stored, 10);
-        let stats = block_on(get(&store, &request("rush").campaign_id)).expect("stats").stats;
+        let stats = block_on(get(&store, &request("rush").campaign_id))
+            .expect("stats")
+            .stats;
         assert_eq!((stats.claimed, stats.remaining_stock), (10, 0));
     }
 
@@ -288,17 +378,23 @@ mod tests {
     fn concurrent_retries_of_one_key_issue_one_coupon() {
         let store = store_with(campaign("retry"));
         let alice = user("alice");
-        let attempts = (0..16).map(|i| claim(&store, &alice, "same", request("retry"), ts(NOW), code(i)));
+        let attempts =
+            (0..16).map(|i| claim(&store, &alice, "same", request("retry"), ts(NOW), code(i)));
         let results = block_on(join_all(attempts));
-        let codes: std::collections::BTreeSet<_> =
-            results.iter().filter_map(|r| r.as_ref().ok()).map(|c| c.coupon.code.clone()).collect();
+        let codes: std::collections::BTreeSet<_> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|c| c.coupon.code.clone())
+            .collect();
         assert_eq!(codes.len(), 1);
         for r in &results {
             if let Err(e) = r {
                 assert_eq!(e, &Error::RequestInProgress);
             }
         }
-        let stats = block_on(get(&store, &request("retry").campaign_id)).expect("stats").stats;
+        let stats = block_on(get(&store, &request("retry").campaign_id))
+            .expect("stats")
+            .stats;
         assert_eq!(stats.claimed, 1);
     }
 
@@ -308,12 +404,26 @@ mod tests {
         c.budget = crate::money::Amount::new(1_200);
         let store = store_with(c);
         let users: Vec<UserId> = (0..6).map(|i| user(&format!("u{i}"))).collect();
-        let results = block_on(join_all(
-            (0..6u32).map(|i| claim(&store, &users[i as usize], "k", request("budget"), ts(NOW), code(i))),
-        ));
+        let results = block_on(join_all((0..6u32).map(|i| {
+            claim(
+                &store,
+                &users[i as usize],
+                "k",
+                request("budget"),
+                ts(NOW),
+                code(i),
+            )
+        })));
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
-        assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| *e == Error::SoldOut));
-        let stats = block_on(get(&store, &request("budget").campaign_id)).expect("stats").stats;
+        assert!(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| *e == Error::SoldOut)
+        );
+        let stats = block_on(get(&store, &request("budget").campaign_id))
+            .expect("stats")
+            .stats;
         assert_eq!((stats.claimed, stats.budget_used), (2, 1_000));
     }
 
@@ -323,7 +433,9 @@ mod tests {
         c.stock = 1;
         let store = store_with(c);
         block_on(async {
-            claim(&store, &user("a"), "k", request("one"), ts(NOW), code(1)).await.expect("first");
+            claim(&store, &user("a"), "k", request("one"), ts(NOW), code(1))
+                .await
+                .expect("first");
             let sold_out = claim(&store, &user("b"), "k", request("one"), ts(NOW), code(2)).await;
             assert_eq!(sold_out.unwrap_err(), Error::SoldOut);
             let replay = claim(&store, &user("b"), "k", request("one"), ts(NOW), code(3)).await;

@@ -27,7 +27,10 @@ pub struct Order {
 impl Order {
     /// The order id, which must be present (for a redemption) and well-formed.
     pub fn required_id(&self) -> Result<&str> {
-        let id = self.id.as_deref().ok_or_else(|| Error::invalid("order.id", "is required"))?;
+        let id = self
+            .id
+            .as_deref()
+            .ok_or_else(|| Error::invalid("order.id", "is required"))?;
         check_order_id("order.id", id)?;
         Ok(id)
     }
@@ -46,7 +49,10 @@ impl Order {
 /// Order ids are 1 to 128 characters without control characters.
 pub fn check_order_id(field: &str, id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_ORDER_ID_LEN || id.chars().any(char::is_control) {
-        return Err(Error::invalid(field, format!("must be 1 to {MAX_ORDER_ID_LEN} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be 1 to {MAX_ORDER_ID_LEN} characters"),
+        ));
     }
     Ok(())
 }
@@ -73,7 +79,12 @@ pub struct Validation {
 }
 
 /// The coupon `code` as its holder sees it.
-pub async fn get(store: &impl Store, user: &UserId, code: &str, now: Timestamp) -> Result<CouponView> {
+pub async fn get(
+    store: &impl Store,
+    user: &UserId,
+    code: &str,
+    now: Timestamp,
+) -> Result<CouponView> {
     Ok(load_held(store, code, Some(user)).await?.view(now))
 }
 

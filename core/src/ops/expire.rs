@@ -13,7 +13,7 @@ use crate::code::CouponCode;
 use crate::coupon::{CouponRecord, Ending};
 use crate::error::{Error, Result};
 use crate::keys::{self, CampaignKeys, CouponKeys};
-use crate::store::{read_counter, Store};
+use crate::store::{Store, read_counter};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -45,11 +45,17 @@ struct Cursor {
 }
 
 impl Cursor {
-    const START: Cursor = Cursor { campaign: 1, coupon: 1 };
+    const START: Cursor = Cursor {
+        campaign: 1,
+        coupon: 1,
+    };
 
     fn parse(s: &str) -> Option<Cursor> {
         let (campaign, coupon) = s.split_once('.')?;
-        let cursor = Cursor { campaign: campaign.parse().ok()?, coupon: coupon.parse().ok()? };
+        let cursor = Cursor {
+            campaign: campaign.parse().ok()?,
+            coupon: coupon.parse().ok()?,
+        };
         (cursor.campaign >= 1 && cursor.coupon >= 1).then_some(cursor)
     }
 
@@ -58,17 +64,25 @@ impl Cursor {
     }
 }
 
-pub async fn sweep(store: &impl Store, request: ExpirationRequest, now: Timestamp) -> Result<Swept> {
+pub async fn sweep(
+    store: &impl Store,
+    request: ExpirationRequest,
+    now: Timestamp,
+) -> Result<Swept> {
     let as_of = request.as_of.unwrap_or(now);
     if as_of > now {
-        return Err(Error::invalid("as_of", "must not be in the future: it would expire valid coupons"));
+        return Err(Error::invalid(
+            "as_of",
+            "must not be in the future: it would expire valid coupons",
+        ));
     }
     let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(Error::invalid("limit", format!("must be 1 to {MAX_LIMIT}")));
     }
     let mut cursor = match &request.cursor {
-        Some(s) => Cursor::parse(s).ok_or_else(|| Error::invalid("cursor", "is not a cursor this service gave"))?,
+        Some(s) => Cursor::parse(s)
+            .ok_or_else(|| Error::invalid("cursor", "is not a cursor this service gave"))?,
         None => Cursor::START,
     };
     let campaigns = read_counter(store, keys::CAMPAIGN_SEQ).await?;
@@ -81,7 +95,10 @@ pub async fn sweep(store: &impl Store, request: ExpirationRequest, now: Timestam
                 let issued = read_counter(store, &keys.seq()).await?;
                 while cursor.coupon <= issued {
                     if examined == limit {
-                        return Ok(Swept { expired, next_cursor: Some(cursor.render()) });
+                        return Ok(Swept {
+                            expired,
+                            next_cursor: Some(cursor.render()),
+                        });
                     }
                     examined += 1;
                     if expire_slot(store, &campaign, &keys, cursor.coupon, as_of).await? {
@@ -91,15 +108,23 @@ pub async fn sweep(store: &impl Store, request: ExpirationRequest, now: Timestam
                 }
             }
         }
-        cursor = Cursor { campaign: cursor.campaign + 1, coupon: 1 };
+        cursor = Cursor {
+            campaign: cursor.campaign + 1,
+            coupon: 1,
+        };
     }
-    Ok(Swept { expired, next_cursor: None })
+    Ok(Swept {
+        expired,
+        next_cursor: None,
+    })
 }
 
 /// No coupon of `campaign` can expire before this.
 fn earliest_expiry(campaign: &Campaign) -> Result<Timestamp> {
     // Expiry never decreases with the claim time, and claims start at claim_starts_at.
-    Ok(campaign.expiry.expires_at(campaign.claim_starts_at, &campaign.zone()?))
+    Ok(campaign
+        .expiry
+        .expires_at(campaign.claim_starts_at, &campaign.zone()?))
 }
 
 /// Expires the coupon in `slot` if it is due and nobody has ended its generation.
@@ -112,13 +137,19 @@ async fn expire_slot(
 ) -> Result<bool> {
     let slot_key = campaign_keys.coupon_slot(slot);
     // A slot without a code is a claim that died before writing: nothing to expire.
-    let Some(code) = store.get(&slot_key).await? else { return Ok(false) };
+    let Some(code) = store.get(&slot_key).await? else {
+        return Ok(false);
+    };
     let code = CouponCode::parse(&String::from_utf8_lossy(&code))
         .ok_or_else(|| Error::Internal(format!("{slot_key} holds no coupon code")))?;
     let keys = CouponKeys::new(&code);
-    let Some(record) = store.get(&keys.record()).await? else { return Ok(false) };
+    let Some(record) = store.get(&keys.record()).await? else {
+        return Ok(false);
+    };
     let record: CouponRecord = decode(&keys.record(), &record)?;
-    let expires_at = campaign.expiry.expires_at(record.issued_at, &campaign.zone()?);
+    let expires_at = campaign
+        .expiry
+        .expires_at(record.issued_at, &campaign.zone()?);
     if expires_at > as_of {
         return Ok(false);
     }
@@ -126,7 +157,12 @@ async fn expire_slot(
     if ending.is_some() || store.increment(&keys.lock(generation), 1).await? != 1 {
         return Ok(false);
     }
-    store.set(&keys.end(generation), &encode(&Ending::Expired { at: expires_at })).await?;
+    store
+        .set(
+            &keys.end(generation),
+            &encode(&Ending::Expired { at: expires_at }),
+        )
+        .await?;
     store.increment(&campaign_keys.expired(), 1).await?;
     Ok(true)
 }
@@ -151,7 +187,7 @@ mod tests {
     use crate::auth::UserId;
     use crate::campaign::CampaignId;
     use crate::ops::campaigns::{create, get};
-    use crate::ops::claim::{claim, ClaimRequest};
+    use crate::ops::claim::{ClaimRequest, claim};
     use crate::ops::testing::{campaign, ts};
     use crate::store::memory::MemoryStore;
     use futures::executor::block_on;
@@ -166,18 +202,35 @@ mod tests {
             for i in 0..n {
                 let mut bytes = [0u8; crate::code::RANDOM_BYTES];
                 bytes[..4].copy_from_slice(&i.to_be_bytes());
-                let request = ClaimRequest { campaign_id: CampaignId::parse("c").expect("id") };
+                let request = ClaimRequest {
+                    campaign_id: CampaignId::parse("c").expect("id"),
+                };
                 let user = UserId(format!("u{i}"));
-                claim(&store, &user, "k", request, ts("2028-02-10T10:00:00+08:00"), CouponCode::from_random(bytes))
-                    .await
-                    .expect("claim");
+                claim(
+                    &store,
+                    &user,
+                    "k",
+                    request,
+                    ts("2028-02-10T10:00:00+08:00"),
+                    CouponCode::from_random(bytes),
+                )
+                .await
+                .expect("claim");
             }
         });
         store
     }
 
-    fn request(as_of: Option<&str>, limit: Option<u32>, cursor: Option<String>) -> ExpirationRequest {
-        ExpirationRequest { as_of: as_of.map(ts), limit, cursor }
+    fn request(
+        as_of: Option<&str>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> ExpirationRequest {
+        ExpirationRequest {
+            as_of: as_of.map(ts),
+            limit,
+            cursor,
+        }
     }
 
     #[test]
@@ -185,7 +238,13 @@ mod tests {
         let store = store_with_coupons(3);
         let at = ts("2028-02-29T23:59:59.999+08:00");
         let swept = block_on(sweep(&store, request(None, None, None), at)).expect("sweep");
-        assert_eq!(swept, Swept { expired: 0, next_cursor: None });
+        assert_eq!(
+            swept,
+            Swept {
+                expired: 0,
+                next_cursor: None
+            }
+        );
     }
 
     #[test]
@@ -196,7 +255,8 @@ mod tests {
         let mut cursor = None;
         let mut calls = 0;
         loop {
-            let swept = block_on(sweep(&store, request(None, Some(3), cursor), now)).expect("sweep");
+            let swept =
+                block_on(sweep(&store, request(None, Some(3), cursor), now)).expect("sweep");
             total += swept.expired;
             calls += 1;
             cursor = swept.next_cursor;
@@ -207,7 +267,9 @@ mod tests {
         assert_eq!((total, calls), (7, 3));
         let again = block_on(sweep(&store, request(None, None, None), now)).expect("sweep again");
         assert_eq!(again.expired, 0);
-        let stats = block_on(get(&store, &CampaignId::parse("c").expect("id"))).expect("stats").stats;
+        let stats = block_on(get(&store, &CampaignId::parse("c").expect("id")))
+            .expect("stats")
+            .stats;
         assert_eq!(stats.expired, 7);
     }
 
@@ -215,7 +277,11 @@ mod tests {
     fn bad_requests_are_refused() {
         let store = store_with_coupons(0);
         let now = ts("2028-03-02T00:00:00+08:00");
-        let future = block_on(sweep(&store, request(Some("2028-03-03T00:00:00Z"), None, None), now));
+        let future = block_on(sweep(
+            &store,
+            request(Some("2028-03-03T00:00:00Z"), None, None),
+            now,
+        ));
         assert_eq!(future.unwrap_err().field(), Some("as_of"));
         let zero = block_on(sweep(&store, request(None, Some(0), None), now));
         assert_eq!(zero.unwrap_err().field(), Some("limit"));

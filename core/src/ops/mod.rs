@@ -15,12 +15,13 @@ use crate::code::CouponCode;
 use crate::coupon::{CouponRecord, Ending, Held};
 use crate::error::{Error, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
-use crate::store::{read_counter, Store};
+use crate::store::{Store, read_counter};
 use serde::de::DeserializeOwned;
 
 /// Decodes a record this crate wrote; anything else is corruption.
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Internal(format!("record {key} is unreadable: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Internal(format!("record {key} is unreadable: {e}")))
 }
 
 fn encode(value: &impl serde::Serialize) -> Vec<u8> {
@@ -49,7 +50,11 @@ async fn load_ending(store: &impl Store, keys: &CouponKeys) -> Result<(i64, Opti
 
 /// Loads a coupon with its campaign and ending. `holder`, when given, must hold
 /// it: anyone else is told it does not exist, the same as a made-up code.
-async fn load_held(store: &impl Store, code: &str, holder: Option<&crate::auth::UserId>) -> Result<Held> {
+async fn load_held(
+    store: &impl Store,
+    code: &str,
+    holder: Option<&crate::auth::UserId>,
+) -> Result<Held> {
     let code = CouponCode::parse(code).ok_or(Error::CouponNotFound)?;
     let keys = CouponKeys::new(&code);
     let record_key = keys.record();
@@ -65,7 +70,14 @@ async fn load_held(store: &impl Store, code: &str, holder: Option<&crate::auth::
         .ok_or_else(|| Error::Internal(format!("coupon {code} names a missing campaign")))?;
     let zone = campaign.zone()?;
     let (generation, ending) = load_ending(store, &keys).await?;
-    Ok(Held { code, record, campaign, zone, generation, ending })
+    Ok(Held {
+        code,
+        record,
+        campaign,
+        zone,
+        generation,
+        ending,
+    })
 }
 
 #[cfg(test)]

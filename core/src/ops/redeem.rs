@@ -9,8 +9,8 @@ use crate::auth::UserId;
 use crate::coupon::{CouponView, Ending, Held, Redemption};
 use crate::error::{Error, Reason, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
-use crate::ops::coupons::{applies, Order};
-use crate::store::{read_counter, Store};
+use crate::ops::coupons::{Order, applies};
+use crate::store::{Store, read_counter};
 use crate::time::render;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -49,7 +49,10 @@ pub async fn redeem(
     if store.increment(&keys.lock(held.generation), 1).await? != 1 {
         // Someone else decides this generation's end: answer what they decided.
         return match store.get(&keys.end(held.generation)).await? {
-            Some(bytes) => settled(&super::decode(&keys.end(held.generation), &bytes)?, &order_id),
+            Some(bytes) => settled(
+                &super::decode(&keys.end(held.generation), &bytes)?,
+                &order_id,
+            ),
             None => Err(Error::RequestInProgress),
         };
     }
@@ -60,15 +63,28 @@ pub async fn redeem(
         payable_amount: request.order.amount.saturating_sub(discount),
         redeemed_at: render(now, &held.zone),
     };
-    store.set(&keys.end(held.generation), &encode(&Ending::Redeemed(redemption.clone()))).await?;
-    store.increment(&CampaignKeys::new(&held.campaign.id).redeemed(), 1).await?;
-    Ok(Redeemed { redemption, replayed: false })
+    store
+        .set(
+            &keys.end(held.generation),
+            &encode(&Ending::Redeemed(redemption.clone())),
+        )
+        .await?;
+    store
+        .increment(&CampaignKeys::new(&held.campaign.id).redeemed(), 1)
+        .await?;
+    Ok(Redeemed {
+        redemption,
+        replayed: false,
+    })
 }
 
 /// The answer for a generation that has already ended.
 fn settled(ending: &Ending, order_id: &str) -> Result<Redeemed> {
     match ending {
-        Ending::Redeemed(r) if r.order_id == order_id => Ok(Redeemed { redemption: r.clone(), replayed: true }),
+        Ending::Redeemed(r) if r.order_id == order_id => Ok(Redeemed {
+            redemption: r.clone(),
+            replayed: true,
+        }),
         Ending::Redeemed(_) => Err(Error::AlreadyRedeemed),
         Ending::Expired { .. } => Err(Error::Expired),
     }
@@ -76,7 +92,12 @@ fn settled(ending: &Ending, order_id: &str) -> Result<Redeemed> {
 
 /// Undoes the redemption of `code` by `order_id`: the coupon is issued again,
 /// or expired if it is past its expiry. Repeating it is harmless.
-pub async fn cancel(store: &impl Store, code: &str, order_id: &str, now: Timestamp) -> Result<CouponView> {
+pub async fn cancel(
+    store: &impl Store,
+    code: &str,
+    order_id: &str,
+    now: Timestamp,
+) -> Result<CouponView> {
     let held = load_held(store, code, None).await.map_err(|e| match e {
         Error::CouponNotFound => Error::RedemptionNotFound,
         other => other,
@@ -105,16 +126,28 @@ async fn start_next_generation(store: &impl Store, held: &Held, now: Timestamp) 
     store.increment(&campaign_keys.redeemed(), -1).await?;
     let expires_at = held.expires_at();
     if now >= expires_at && store.increment(&keys.lock(next), 1).await? == 1 {
-        store.set(&keys.end(next), &encode(&Ending::Expired { at: expires_at })).await?;
+        store
+            .set(
+                &keys.end(next),
+                &encode(&Ending::Expired { at: expires_at }),
+            )
+            .await?;
         store.increment(&campaign_keys.expired(), 1).await?;
     }
     Ok(())
 }
 
-async fn redeemed_by(store: &impl Store, keys: &CouponKeys, generation: i64, order_id: &str) -> Result<bool> {
+async fn redeemed_by(
+    store: &impl Store,
+    keys: &CouponKeys,
+    generation: i64,
+    order_id: &str,
+) -> Result<bool> {
     let key = keys.end(generation);
     Ok(match store.get(&key).await? {
-        Some(bytes) => matches!(super::decode(&key, &bytes)?, Ending::Redeemed(r) if r.order_id == order_id),
+        Some(bytes) => {
+            matches!(super::decode(&key, &bytes)?, Ending::Redeemed(r) if r.order_id == order_id)
+        }
         None => false,
     })
 }
@@ -125,8 +158,8 @@ mod tests {
     use crate::campaign::CampaignId;
     use crate::code::CouponCode;
     use crate::ops::campaigns::{create, get};
-    use crate::ops::claim::{claim, ClaimRequest};
-    use crate::ops::expire::{sweep, ExpirationRequest};
+    use crate::ops::claim::{ClaimRequest, claim};
+    use crate::ops::expire::{ExpirationRequest, sweep};
     use crate::ops::testing::{campaign, ts};
     use crate::store::memory::MemoryStore;
     use futures::executor::block_on;
@@ -140,9 +173,15 @@ mod tests {
         let alice = UserId("alice".into());
         let code = block_on(async {
             create(&store, campaign("c")).await.expect("campaign");
-            let request = ClaimRequest { campaign_id: CampaignId::parse("c").expect("id") };
+            let request = ClaimRequest {
+                campaign_id: CampaignId::parse("c").expect("id"),
+            };
             let code = CouponCode::from_random([9; crate::code::RANDOM_BYTES]);
-            claim(&store, &alice, "k", request, ts(NOW), code).await.expect("claim").coupon.code
+            claim(&store, &alice, "k", request, ts(NOW), code)
+                .await
+                .expect("claim")
+                .coupon
+                .code
         });
         (store, alice, code)
     }
@@ -157,22 +196,31 @@ mod tests {
     }
 
     fn redemption(code: &str, order_id: &str) -> RedemptionRequest {
-        RedemptionRequest { code: code.into(), order: order(order_id, 3_000) }
+        RedemptionRequest {
+            code: code.into(),
+            order: order(order_id, 3_000),
+        }
     }
 
     fn stats(store: &MemoryStore) -> crate::ops::campaigns::Stats {
-        block_on(get(store, &CampaignId::parse("c").expect("id"))).expect("stats").stats
+        block_on(get(store, &CampaignId::parse("c").expect("id")))
+            .expect("stats")
+            .stats
     }
 
     #[test]
     fn a_redemption_is_exactly_once_per_order() {
         let (store, alice, code) = setup();
         block_on(async {
-            let first = redeem(&store, &alice, redemption(&code, "o1"), ts(NOW)).await.expect("redeem");
+            let first = redeem(&store, &alice, redemption(&code, "o1"), ts(NOW))
+                .await
+                .expect("redeem");
             assert!(!first.replayed);
             assert_eq!(first.redemption.discount_amount.minor(), 500);
             assert_eq!(first.redemption.payable_amount.minor(), 2_500);
-            let again = redeem(&store, &alice, redemption(&code, "o1"), ts(NOW)).await.expect("replay");
+            let again = redeem(&store, &alice, redemption(&code, "o1"), ts(NOW))
+                .await
+                .expect("replay");
             assert!(again.replayed);
             assert_eq!(again.redemption, first.redemption);
             let other = redeem(&store, &alice, redemption(&code, "o2"), ts(NOW)).await;
@@ -185,11 +233,18 @@ mod tests {
     fn racing_orders_redeem_a_coupon_once() {
         let (store, alice, code) = setup();
         let orders: Vec<String> = (0..12).map(|i| format!("o{i}")).collect();
-        let results = block_on(join_all(orders.iter().map(|o| redeem(&store, &alice, redemption(&code, o), ts(NOW)))));
+        let results = block_on(join_all(
+            orders
+                .iter()
+                .map(|o| redeem(&store, &alice, redemption(&code, o), ts(NOW))),
+        ));
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
         for r in &results {
             if let Err(e) = r {
-                assert!(matches!(e, Error::AlreadyRedeemed | Error::RequestInProgress), "{e:?}");
+                assert!(
+                    matches!(e, Error::AlreadyRedeemed | Error::RequestInProgress),
+                    "{e:?}"
+                );
             }
         }
         assert_eq!(stats(&store).redeemed, 1);
@@ -199,16 +254,25 @@ mod tests {
     fn a_cancelled_redemption_frees_the_coupon_for_another_order() {
         let (store, alice, code) = setup();
         block_on(async {
-            redeem(&store, &alice, redemption(&code, "o1"), ts(NOW)).await.expect("redeem");
-            assert_eq!(cancel(&store, &code, "o2", ts(NOW)).await.unwrap_err(), Error::RedemptionNotFound);
+            redeem(&store, &alice, redemption(&code, "o1"), ts(NOW))
+                .await
+                .expect("redeem");
+            assert_eq!(
+                cancel(&store, &code, "o2", ts(NOW)).await.unwrap_err(),
+                Error::RedemptionNotFound
+            );
             let view = cancel(&store, &code, "o1", ts(NOW)).await.expect("cancel");
             assert_eq!(view.state, crate::coupon::CouponState::Issued);
             // Repeating the cancellation is harmless.
-            cancel(&store, &code, "o1", ts(NOW)).await.expect("cancel again");
+            cancel(&store, &code, "o1", ts(NOW))
+                .await
+                .expect("cancel again");
         });
         assert_eq!(stats(&store).redeemed, 0);
         block_on(async {
-            redeem(&store, &alice, redemption(&code, "o2"), ts(NOW)).await.expect("second order");
+            redeem(&store, &alice, redemption(&code, "o2"), ts(NOW))
+                .await
+                .expect("second order");
         });
         assert_eq!(stats(&store).redeemed, 1);
     }
@@ -225,14 +289,34 @@ mod tests {
     fn rules_are_checked_before_anything_changes() {
         let (store, alice, code) = setup();
         block_on(async {
-            let small = RedemptionRequest { code: code.clone(), order: order("o1", 1_999) };
+            let small = RedemptionRequest {
+                code: code.clone(),
+                order: order("o1", 1_999),
+            };
             let refused = redeem(&store, &alice, small, ts(NOW)).await;
-            assert_eq!(refused.unwrap_err(), Error::RuleFailed(Reason::BelowMinOrder));
+            assert_eq!(
+                refused.unwrap_err(),
+                Error::RuleFailed(Reason::BelowMinOrder)
+            );
             let mut usd = order("o1", 3_000);
             usd.currency = crate::money::Currency::parse("USD").expect("currency");
-            let refused = redeem(&store, &alice, RedemptionRequest { code: code.clone(), order: usd }, ts(NOW)).await;
-            assert_eq!(refused.unwrap_err(), Error::RuleFailed(Reason::CurrencyMismatch));
-            redeem(&store, &alice, redemption(&code, "o1"), ts(NOW)).await.expect("still redeemable");
+            let refused = redeem(
+                &store,
+                &alice,
+                RedemptionRequest {
+                    code: code.clone(),
+                    order: usd,
+                },
+                ts(NOW),
+            )
+            .await;
+            assert_eq!(
+                refused.unwrap_err(),
+                Error::RuleFailed(Reason::CurrencyMismatch)
+            );
+            redeem(&store, &alice, redemption(&code, "o1"), ts(NOW))
+                .await
+                .expect("still redeemable");
         });
     }
 
@@ -242,10 +326,22 @@ mod tests {
         let last_ms = ts("2028-02-29T23:59:59.999+08:00");
         let end = ts("2028-03-01T00:00:00+08:00");
         block_on(async {
-            assert_eq!(redeem(&store, &alice, redemption(&code, "o1"), end).await.unwrap_err(), Error::Expired);
-            let swept = sweep(&store, ExpirationRequest::default(), end).await.expect("sweep");
+            assert_eq!(
+                redeem(&store, &alice, redemption(&code, "o1"), end)
+                    .await
+                    .unwrap_err(),
+                Error::Expired
+            );
+            let swept = sweep(&store, ExpirationRequest::default(), end)
+                .await
+                .expect("sweep");
             assert_eq!(swept.expired, 1);
-            assert_eq!(redeem(&store, &alice, redemption(&code, "o1"), last_ms).await.unwrap_err(), Error::Expired);
+            assert_eq!(
+                redeem(&store, &alice, redemption(&code, "o1"), last_ms)
+                    .await
+                    .unwrap_err(),
+                Error::Expired
+            );
         });
         assert_eq!(stats(&store).expired, 1);
     }
@@ -258,7 +354,14 @@ mod tests {
             let end = ts("2028-03-01T00:00:00+08:00");
             let (redeemed, swept) = block_on(async {
                 let r = redeem(&store, &alice, redemption(&code, "o1"), at);
-                let s = sweep(&store, ExpirationRequest { as_of: Some(end), ..Default::default() }, end);
+                let s = sweep(
+                    &store,
+                    ExpirationRequest {
+                        as_of: Some(end),
+                        ..Default::default()
+                    },
+                    end,
+                );
                 if sweep_first {
                     let (s, r) = futures::future::join(s, r).await;
                     (r, s)
@@ -267,7 +370,11 @@ mod tests {
                 }
             });
             let swept = swept.expect("sweep").expired;
-            assert_eq!(u64::from(redeemed.is_ok()) + swept, 1, "sweep_first={sweep_first}");
+            assert_eq!(
+                u64::from(redeemed.is_ok()) + swept,
+                1,
+                "sweep_first={sweep_first}"
+            );
             let s = stats(&store);
             assert_eq!(s.redeemed + s.expired, 1);
         }
@@ -278,7 +385,9 @@ mod tests {
         let (store, alice, code) = setup();
         let end = ts("2028-03-01T00:00:00+08:00");
         block_on(async {
-            redeem(&store, &alice, redemption(&code, "o1"), ts(NOW)).await.expect("redeem");
+            redeem(&store, &alice, redemption(&code, "o1"), ts(NOW))
+                .await
+                .expect("redeem");
             let view = cancel(&store, &code, "o1", end).await.expect("cancel");
             assert_eq!(view.state, crate::coupon::CouponState::Expired);
         });

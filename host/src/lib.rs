@@ -1,0 +1,25 @@
+//! Runs a Spin app (`spin.toml`, spin-sdk 7 components on WASI 0.3) on
+//! wasmtime without Spin: the harness of the integration tests.
+//!
+//! A request's path through the crate: [`App::handle`] picks the component by
+//! route ([`routes`], from the [`manifest`]), hands the request to an instance
+//! of it (`runtime`), and the guest reaches its key-value stores ([`kv`]), its
+//! variables (`variables`) and the wall clock ([`clock`]) through host
+//! interfaces. [`build`] builds the components on first use.
+
+#![warn(missing_docs)]
+
+mod app;
+mod bindings;
+pub mod build;
+pub mod clock;
+pub mod kv;
+pub mod manifest;
+pub mod routes;
+mod runtime;
+mod variables;
+
+pub use app::{App, AppBuilder};
+pub use clock::ManualClock;
+pub use kv::{KeyValueStore, KvError, MemoryStore};
+pub use manifest::Manifest;

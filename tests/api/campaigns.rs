@@ -1,0 +1,192 @@
+//! `POST /campaigns`, `GET /campaigns/{id}`, pause and resume.
+
+use coupon_tests::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn create_then_read_with_stats() {
+    let t = TestApp::new().await;
+    let created = t.create_campaign(campaign("spring")).await;
+    assert_eq!(created.status, 201, "{:#}", created.body);
+    assert_eq!(created.body["id"], "spring");
+    assert_eq!(created.body["claim_starts_at"], "2028-01-01T00:00:00+08:00");
+    assert_eq!(created.body["paused"], false);
+    assert_eq!(
+        created.body["stats"],
+        json!({"claimed": 0, "redeemed": 0, "expired": 0, "remaining_stock": 10, "budget_used": 0})
+    );
+    let read = t.campaign("spring").await;
+    assert_eq!(read, created.body);
+}
+
+#[tokio::test]
+async fn the_identical_body_again_is_200_and_another_body_409() {
+    let t = TestApp::new().await;
+    assert_eq!(t.create_campaign(campaign("spring")).await.status, 201);
+    let again = t.create_campaign(campaign("spring")).await;
+    assert_eq!(again.status, 200);
+    // The same instants written in another offset are the same campaign.
+    let same = campaign_with("spring", json!({"claim_starts_at": "2027-12-31T16:00:00Z"}));
+    assert_eq!(t.create_campaign(same).await.status, 200);
+    let other = campaign_with("spring", json!({"stock": 11}));
+    t.create_campaign(other)
+        .await
+        .assert_error(409, "campaign_exists");
+    assert_eq!(t.campaign("spring").await["stock"], 10);
+}
+
+#[tokio::test]
+async fn invalid_fields_are_400_naming_the_field_and_store_nothing() {
+    let t = TestApp::new().await;
+    let cases: Vec<(Value, &str)> = vec![
+        (campaign_with("UPPER", json!({})), "id"),
+        (campaign_with("x", json!({"name": ""})), "name"),
+        (campaign_with("x", json!({"currency": "yuan"})), "currency"),
+        (
+            campaign_with("x", json!({"discount": {"kind": "fixed", "amount": 0}})),
+            "discount",
+        ),
+        (
+            campaign_with(
+                "x",
+                json!({"discount": {"kind": "percent", "basis_points": 10001, "max_amount": 5}}),
+            ),
+            "discount",
+        ),
+        (
+            campaign_with("x", json!({"discount": {"kind": "bogus"}})),
+            "discount.kind",
+        ),
+        (
+            campaign_with("x", json!({"min_order_amount": -1})),
+            "min_order_amount",
+        ),
+        (campaign_with("x", json!({"stock": 0})), "stock"),
+        (campaign_with("x", json!({"budget": 0})), "budget"),
+        (
+            campaign_with("x", json!({"per_user_limit": 0})),
+            "per_user_limit",
+        ),
+        (
+            campaign_with("x", json!({"claim_starts_at": "2028-01-01"})),
+            "claim_starts_at",
+        ),
+        (
+            campaign_with("x", json!({"claim_ends_at": "2027-12-01T00:00:00+08:00"})),
+            "claim_ends_at",
+        ),
+        (
+            campaign_with("x", json!({"time_zone": "Mars/Olympus"})),
+            "time_zone",
+        ),
+        (
+            campaign_with(
+                "x",
+                json!({"expiry": {"kind": "end_of_month", "month": "2028-01"}}),
+            ),
+            "expiry",
+        ),
+        (
+            campaign_with(
+                "x",
+                json!({"expiry": {"kind": "end_of_month", "month": "2028-13"}}),
+            ),
+            "expiry",
+        ),
+        (
+            campaign_with("x", json!({"categories": [""]})),
+            "categories",
+        ),
+        (campaign_with("x", json!({"surprise": true})), "surprise"),
+    ];
+    for (body, field) in cases {
+        let answer = t.create_campaign(body).await;
+        answer.assert_error(400, "invalid_request");
+        assert_eq!(answer.body["error"]["field"], field, "{:#}", answer.body);
+    }
+    t.create_campaign(Value::String("{not json".into()))
+        .await
+        .assert_error(400, "invalid_request");
+    t.create_campaign(Value::Null)
+        .await
+        .assert_error(400, "invalid_request");
+    assert!(t.store.keys().is_empty(), "{:?}", t.store.keys());
+}
+
+#[tokio::test]
+async fn a_fixed_month_and_a_percent_discount_with_a_budget() {
+    let t = TestApp::new().await;
+    let body = campaign_with(
+        "feb",
+        json!({
+            "discount": {"kind": "percent", "basis_points": 1500, "max_amount": 3000},
+            "budget": 9000,
+            "categories": ["food", "toys"],
+            "expiry": {"kind": "end_of_month", "month": "2028-02"}
+        }),
+    );
+    let created = t.create_campaign(body).await;
+    assert_eq!(created.status, 201, "{:#}", created.body);
+    assert_eq!(created.body["budget"], 9000);
+    assert_eq!(
+        created.body["expiry"],
+        json!({"kind": "end_of_month", "month": "2028-02"})
+    );
+}
+
+#[tokio::test]
+async fn pause_and_resume() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let paused = t
+        .operator("POST", "/campaigns/spring/pause", Value::Null)
+        .await;
+    assert_eq!((paused.status, &paused.body["paused"]), (200, &json!(true)));
+    let refused = t.claim("alice", "spring", "k1").await;
+    refused.assert_error(503, "campaign_paused");
+    assert!(refused.header("retry-after").is_some());
+    let resumed = t
+        .operator("POST", "/campaigns/spring/resume", Value::Null)
+        .await;
+    assert_eq!(resumed.body["paused"], false);
+    assert_eq!(t.claim("alice", "spring", "k1").await.status, 201);
+}
+
+#[tokio::test]
+async fn unknown_campaigns_are_404() {
+    let t = TestApp::new().await;
+    t.operator("GET", "/campaigns/nope", Value::Null)
+        .await
+        .assert_error(404, "campaign_not_found");
+    t.operator("GET", "/campaigns/NOT-AN-ID", Value::Null)
+        .await
+        .assert_error(404, "campaign_not_found");
+    t.operator("POST", "/campaigns/nope/pause", Value::Null)
+        .await
+        .assert_error(404, "campaign_not_found");
+    t.operator("POST", "/campaigns/nope/resume", Value::Null)
+        .await
+        .assert_error(404, "campaign_not_found");
+}
+
+#[tokio::test]
+async fn the_operator_api_needs_the_admin_token() {
+    let t = TestApp::new().await;
+    for caller in [
+        Caller::Anonymous,
+        user("alice"),
+        Caller::Raw("Bearer wrong".into()),
+        Caller::Raw(ADMIN_TOKEN.into()),
+    ] {
+        t.send(&caller, "POST", "/campaigns", &[], campaign("spring"))
+            .await
+            .assert_error(401, "unauthorized");
+        t.send(&caller, "GET", "/campaigns/spring", &[], Value::Null)
+            .await
+            .assert_error(401, "unauthorized");
+        t.send(&caller, "POST", "/campaigns/spring/pause", &[], Value::Null)
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    assert!(t.store.keys().is_empty());
+}

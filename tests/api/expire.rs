@@ -1,0 +1,153 @@
+//! `POST /expirations` and expiry exactly at month end in the campaign's zone.
+
+use coupon_tests::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn usable_until_the_last_millisecond_of_february_in_shanghai() {
+    for sweep in [false, true] {
+        let t = TestApp::new().await;
+        t.create_campaign(campaign("spring")).await;
+        let code = t.claimed_code("alice", "spring").await; // claimed 2028-02-10
+        let valid = json!({"amount": 3000, "currency": "CNY"});
+
+        t.set_now("2028-02-29T23:59:59.999+08:00");
+        if sweep {
+            assert_eq!(t.expire(Value::Null).await.body["expired"], 0);
+        }
+        assert_eq!(
+            t.validate("alice", &code, valid.clone()).await.body["valid"],
+            true
+        );
+
+        t.set_now("2028-03-01T00:00:00+08:00");
+        if sweep {
+            assert_eq!(
+                t.expire(Value::Null).await.body,
+                json!({"expired": 1, "next_cursor": null})
+            );
+        }
+        assert_eq!(
+            t.validate("alice", &code, valid.clone()).await.body["reason"],
+            "expired"
+        );
+        t.redeem("alice", &code, order("o1", 3000))
+            .await
+            .assert_error(410, "expired");
+        assert_eq!(t.coupon("alice", &code).await.body["state"], "expired");
+        assert_eq!(
+            t.campaign("spring").await["stats"]["expired"],
+            u64::from(sweep)
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_last_millisecond_redeems_and_the_next_instant_does_not() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let early = t.claimed_code("alice", "spring").await;
+    let late = t.claimed_code("bob", "spring").await;
+    t.set_now("2028-02-29T23:59:59.999+08:00");
+    assert_eq!(
+        t.redeem("alice", &early, order("o1", 3000)).await.status,
+        201
+    );
+    t.set_now("2028-03-01T00:00:00+08:00");
+    t.redeem("bob", &late, order("o2", 3000))
+        .await
+        .assert_error(410, "expired");
+}
+
+#[tokio::test]
+async fn a_fixed_month_campaign_claimed_in_january_expires_at_the_end_of_february() {
+    let t = TestApp::new().await;
+    let body = campaign_with(
+        "feb",
+        json!({"expiry": {"kind": "end_of_month", "month": "2028-02"}}),
+    );
+    assert_eq!(t.create_campaign(body).await.status, 201);
+    t.set_now("2028-01-20T12:00:00+08:00");
+    let answer = t.claim("alice", "feb", "k").await;
+    assert_eq!(answer.body["expires_at"], "2028-03-01T00:00:00+08:00");
+    let code = answer.body["code"].as_str().expect("code").to_owned();
+    t.set_now("2028-02-29T23:59:59.999+08:00");
+    assert_eq!(
+        t.validate("alice", &code, json!({"amount": 3000, "currency": "CNY"}))
+            .await
+            .body["valid"],
+        true
+    );
+    t.set_now("2028-03-01T00:00:00+08:00");
+    t.redeem("alice", &code, order("o1", 3000))
+        .await
+        .assert_error(410, "expired");
+}
+
+#[tokio::test]
+async fn the_sweep_is_bounded_resumable_and_idempotent() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    for who in ["a", "b", "c", "d", "e"] {
+        t.claimed_code(who, "spring").await;
+    }
+    let redeemed = t.claimed_code("f", "spring").await;
+    assert_eq!(
+        t.redeem("f", &redeemed, order("o1", 3000)).await.status,
+        201
+    );
+    t.set_now("2028-03-02T00:00:00+08:00");
+    let first = t.expire(json!({"limit": 4})).await;
+    assert_eq!(first.body["expired"], 4, "{:#}", first.body);
+    let cursor = first.body["next_cursor"]
+        .as_str()
+        .expect("a cursor")
+        .to_owned();
+    let second = t.expire(json!({"limit": 4, "cursor": cursor})).await;
+    assert_eq!(second.body, json!({"expired": 1, "next_cursor": null}));
+    assert_eq!(t.expire(Value::Null).await.body["expired"], 0);
+    let stats = t.campaign("spring").await["stats"].clone();
+    assert_eq!(
+        (stats["expired"].as_i64(), stats["redeemed"].as_i64()),
+        (Some(5), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn as_of_in_the_past_expires_only_what_was_due_then() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign_with(
+        "spring",
+        json!({"claim_ends_at": "2028-03-15T00:00:00+08:00"}),
+    ))
+    .await;
+    t.claimed_code("a", "spring").await; // February: expires March 1st
+    t.set_now("2028-03-10T00:00:00+08:00");
+    t.claimed_code("b", "spring").await; // March: expires April 1st
+    t.set_now("2028-04-02T00:00:00+08:00");
+    let answer = t
+        .expire(json!({"as_of": "2028-03-20T00:00:00+08:00"}))
+        .await;
+    assert_eq!(answer.body["expired"], 1);
+    assert_eq!(t.expire(Value::Null).await.body["expired"], 1);
+}
+
+#[tokio::test]
+async fn bad_sweep_requests_are_400_and_need_the_operator() {
+    let t = TestApp::new().await;
+    for (body, field) in [
+        (json!({"as_of": "2028-02-11T00:00:00+08:00"}), "as_of"),
+        (json!({"as_of": "tomorrow"}), "as_of"),
+        (json!({"limit": 0}), "limit"),
+        (json!({"limit": 10001}), "limit"),
+        (json!({"cursor": "nonsense"}), "cursor"),
+        (json!({"force": true}), "force"),
+    ] {
+        let answer = t.expire(body).await;
+        answer.assert_error(400, "invalid_request");
+        assert_eq!(answer.body["error"]["field"], field, "{:#}", answer.body);
+    }
+    t.send(&user("alice"), "POST", "/expirations", &[], Value::Null)
+        .await
+        .assert_error(401, "unauthorized");
+}

@@ -1,0 +1,221 @@
+//! The API's invariants under concurrent requests through the real components.
+//! Each test checks the stored state itself, not only the answers.
+
+use coupon_tests::*;
+use futures::future::join_all;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Sends all `requests` at once from separate tasks.
+async fn concurrently<F>(requests: Vec<F>) -> Vec<Answer>
+where
+    F: std::future::Future<Output = Answer> + Send + 'static,
+{
+    let handles = requests.into_iter().map(tokio::spawn);
+    join_all(handles)
+        .await
+        .into_iter()
+        .map(|r| r.expect("no task panics"))
+        .collect()
+}
+
+fn count_by_status(answers: &[Answer]) -> BTreeMap<(u16, String), usize> {
+    let mut counts = BTreeMap::new();
+    for a in answers {
+        *counts
+            .entry((a.status, a.error_code().to_owned()))
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_budget_and_per_user_limits_hold_under_concurrent_claims() {
+    let t = TestApp::new().await;
+    // 10 coupons by stock, 9 by budget (500 each of 4600), 2 per user.
+    t.create_campaign(campaign_with("rush", json!({"stock": 10, "budget": 4600})))
+        .await;
+    let requests = (0..120)
+        .map(|i| {
+            let t = t.clone();
+            async move {
+                t.claim(&format!("u{}", i % 20), "rush", &format!("key-{i}"))
+                    .await
+            }
+        })
+        .collect();
+    let answers = concurrently(requests).await;
+    let counts = count_by_status(&answers);
+    let issued: Vec<&Answer> = answers.iter().filter(|a| a.status == 201).collect();
+    assert_eq!(issued.len(), 9, "{counts:?}");
+    for a in answers.iter().filter(|a| a.status != 201) {
+        assert!(
+            matches!(a.error_code(), "sold_out" | "per_user_limit_reached"),
+            "{:#}",
+            a.body
+        );
+    }
+    // Invariant 6: every 201 is in the store; and nothing else is.
+    let stored = t.stored_coupons();
+    let stored_codes: BTreeSet<&str> = stored.iter().map(|c| c["code"].as_str().unwrap()).collect();
+    let answered_codes: BTreeSet<&str> = issued
+        .iter()
+        .map(|a| a.body["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored_codes, answered_codes);
+    let mut per_user: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &stored {
+        *per_user.entry(c["user_id"].as_str().unwrap()).or_default() += 1;
+    }
+    assert!(per_user.values().all(|&n| n <= 2), "{per_user:?}");
+    // Invariant 7: stats equal the stored state.
+    let stats = t.campaign("rush").await["stats"].clone();
+    assert_eq!(
+        stats,
+        json!({"claimed": 9, "redeemed": 0, "expired": 0, "remaining_stock": 1, "budget_used": 4500})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_racing_for_more_than_the_limit_gets_the_limit() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign_with("limit", json!({"per_user_limit": 3})))
+        .await;
+    let requests = (0..30)
+        .map(|i| {
+            let t = t.clone();
+            async move { t.claim("greedy", "limit", &format!("key-{i}")).await }
+        })
+        .collect();
+    let answers = concurrently(requests).await;
+    assert_eq!(
+        answers.iter().filter(|a| a.status == 201).count(),
+        3,
+        "{:?}",
+        count_by_status(&answers)
+    );
+    assert_eq!(t.stored_coupons().len(), 3);
+    assert_eq!(t.counter("c:limit:user:greedy"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_of_one_idempotency_key_yield_one_coupon() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("retry")).await;
+    let requests = (0..40)
+        .map(|_| {
+            let t = t.clone();
+            async move { t.claim("alice", "retry", "the-only-key").await }
+        })
+        .collect();
+    let answers = concurrently(requests).await;
+    let codes: BTreeSet<&str> = answers
+        .iter()
+        .filter(|a| a.status == 201)
+        .map(|a| a.body["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes.len(), 1, "{:?}", count_by_status(&answers));
+    for a in answers.iter().filter(|a| a.status != 201) {
+        a.assert_error(409, "request_in_progress");
+    }
+    assert_eq!(t.stored_coupons().len(), 1);
+    assert_eq!(t.campaign("retry").await["stats"]["claimed"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_orders_redeem_a_coupon_exactly_once() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("race")).await;
+    let code = t.claimed_code("alice", "race").await;
+    let requests = (0..30)
+        .map(|i| {
+            let (t, code) = (t.clone(), code.clone());
+            // Every order twice: retries of one order are the same redemption.
+            async move {
+                t.redeem("alice", &code, order(&format!("o{}", i % 15), 3000))
+                    .await
+            }
+        })
+        .collect();
+    let answers = concurrently(requests).await;
+    let winners: BTreeSet<&str> = answers
+        .iter()
+        .filter(|a| matches!(a.status, 200 | 201))
+        .map(|a| a.body["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(winners.len(), 1, "{:?}", count_by_status(&answers));
+    assert_eq!(answers.iter().filter(|a| a.status == 201).count(), 1);
+    for a in answers.iter().filter(|a| !matches!(a.status, 200 | 201)) {
+        assert!(
+            matches!(a.error_code(), "already_redeemed" | "request_in_progress"),
+            "{:#}",
+            a.body
+        );
+    }
+    let coupon = t.coupon("alice", &code).await.body;
+    assert_eq!(coupon["order_id"].as_str(), winners.first().copied());
+    assert_eq!(t.campaign("race").await["stats"]["redeemed"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redemptions_racing_the_sweep_at_month_end_end_one_way() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign_with(
+        "edge",
+        json!({"stock": 40, "per_user_limit": 40}),
+    ))
+    .await;
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        codes.push(t.claimed_code("alice", "edge").await);
+    }
+    // Redemptions just before the end race a sweep as of the end.
+    t.set_now("2028-02-29T23:59:59.999+08:00");
+    let redemptions: Vec<_> = codes
+        .iter()
+        .enumerate()
+        .map(|(i, code)| {
+            let (t, code) = (t.clone(), code.clone());
+            tokio::spawn(async move {
+                t.redeem("alice", &code, order(&format!("o{i}"), 3000))
+                    .await
+            })
+        })
+        .collect();
+    // Month end arrives while they are in flight; sweeps run at once.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    t.set_now("2028-03-01T00:00:00+08:00");
+    let sweeps: Vec<_> = (0..3)
+        .map(|_| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                t.expire(Value::Null).await.body["expired"]
+                    .as_i64()
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    let redeemed = join_all(redemptions)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().is_ok_and(|a| a.status == 201))
+        .count();
+    let mut expired: i64 = join_all(sweeps)
+        .await
+        .into_iter()
+        .map(|r| r.expect("sweep task"))
+        .sum();
+    expired += t.expire(Value::Null).await.body["expired"]
+        .as_i64()
+        .unwrap_or(0);
+    let stats = t.campaign("edge").await["stats"].clone();
+    assert_eq!(
+        (stats["redeemed"].as_i64(), stats["expired"].as_i64()),
+        (Some(redeemed as i64), Some(expired))
+    );
+    assert_eq!(redeemed as i64 + expired, 20, "{stats}");
+    for code in &codes {
+        let state = t.coupon("alice", code).await.body["state"].clone();
+        assert!(state == "redeemed" || state == "expired", "{state}");
+    }
+}

@@ -1,0 +1,12 @@
+//! Every endpoint and error path, through the real `.wasm` components on the
+//! wasmtime host: one module per operation, then stories across them and the
+//! invariants under concurrency.
+
+mod campaigns;
+mod claim;
+mod expire;
+mod invariants;
+mod redeem;
+mod routing;
+mod stories;
+mod validate;

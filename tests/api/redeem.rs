@@ -1,0 +1,157 @@
+//! `POST /redemptions` and `DELETE /redemptions/{code}?order_id=...`.
+
+use coupon_tests::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_redemption_pays_part_of_the_order_once() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    let first = t.redeem("alice", &code, order("o1", 3000)).await;
+    assert_eq!(first.status, 201, "{:#}", first.body);
+    assert_eq!(
+        first.body,
+        json!({"code": code, "order_id": "o1", "discount_amount": 500, "payable_amount": 2500,
+               "redeemed_at": "2028-02-10T10:00:00+08:00"})
+    );
+    let again = t.redeem("alice", &code, order("o1", 3000)).await;
+    assert_eq!((again.status, &again.body), (200, &first.body));
+    t.redeem("alice", &code, order("o2", 3000))
+        .await
+        .assert_error(409, "already_redeemed");
+    let coupon = t.coupon("alice", &code).await.body;
+    assert_eq!(
+        (&coupon["state"], &coupon["order_id"]),
+        (&json!("redeemed"), &json!("o1"))
+    );
+    assert_eq!(t.campaign("spring").await["stats"]["redeemed"], 1);
+}
+
+#[tokio::test]
+async fn rule_failures_are_422_with_the_reason_as_code_and_change_nothing() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    let before = t.state();
+    t.redeem("alice", &code, order("o1", 1999))
+        .await
+        .assert_error(422, "below_min_order");
+    let usd = json!({"id": "o1", "amount": 3000, "currency": "USD"});
+    t.redeem("alice", &code, usd)
+        .await
+        .assert_error(422, "currency_mismatch");
+    assert_eq!(t.state(), before);
+}
+
+#[tokio::test]
+async fn past_expiry_is_410() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    t.set_now("2028-03-01T00:00:00+08:00");
+    t.redeem("alice", &code, order("o1", 3000))
+        .await
+        .assert_error(410, "expired");
+}
+
+#[tokio::test]
+async fn the_order_id_is_required() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    let answer = t
+        .redeem("alice", &code, json!({"amount": 3000, "currency": "CNY"}))
+        .await;
+    answer.assert_error(400, "invalid_request");
+    assert_eq!(answer.body["error"]["field"], "order.id");
+    let long = "o".repeat(129);
+    t.redeem("alice", &code, order(&long, 3000))
+        .await
+        .assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn a_cancelled_order_gives_the_coupon_back() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    assert_eq!(
+        t.redeem("alice", &code, order("o1", 3000)).await.status,
+        201
+    );
+    let path = format!("/redemptions/{code}?order_id=o1");
+    let cancelled = t.operator("DELETE", &path, Value::Null).await;
+    assert_eq!(cancelled.status, 200, "{:#}", cancelled.body);
+    assert_eq!(cancelled.body["state"], "issued");
+    assert!(cancelled.body.get("order_id").is_none());
+    // Repeating it is harmless.
+    assert_eq!(t.operator("DELETE", &path, Value::Null).await.status, 200);
+    assert_eq!(t.campaign("spring").await["stats"]["redeemed"], 0);
+    assert_eq!(
+        t.redeem("alice", &code, order("o2", 3000)).await.status,
+        201
+    );
+    assert_eq!(t.campaign("spring").await["stats"]["redeemed"], 1);
+}
+
+#[tokio::test]
+async fn a_cancellation_past_expiry_leaves_the_coupon_expired() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    assert_eq!(
+        t.redeem("alice", &code, order("o1", 3000)).await.status,
+        201
+    );
+    t.set_now("2028-03-05T00:00:00+08:00");
+    let cancelled = t
+        .operator(
+            "DELETE",
+            &format!("/redemptions/{code}?order_id=o1"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(cancelled.body["state"], "expired");
+    let stats = t.campaign("spring").await["stats"].clone();
+    assert_eq!(
+        (stats["redeemed"].as_i64(), stats["expired"].as_i64()),
+        (Some(0), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn cancelling_an_unknown_pair_is_404() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    assert_eq!(
+        t.redeem("alice", &code, order("o1", 3000)).await.status,
+        201
+    );
+    let not_found = |path: String| {
+        let t = t.clone();
+        async move {
+            t.operator("DELETE", &path, Value::Null)
+                .await
+                .assert_error(404, "redemption_not_found")
+        }
+    };
+    not_found(format!("/redemptions/{code}?order_id=o2")).await;
+    not_found("/redemptions/0000000000000000000000?order_id=o1".into()).await;
+    let missing = t
+        .operator("DELETE", &format!("/redemptions/{code}"), Value::Null)
+        .await;
+    missing.assert_error(400, "invalid_request");
+    let as_user = t
+        .send(
+            &user("alice"),
+            "DELETE",
+            &format!("/redemptions/{code}?order_id=o1"),
+            &[],
+            Value::Null,
+        )
+        .await;
+    as_user.assert_error(401, "unauthorized");
+    assert_eq!(t.coupon("alice", &code).await.body["state"], "redeemed");
+}

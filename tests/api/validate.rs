@@ -1,0 +1,193 @@
+//! `GET /coupons/{code}` and `POST /validations`: reading never changes anything.
+
+use coupon_tests::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_valid_coupon_reports_its_discount() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    let before = t.state();
+    let answer = t
+        .validate("alice", &code, json!({"amount": 3000, "currency": "CNY"}))
+        .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.body,
+        json!({"valid": true, "discount_amount": 500, "payable_amount": 2500, "expires_at": "2028-03-01T00:00:00+08:00"})
+    );
+    assert_eq!(t.state(), before, "a validation changed the store");
+}
+
+#[tokio::test]
+async fn percent_discounts_round_down_and_stop_at_the_cap() {
+    let t = TestApp::new().await;
+    let body = campaign_with(
+        "pct",
+        json!({"discount": {"kind": "percent", "basis_points": 1250, "max_amount": 1000}, "min_order_amount": 0}),
+    );
+    t.create_campaign(body).await;
+    let code = t.claimed_code("alice", "pct").await;
+    let check = |amount: i64, off: i64| {
+        let t = t.clone();
+        let code = code.clone();
+        async move {
+            let answer = t
+                .validate("alice", &code, json!({"amount": amount, "currency": "CNY"}))
+                .await;
+            assert_eq!(
+                answer.body["discount_amount"], off,
+                "{amount}: {:#}",
+                answer.body
+            );
+            assert_eq!(answer.body["payable_amount"], amount - off);
+        }
+    };
+    check(999, 124).await; // 124.875 rounds down
+    check(100_000, 1000).await; // capped
+    check(0, 0).await; // never more than the order
+}
+
+#[tokio::test]
+async fn each_rule_failure_has_its_reason() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign_with("cat", json!({"categories": ["food"]})))
+        .await;
+    let code = t.claimed_code("alice", "cat").await;
+    let reason = |order: Value| {
+        let (t, code) = (t.clone(), code.clone());
+        async move {
+            let answer = t.validate("alice", &code, order).await;
+            assert_eq!(
+                (answer.status, &answer.body["valid"]),
+                (200, &json!(false)),
+                "{:#}",
+                answer.body
+            );
+            answer.body["reason"].as_str().expect("reason").to_owned()
+        }
+    };
+    assert_eq!(
+        reason(json!({"amount": 1999, "currency": "CNY", "categories": ["food"]})).await,
+        "below_min_order"
+    );
+    assert_eq!(
+        reason(json!({"amount": 3000, "currency": "USD", "categories": ["food"]})).await,
+        "currency_mismatch"
+    );
+    assert_eq!(
+        reason(json!({"amount": 3000, "currency": "CNY", "categories": ["toys"]})).await,
+        "category_not_eligible"
+    );
+    assert_eq!(
+        reason(json!({"amount": 3000, "currency": "CNY"})).await,
+        "category_not_eligible"
+    );
+    let ok = t
+        .validate(
+            "alice",
+            &code,
+            json!({"amount": 3000, "currency": "CNY", "categories": ["toys", "food"]}),
+        )
+        .await;
+    assert_eq!(ok.body["valid"], true);
+
+    assert_eq!(
+        t.redeem("alice", &code, order("o1", 3000)).await.status,
+        422
+    );
+    let food = json!({"id": "o1", "amount": 3000, "currency": "CNY", "categories": ["food"]});
+    assert_eq!(t.redeem("alice", &code, food).await.status, 201);
+    assert_eq!(
+        reason(json!({"amount": 3000, "currency": "CNY", "categories": ["food"]})).await,
+        "already_redeemed"
+    );
+    t.set_now("2028-03-01T00:00:00+08:00");
+    // Redeemed stays redeemed after expiry.
+    assert_eq!(
+        reason(json!({"amount": 3000, "currency": "CNY", "categories": ["food"]})).await,
+        "already_redeemed"
+    );
+}
+
+#[tokio::test]
+async fn expired_is_a_reason_not_an_error() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    t.set_now("2028-03-01T00:00:00+08:00");
+    let answer = t
+        .validate("alice", &code, json!({"amount": 3000, "currency": "CNY"}))
+        .await;
+    assert_eq!(answer.body, json!({"valid": false, "reason": "expired"}));
+}
+
+#[tokio::test]
+async fn a_coupon_is_visible_only_to_its_holder() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    let mine = t.coupon("alice", &code).await;
+    assert_eq!((mine.status, &mine.body["state"]), (200, &json!("issued")));
+    // Someone else's coupon, a made-up code and a mistyped one look the same.
+    let mut typo = code.clone().into_bytes();
+    typo[3] = if typo[3] == b'A' { b'B' } else { b'A' };
+    let typo = String::from_utf8(typo).expect("ascii");
+    for (who, c) in [
+        ("mallory", code.as_str()),
+        ("alice", "0000000000000000000000"),
+        ("alice", typo.as_str()),
+    ] {
+        t.coupon(who, c).await.assert_error(404, "coupon_not_found");
+        t.validate(who, c, json!({"amount": 3000, "currency": "CNY"}))
+            .await
+            .assert_error(404, "coupon_not_found");
+        t.redeem(who, c, order("o1", 3000))
+            .await
+            .assert_error(404, "coupon_not_found");
+    }
+    // The code in any case is the same coupon.
+    assert_eq!(t.coupon("alice", &code.to_lowercase()).await.status, 200);
+}
+
+#[tokio::test]
+async fn bad_validation_bodies_are_400() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    for (body, field) in [
+        (json!({"code": code}), "order"),
+        (
+            json!({"code": code, "order": {"amount": -1, "currency": "CNY"}}),
+            "order.amount",
+        ),
+        (
+            json!({"code": code, "order": {"amount": 1, "currency": "cny"}}),
+            "order.currency",
+        ),
+        (
+            json!({"code": code, "order": {"amount": 1, "currency": "CNY", "coupon": 1}}),
+            "order.coupon",
+        ),
+        (json!({"order": {"amount": 1, "currency": "CNY"}}), "code"),
+    ] {
+        let answer = t
+            .send(&user("alice"), "POST", "/validations", &[], body)
+            .await;
+        answer.assert_error(400, "invalid_request");
+        assert_eq!(answer.body["error"]["field"], field);
+    }
+    t.send(&Caller::Anonymous, "POST", "/validations", &[], json!({}))
+        .await
+        .assert_error(401, "unauthorized");
+    t.send(
+        &Caller::Anonymous,
+        "GET",
+        &format!("/coupons/{code}"),
+        &[],
+        Value::Null,
+    )
+    .await
+    .assert_error(401, "unauthorized");
+}

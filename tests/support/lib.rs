@@ -1,0 +1,305 @@
+//! Helpers for the end-to-end tests: an app on the wasmtime host with an
+//! in-memory store and a clock the test sets, plus requests that read like the API.
+
+use anyhow::Result;
+use bytes::Bytes;
+use coupon_host::App;
+use coupon_host::clock::ManualClock;
+use coupon_host::kv::MemoryStore;
+use serde_json::{Value, json};
+use std::time::{Duration, SystemTime};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const USER_SECRET: &str = "test-user-secret";
+/// Tokens the tests sign stay valid until then, whatever the test clock says.
+const TOKEN_EXPIRY: i64 = 4_102_444_800; // 2100-01-01
+
+/// An answer: status, headers, and the body parsed as JSON (`Null` if empty).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `error.code` of an error answer.
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Asserts an error answer's status and code, and that it names a message.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.error_code()),
+            (status, code),
+            "{:#}",
+            self.body
+        );
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+}
+
+/// Who makes a request.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Anonymous,
+    Operator,
+    User(String),
+    /// A raw `Authorization` header value.
+    Raw(String),
+}
+
+pub fn user(name: &str) -> Caller {
+    Caller::User(name.to_owned())
+}
+
+/// A user token signed with the app's secret.
+pub fn token(user: &str) -> String {
+    coupon_core::auth::sign_user_token(
+        USER_SECRET.as_bytes(),
+        &json!({"sub": user, "exp": TOKEN_EXPIRY}),
+    )
+}
+
+/// The coupon app on the wasmtime host, with its store and clock in reach.
+#[derive(Clone)]
+pub struct TestApp {
+    pub app: App,
+    pub store: MemoryStore,
+    pub clock: ManualClock,
+}
+
+impl TestApp {
+    /// Instances reused across requests, as Spin 4 does.
+    pub async fn new() -> TestApp {
+        TestApp::with_reuse(true).await
+    }
+
+    pub async fn with_reuse(reuse: bool) -> TestApp {
+        TestApp::try_new(reuse).await.expect("the app starts")
+    }
+
+    async fn try_new(reuse: bool) -> Result<TestApp> {
+        let store = MemoryStore::new();
+        let clock = ManualClock::new(system_time("2028-02-10T10:00:00+08:00"));
+        let app = App::builder_from_workspace()?
+            .variable("user_token_secret", USER_SECRET)
+            .variable("admin_token", ADMIN_TOKEN)
+            .store("default", store.clone())
+            .clock(clock.clone())
+            .instance_reuse(reuse)
+            .build()
+            .await?;
+        Ok(TestApp { app, store, clock })
+    }
+
+    /// Sets the clock every component reads.
+    pub fn set_now(&self, rfc3339: &str) {
+        self.clock.set(system_time(rfc3339));
+    }
+
+    /// Sends a request; `body` is sent as JSON unless it is `Null`.
+    pub async fn send(
+        &self,
+        caller: &Caller,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> Answer {
+        let body = match body {
+            Value::Null => Bytes::new(),
+            Value::String(raw) => Bytes::from(raw),
+            json => Bytes::from(json.to_string()),
+        };
+        self.send_bytes(caller, method, path, headers, body).await
+    }
+
+    pub async fn send_bytes(
+        &self,
+        caller: &Caller,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Answer {
+        let mut request = http::Request::builder().method(method).uri(path);
+        let authorization = match caller {
+            Caller::Anonymous => None,
+            Caller::Operator => Some(format!("Bearer {ADMIN_TOKEN}")),
+            Caller::User(name) => Some(format!("Bearer {}", token(name))),
+            Caller::Raw(value) => Some(value.clone()),
+        };
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        if !body.is_empty() {
+            request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body).expect("a valid test request");
+        let response = self.app.handle(request).await.expect("the host answers");
+        let (parts, body) = response.into_parts();
+        let body = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+        };
+        Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn operator(&self, method: &str, path: &str, body: Value) -> Answer {
+        self.send(&Caller::Operator, method, path, &[], body).await
+    }
+
+    pub async fn create_campaign(&self, body: Value) -> Answer {
+        self.operator("POST", "/campaigns", body).await
+    }
+
+    pub async fn campaign(&self, id: &str) -> Value {
+        let answer = self
+            .operator("GET", &format!("/campaigns/{id}"), Value::Null)
+            .await;
+        assert_eq!(answer.status, 200, "{:#}", answer.body);
+        answer.body
+    }
+
+    pub async fn claim(&self, who: &str, campaign: &str, key: &str) -> Answer {
+        self.send(
+            &user(who),
+            "POST",
+            "/claims",
+            &[("idempotency-key", key)],
+            json!({"campaign_id": campaign}),
+        )
+        .await
+    }
+
+    /// Claims and returns the new coupon's code, asserting it was issued.
+    pub async fn claimed_code(&self, who: &str, campaign: &str) -> String {
+        let answer = self
+            .claim(
+                who,
+                campaign,
+                &format!("{who}-{campaign}-{}", self.store.keys().len()),
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{:#}", answer.body);
+        answer.body["code"].as_str().expect("a code").to_owned()
+    }
+
+    pub async fn validate(&self, who: &str, code: &str, order: Value) -> Answer {
+        self.send(
+            &user(who),
+            "POST",
+            "/validations",
+            &[],
+            json!({"code": code, "order": order}),
+        )
+        .await
+    }
+
+    pub async fn redeem(&self, who: &str, code: &str, order: Value) -> Answer {
+        self.send(
+            &user(who),
+            "POST",
+            "/redemptions",
+            &[],
+            json!({"code": code, "order": order}),
+        )
+        .await
+    }
+
+    pub async fn coupon(&self, who: &str, code: &str) -> Answer {
+        self.send(
+            &user(who),
+            "GET",
+            &format!("/coupons/{code}"),
+            &[],
+            Value::Null,
+        )
+        .await
+    }
+
+    pub async fn expire(&self, body: Value) -> Answer {
+        self.operator("POST", "/expirations", body).await
+    }
+
+    /// A counter as the components keep it (8 little-endian bytes), 0 if absent.
+    pub fn counter(&self, key: &str) -> i64 {
+        self.store.counter(key).expect("a counter").unwrap_or(0)
+    }
+
+    /// The store's contents, less counters that read 0: reading a counter
+    /// (`increment(key, 0)`) creates it at 0, which changes no state.
+    pub fn state(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let mut snapshot = self.store.snapshot();
+        snapshot.retain(|_, value| value.as_slice() != [0u8; 8]);
+        snapshot
+    }
+
+    /// Every stored coupon record, parsed.
+    pub fn stored_coupons(&self) -> Vec<Value> {
+        let snapshot = self.store.snapshot();
+        snapshot
+            .iter()
+            .filter(|(k, _)| k.starts_with("k:") && k.matches(':').count() == 1)
+            .map(|(_, v)| serde_json::from_slice(v).expect("a coupon record"))
+            .collect()
+    }
+}
+
+/// A campaign open from 2028-01-01 to 2028-02-15 in Shanghai: 500 off orders
+/// of 2000 or more, 10 coupons, 2 per user, expiring at the end of the claim month.
+pub fn campaign(id: &str) -> Value {
+    json!({
+        "id": id,
+        "name": "Spring festival",
+        "currency": "CNY",
+        "discount": {"kind": "fixed", "amount": 500},
+        "min_order_amount": 2000,
+        "stock": 10,
+        "per_user_limit": 2,
+        "claim_starts_at": "2028-01-01T00:00:00+08:00",
+        "claim_ends_at": "2028-02-15T00:00:00+08:00",
+        "time_zone": "Asia/Shanghai",
+        "expiry": {"kind": "end_of_claim_month"}
+    })
+}
+
+/// An order of `amount` fen with id `id`.
+pub fn order(id: &str, amount: i64) -> Value {
+    json!({"id": id, "amount": amount, "currency": "CNY"})
+}
+
+/// `campaign(id)` with `changes` merged in at the top level.
+pub fn campaign_with(id: &str, changes: Value) -> Value {
+    let mut body = campaign(id);
+    if let (Some(body), Value::Object(changes)) = (body.as_object_mut(), changes) {
+        body.extend(changes);
+    }
+    body
+}
+
+pub fn system_time(rfc3339: &str) -> SystemTime {
+    let ts = coupon_core::time::parse(rfc3339).expect("an RFC 3339 test time");
+    let nanos = u64::try_from(ts.as_nanosecond()).expect("a time after 1970");
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+}
