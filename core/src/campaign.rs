@@ -103,13 +103,13 @@ impl Campaign {
             ));
         }
         let tz = self.zone()?;
-        if let ExpiryRule::EndOfMonth { month } = self.expiry {
-            if month.end(&tz) <= self.claim_ends_at {
-                return Err(Error::invalid(
-                    "expiry",
-                    format!("month {month} ends before the claim window does"),
-                ));
-            }
+        if let ExpiryRule::EndOfMonth { month } = self.expiry
+            && month.end(&tz) <= self.claim_ends_at
+        {
+            return Err(Error::invalid(
+                "expiry",
+                format!("month {month} ends before the claim window does"),
+            ));
         }
         if self.categories.len() > MAX_CATEGORIES
             || self

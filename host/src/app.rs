@@ -59,6 +59,7 @@ pub struct AppBuilder {
     clock: Option<ManualClock>,
     instance_reuse: bool,
     request_timeout: Duration,
+    build_components: bool,
 }
 
 impl App {
@@ -71,6 +72,7 @@ impl App {
             clock: None,
             instance_reuse: true,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            build_components: true,
         }
     }
 
@@ -92,6 +94,14 @@ impl App {
     /// The app's manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.inner.manifest
+    }
+
+    /// The component a request for `path` is routed to, if any.
+    pub fn component_for(&self, path: &str) -> Option<&str> {
+        self.inner
+            .router
+            .route(path)
+            .map(|matched| matched.component)
     }
 
     /// Serves `request` as Spin would: routes it by path to a component, gives
@@ -155,8 +165,13 @@ impl AppBuilder {
 
     /// Backs the store labelled `label` with `store`. Unless set this way, the
     /// `default` store is a fresh [`MemoryStore`].
-    pub fn store(mut self, label: impl Into<String>, store: impl KeyValueStore) -> Self {
-        self.stores.insert(label.into(), Arc::new(store));
+    pub fn store(self, label: impl Into<String>, store: impl KeyValueStore) -> Self {
+        self.shared_store(label, Arc::new(store))
+    }
+
+    /// Like [`store`](Self::store), for a backend already shared.
+    pub fn shared_store(mut self, label: impl Into<String>, store: Arc<dyn KeyValueStore>) -> Self {
+        self.stores.insert(label.into(), store);
         self
     }
 
@@ -182,6 +197,13 @@ impl AppBuilder {
         self
     }
 
+    /// `true` (the default): run each component's build command before loading
+    /// it; `false`: load the `.wasm` files as they are (`spin up` without `--build`).
+    pub fn build_components(mut self, build: bool) -> Self {
+        self.build_components = build;
+        self
+    }
+
     /// Loads the manifest, resolves variables, builds the components if needed
     /// (their `[component.<id>.build] command`s), and compiles them (once per
     /// process). Fails if the manifest is invalid, a required variable is
@@ -204,10 +226,14 @@ impl AppBuilder {
             }
         }
 
-        let manifest =
+        let manifest = if self.build_components {
             tokio::task::spawn_blocking(move || ensure_built(&manifest).map(|()| manifest))
                 .await
-                .context("the component build panicked")??;
+                .context("the component build panicked")??
+        } else {
+            check_built(&manifest)?;
+            manifest
+        };
 
         let policy = if self.instance_reuse {
             InstancePolicy::reuse(self.request_timeout)
@@ -236,6 +262,21 @@ impl AppBuilder {
             }),
         })
     }
+}
+
+/// Fails, naming the build command, if a component's `.wasm` is missing.
+fn check_built(manifest: &Manifest) -> Result<()> {
+    for (id, spec) in &manifest.components {
+        let path = manifest.source_path(spec);
+        if !path.is_file() {
+            let how = match &spec.build {
+                Some(build) => format!("build it with `{}` (or pass --build)", build.command),
+                None => "it has no build command in the manifest".to_owned(),
+            };
+            anyhow::bail!("component {id:?}: {} is missing: {how}", path.display());
+        }
+    }
+    Ok(())
 }
 
 /// The request's URI made absolute as Spin gives it to guests: scheme `http`

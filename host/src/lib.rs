@@ -12,11 +12,14 @@
 mod app;
 mod bindings;
 pub mod build;
+mod cache;
 pub mod clock;
 pub mod kv;
 pub mod manifest;
 pub mod routes;
 mod runtime;
+pub mod runtime_config;
+pub mod serve;
 mod variables;
 
 pub use app::{App, AppBuilder};

@@ -144,6 +144,16 @@ impl Manifest {
             .with_context(|| format!("{} has no [component.{id}]", self.path.display()))
     }
 
+    /// Every key-value store label some component uses, once each.
+    pub fn store_labels(&self) -> Vec<String> {
+        let labels: std::collections::BTreeSet<&String> = self
+            .components
+            .values()
+            .flat_map(|c| &c.key_value_stores)
+            .collect();
+        labels.into_iter().cloned().collect()
+    }
+
     /// The absolute path of a component's `.wasm`.
     pub fn source_path(&self, component: &ComponentSpec) -> PathBuf {
         self.dir.join(&component.source)

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
-use wasmtime::component::{Component, GuestTaskId, Linker, ResourceTable};
+use wasmtime::component::{GuestTaskId, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreContextMut,
 };
@@ -207,8 +207,7 @@ pub(crate) fn load_component(path: &Path) -> Result<LoadedComponent> {
     if let Some(component) = loaded.get(&key) {
         return Ok(component.clone());
     }
-    let component = Component::from_file(&runtime.engine, path)
-        .map_err(anyhow::Error::from)
+    let component = crate::cache::compile(&runtime.engine, path)
         .with_context(|| format!("cannot compile component {}", path.display()))?;
     let pre = runtime
         .linker

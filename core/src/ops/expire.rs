@@ -89,23 +89,23 @@ pub async fn sweep(
     let mut examined = 0;
     let mut expired = 0;
     while cursor.campaign <= campaigns {
-        if let Some(campaign) = load_slot(store, cursor.campaign).await? {
-            if earliest_expiry(&campaign)? <= as_of {
-                let keys = CampaignKeys::new(&campaign.id);
-                let issued = read_counter(store, &keys.seq()).await?;
-                while cursor.coupon <= issued {
-                    if examined == limit {
-                        return Ok(Swept {
-                            expired,
-                            next_cursor: Some(cursor.render()),
-                        });
-                    }
-                    examined += 1;
-                    if expire_slot(store, &campaign, &keys, cursor.coupon, as_of).await? {
-                        expired += 1;
-                    }
-                    cursor.coupon += 1;
+        if let Some(campaign) = load_slot(store, cursor.campaign).await?
+            && earliest_expiry(&campaign)? <= as_of
+        {
+            let keys = CampaignKeys::new(&campaign.id);
+            let issued = read_counter(store, &keys.seq()).await?;
+            while cursor.coupon <= issued {
+                if examined == limit {
+                    return Ok(Swept {
+                        expired,
+                        next_cursor: Some(cursor.render()),
+                    });
                 }
+                examined += 1;
+                if expire_slot(store, &campaign, &keys, cursor.coupon, as_of).await? {
+                    expired += 1;
+                }
+                cursor.coupon += 1;
             }
         }
         cursor = Cursor {

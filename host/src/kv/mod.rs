@@ -10,8 +10,12 @@
 mod conformance;
 pub(crate) mod host;
 mod memory;
+mod redis;
+mod sqlite;
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
+pub use sqlite::{SqliteDb, SqliteStore};
 
 use async_trait::async_trait;
 use std::fmt;

@@ -1,0 +1,210 @@
+//! `coupon-host up`: serves a Spin app like `spin up`, on wasmtime, with the
+//! key-value stores of a Spin runtime config (SQLite under `--state-dir` by default).
+
+mod example;
+
+use anyhow::{Context, Result, bail};
+use coupon_host::{App, serve};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+const USAGE: &str = "\
+usage: coupon-host up [options]
+
+Serves the app of a spin.toml on wasmtime, like `spin up`.
+
+options:
+  --listen <ADDR>               address to listen on [default: 127.0.0.1:3000]
+  -f, --from <FILE|DIR>         the app's spin.toml (or its directory) [default: spin.toml]
+  --runtime-config-file <FILE>  Spin runtime config: [key_value_store.<label>] type = \"spin\" | \"redis\"
+  --state-dir <DIR>             where the default SQLite store lives [default: .spin beside spin.toml]
+  --build                       run each component's build command first
+  --no-instance-reuse           a fresh instance per request (default: reuse as Spin 4 does)
+  --generate-secrets            give unset required secret variables random values, kept in
+                                <state-dir>/secrets.toml (for trying the app out, not production)
+
+Variables come from SPIN_VARIABLE_<NAME> environment variables.";
+
+/// The `up` command's options.
+struct Up {
+    listen: SocketAddr,
+    manifest: PathBuf,
+    runtime_config: Option<PathBuf>,
+    /// `None`: `.spin` beside the manifest, as Spin does.
+    state_dir: Option<PathBuf>,
+    build: bool,
+    instance_reuse: bool,
+    generate_secrets: bool,
+}
+
+impl Up {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Up> {
+        let mut up = Up {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            manifest: PathBuf::from("spin.toml"),
+            runtime_config: None,
+            state_dir: None,
+            build: false,
+            instance_reuse: true,
+            generate_secrets: false,
+        };
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
+            };
+            match arg.as_str() {
+                "--listen" => {
+                    let v = value("--listen")?;
+                    up.listen = v.parse().with_context(|| {
+                        format!("--listen {v:?} is not an address like 127.0.0.1:3000")
+                    })?;
+                }
+                "-f" | "--from" => up.manifest = PathBuf::from(value("--from")?),
+                "--runtime-config-file" => {
+                    up.runtime_config = Some(PathBuf::from(value("--runtime-config-file")?))
+                }
+                "--state-dir" => up.state_dir = Some(PathBuf::from(value("--state-dir")?)),
+                "--build" => up.build = true,
+                "--no-instance-reuse" => up.instance_reuse = false,
+                "--generate-secrets" => up.generate_secrets = true,
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => bail!("unknown option {other:?}\n\n{USAGE}"),
+            }
+        }
+        if up.manifest.is_dir() {
+            up.manifest = up.manifest.join("spin.toml");
+        }
+        Ok(up)
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let result = match args.next().as_deref() {
+        Some("up") => Up::parse(args).and_then(run),
+        Some("-h" | "--help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    if let Err(e) = result {
+        eprintln!("coupon-host: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(up: Up) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let manifest = coupon_host::Manifest::load(&up.manifest)?;
+        let state_dir = up
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| manifest.dir.join(".spin"));
+        // Like Spin, SPIN_VARIABLE_* for variables the app does not declare are ignored.
+        let mut variables = spin_variables_from_env();
+        variables.retain(|name, _| manifest.variables.contains_key(name));
+        if up.generate_secrets {
+            fill_secrets(&manifest, &state_dir, &mut variables)?;
+        }
+        let stores = coupon_host::runtime_config::open_stores(
+            up.runtime_config.as_deref(),
+            &state_dir,
+            &manifest.store_labels(),
+        )
+        .await?;
+        let mut builder = App::builder(&up.manifest)
+            .build_components(up.build)
+            .instance_reuse(up.instance_reuse);
+        for (name, value) in &variables {
+            builder = builder.variable(name, value.clone());
+        }
+        for (label, store) in stores.stores {
+            builder = builder.shared_store(label, store);
+        }
+        if up.build {
+            eprintln!("coupon-host: building the components (first time: a minute or two)...");
+        }
+        let app = builder.build().await?;
+        let listener = serve::bind(up.listen).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        println!("Serving {url} ({})", stores.description);
+        for trigger in &app.manifest().http_triggers {
+            println!("  {:<24} -> {}", trigger.route, trigger.component);
+        }
+        if let Some(text) = example::text(&url, &variables) {
+            println!("{text}");
+        }
+        println!("Ctrl-C stops it; nothing acknowledged is lost.");
+        serve::serve(app, listener, serve::stop_signal()).await?;
+        eprintln!("coupon-host: stopped");
+        Ok(())
+    })
+}
+
+/// `SPIN_VARIABLE_<NAME>=value` as `name -> value`, as Spin reads them.
+fn spin_variables_from_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter_map(|(k, v)| Some((k.strip_prefix("SPIN_VARIABLE_")?.to_ascii_lowercase(), v)))
+        .collect()
+}
+
+/// Gives every required secret variable without a value a random one, kept in
+/// `<state_dir>/secrets.toml` so restarts keep the same secrets.
+fn fill_secrets(
+    manifest: &coupon_host::Manifest,
+    state_dir: &Path,
+    variables: &mut BTreeMap<String, String>,
+) -> Result<()> {
+    let file = state_dir.join("secrets.toml");
+    let mut kept: BTreeMap<String, String> = match std::fs::read_to_string(&file) {
+        Ok(text) => toml::from_str(&text)
+            .with_context(|| format!("{} is not a table of strings", file.display()))?,
+        Err(_) => BTreeMap::new(),
+    };
+    let mut changed = false;
+    for (name, variable) in &manifest.variables {
+        if !(variable.required && variable.secret) || variables.contains_key(name) {
+            continue;
+        }
+        let value = match kept.get(name) {
+            Some(value) => value.clone(),
+            None => {
+                changed = true;
+                let value = random_hex(24)?;
+                kept.insert(name.clone(), value.clone());
+                value
+            }
+        };
+        variables.insert(name.clone(), value);
+    }
+    if changed {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create {}", state_dir.display()))?;
+        std::fs::write(&file, toml::to_string(&kept)?)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        eprintln!(
+            "coupon-host: generated secrets for {:?} in {}",
+            kept.keys().collect::<Vec<_>>(),
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("cannot read /dev/urandom")?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}

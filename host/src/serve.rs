@@ -1,0 +1,144 @@
+//! Serving an [`App`] over HTTP/1.1 on a TCP listener, the way `spin up` does,
+//! with a request log and a graceful stop.
+
+use crate::app::App;
+use anyhow::Result;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Request bodies above this are refused before they reach a component.
+/// Components set their own, smaller limits; this one protects the host.
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// How long in-flight requests get to finish once a stop is asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `addr`, with a clear error when the port is taken.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            anyhow::anyhow!("{addr} is already in use: stop what listens there, or pass --listen 127.0.0.1:<another port>")
+        }
+        _ => anyhow::Error::new(e).context(format!("cannot listen on {addr}")),
+    })
+}
+
+/// Serves `app` on `listener` until `stop` resolves, then lets requests in
+/// flight finish (up to 10 s) before returning.
+pub async fn serve(app: App, listener: TcpListener, stop: impl Future<Output = ()>) -> Result<()> {
+    let graceful = GracefulShutdown::new();
+    let http = hyper::server::conn::http1::Builder::new();
+    tokio::pin!(stop);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: keep serving the others.
+                Err(e) => {
+                    eprintln!("coupon-host: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        // Without it, a response written in two pieces waits ~40 ms for the
+        // peer's delayed ACK (Nagle's algorithm): Spin itself has that stall.
+        if let Err(e) = stream.set_nodelay(true) {
+            eprintln!("coupon-host: cannot set TCP_NODELAY: {e}");
+        }
+        let app = app.clone();
+        let service = service_fn(move |request| answer(app.clone(), request));
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await
+                && !e.is_incomplete_message()
+            {
+                eprintln!("coupon-host: connection error: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => eprintln!("coupon-host: requests still running after {DRAIN_TIMEOUT:?}; stopping anyway"),
+    }
+    Ok(())
+}
+
+/// Answers one request and logs it: method, path, component, status, latency.
+async fn answer(
+    app: App,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+    let component = app.component_for(&path).unwrap_or("-").to_owned();
+    let response = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(body) => match app
+            .handle(Request::from_parts(parts, body.to_bytes()))
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => {
+                eprintln!("coupon-host: {method} {path}: {e:#}");
+                plain(StatusCode::BAD_REQUEST, "the request could not be served\n")
+            }
+        },
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is too large\n",
+        ),
+        Err(_) => plain(
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read\n",
+        ),
+    };
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros();
+    println!(
+        r#"{{"method":"{method}","path":{path:?},"component":"{component}","status":{status},"latency_us":{micros}}}"#
+    );
+    Ok(response.map(Full::new))
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(text.as_bytes()));
+    *response.status_mut() = status;
+    response
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
