@@ -25,6 +25,10 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+/// The most linear memory one instance may grow to: a runaway request fails
+/// instead of taking the host's memory (the components need a few MiB).
+const MAX_INSTANCE_MEMORY: usize = 64 << 20;
+
 /// How often the engine's epoch ticks: a guest running longer than this yields
 /// to other tasks, and a request past its timeout can be stopped.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -138,7 +142,8 @@ impl Runtime {
         let mut pool = PoolingAllocationConfig::default();
         // Each component instance holds a few core instances (a Rust component
         // has its module plus shims); leave room for ~1000 live instances.
-        pool.total_component_instances(1000)
+        pool.max_memory_size(MAX_INSTANCE_MEMORY)
+            .total_component_instances(1000)
             .total_core_instances(5000)
             .total_memories(2000)
             .total_tables(5000)

@@ -58,3 +58,66 @@ async fn bodies_over_16_kib_are_413_before_parsing() {
         .assert_error(413, "payload_too_large");
     assert_eq!(t.stored_coupons().len(), 0);
 }
+
+/// A store whose every call fails, as an unreachable Redis does.
+struct BrokenStore;
+
+#[async_trait::async_trait]
+impl coupon_host::KeyValueStore for BrokenStore {
+    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, coupon_host::KvError> {
+        Err(coupon_host::KvError::Backend("connection refused".into()))
+    }
+    async fn set(&self, _: &str, _: &[u8]) -> Result<(), coupon_host::KvError> {
+        Err(coupon_host::KvError::Backend("connection refused".into()))
+    }
+    async fn delete(&self, _: &str) -> Result<(), coupon_host::KvError> {
+        Err(coupon_host::KvError::Backend("connection refused".into()))
+    }
+    async fn exists(&self, _: &str) -> Result<bool, coupon_host::KvError> {
+        Err(coupon_host::KvError::Backend("connection refused".into()))
+    }
+    async fn get_keys(&self) -> Result<Vec<String>, coupon_host::KvError> {
+        Err(coupon_host::KvError::Backend("connection refused".into()))
+    }
+    async fn increment(&self, _: &str, _: i64) -> Result<i64, coupon_host::KvError> {
+        Err(coupon_host::KvError::Backend("connection refused".into()))
+    }
+    async fn compare_and_swap(
+        &self,
+        _: &str,
+        _: Option<&[u8]>,
+        _: &[u8],
+    ) -> Result<bool, coupon_host::KvError> {
+        Err(coupon_host::KvError::Backend("connection refused".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_is_503_store_unavailable_never_a_crash() {
+    let app = coupon_host::App::builder_from_workspace()
+        .expect("spin.toml")
+        .variable("user_token_secret", USER_SECRET)
+        .variable("admin_token", ADMIN_TOKEN)
+        .store("default", BrokenStore)
+        .build()
+        .await
+        .expect("the app starts");
+    let t = TestApp {
+        app,
+        store: coupon_host::kv::MemoryStore::new(),
+        clock: coupon_host::clock::ManualClock::at_now(),
+    };
+    let answer = t.create_campaign(campaign("spring")).await;
+    answer.assert_error(503, "store_unavailable");
+    assert!(answer.header("retry-after").is_some());
+    t.claim("alice", "spring", "k")
+        .await
+        .assert_error(503, "store_unavailable");
+    let code = "0000000000000000000000";
+    t.validate("alice", code, json!({"amount": 1, "currency": "CNY"}))
+        .await
+        .assert_error(404, "coupon_not_found");
+    t.expire(Value::Null)
+        .await
+        .assert_error(503, "store_unavailable");
+}
