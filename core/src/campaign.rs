@@ -15,6 +15,7 @@ pub const MAX_STOCK: u64 = 1_000_000_000;
 pub const MAX_PER_USER_LIMIT: u32 = 1_000;
 pub const MAX_CATEGORIES: usize = 100;
 pub const MAX_CATEGORY_LEN: usize = 64;
+pub const MAX_CLAIMS_PER_SECOND: u32 = 1_000_000;
 
 /// A campaign id: 1 to 64 of `a-z`, `0-9` and `-`. Safe inside store keys and URLs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -70,6 +71,9 @@ pub struct Campaign {
     pub expiry: ExpiryRule,
     #[serde(default)]
     pub categories: Vec<String>,
+    /// Claims admitted per second across every host; over it, 429. Absent: no ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_claims_per_second: Option<u32>,
 }
 
 impl Campaign {
@@ -109,6 +113,15 @@ impl Campaign {
             return Err(Error::invalid(
                 "expiry",
                 format!("month {month} ends before the claim window does"),
+            ));
+        }
+        if self
+            .max_claims_per_second
+            .is_some_and(|n| !(1..=MAX_CLAIMS_PER_SECOND).contains(&n))
+        {
+            return Err(Error::invalid(
+                "max_claims_per_second",
+                format!("must be 1 to {MAX_CLAIMS_PER_SECOND} when given"),
             ));
         }
         if self.categories.len() > MAX_CATEGORIES

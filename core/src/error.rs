@@ -22,6 +22,8 @@ pub enum Error {
     CampaignExists,
     CampaignNotActive,
     CampaignPaused,
+    /// Over the campaign's `max_claims_per_second`: shed before touching the stock.
+    RateLimited,
     SoldOut,
     PerUserLimitReached,
     IdempotencyKeyReused,
@@ -82,6 +84,7 @@ impl Error {
             Error::CampaignExists => "campaign_exists",
             Error::CampaignNotActive => "campaign_not_active",
             Error::CampaignPaused => "campaign_paused",
+            Error::RateLimited => "rate_limited",
             Error::SoldOut => "sold_out",
             Error::PerUserLimitReached => "per_user_limit_reached",
             Error::IdempotencyKeyReused => "idempotency_key_reused",
@@ -113,6 +116,7 @@ impl Error {
             | Error::RequestInProgress => 409,
             Error::SoldOut | Error::Expired => 410,
             Error::PayloadTooLarge => 413,
+            Error::RateLimited => 429,
             Error::IdempotencyKeyReused | Error::RuleFailed(_) => 422,
             Error::Internal(_) => 500,
             Error::CampaignPaused | Error::StoreUnavailable(_) => 503,
@@ -123,7 +127,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             Error::CampaignPaused => Some(30),
-            Error::RequestInProgress | Error::StoreUnavailable(_) => Some(1),
+            Error::RateLimited | Error::RequestInProgress | Error::StoreUnavailable(_) => Some(1),
             _ => None,
         }
     }
@@ -160,6 +164,9 @@ impl fmt::Display for Error {
             }
             Error::CampaignNotActive => f.write_str("the campaign is outside its claim window"),
             Error::CampaignPaused => f.write_str("the campaign is paused; retry later"),
+            Error::RateLimited => f.write_str(
+                "the campaign takes no more claims this second; retry after Retry-After",
+            ),
             Error::SoldOut => f.write_str("the campaign's stock or budget is spent"),
             Error::PerUserLimitReached => {
                 f.write_str("this user already holds the most coupons the campaign allows")

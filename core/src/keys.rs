@@ -15,6 +15,7 @@
 //! | `c:{id}:redeemed` | counter | coupons redeemed now |
 //! | `c:{id}:expired` | counter | coupons moved to `expired` |
 //! | `c:{id}:user:{user}` | counter | coupons this user claimed |
+//! | `c:{id}:rate:{second}` | counter | claims attempted in that Unix second (admission control) |
 //! | `c:{id}:seq` | counter | coupons issued; slot numbers of `c:{id}:coupon:{n}` |
 //! | `c:{id}:coupon:{n}` | record | code of the n-th coupon issued (for the expiry sweep) |
 //! | `u:{user}:idem:{key}` | counter | 1 = the request owns this idempotency key |
@@ -83,6 +84,9 @@ impl CampaignKeys {
     }
     pub fn user(&self, user: &str) -> String {
         self.sub(&format!("user:{}", escape(user)))
+    }
+    pub fn rate(&self, unix_second: i64) -> String {
+        self.sub(&format!("rate:{unix_second}"))
     }
     pub fn seq(&self) -> String {
         self.sub("seq")

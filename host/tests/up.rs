@@ -2,134 +2,12 @@
 //! the coupon flow over HTTP, a restart, and the data still there; on the
 //! default SQLite store and on Redis.
 
-use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const ADMIN: &str = "e2e-admin";
-const SECRET: &str = "e2e-secret";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .to_owned()
-}
-
-/// A fresh directory under the target dir, removed at the start of the next run.
-fn scratch(name: &str) -> PathBuf {
-    let dir = workspace()
-        .join("target")
-        .join("e2e")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch dir");
-    dir
-}
-
-fn built_manifest() -> PathBuf {
-    let manifest = coupon_host::Manifest::load(workspace().join("spin.toml")).expect("spin.toml");
-    coupon_host::build::ensure_built(&manifest).expect("the components build");
-    manifest.path
-}
-
-/// A running `coupon-host up`, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Host {
-    child: Child,
-    url: String,
-}
-
-impl Host {
-    fn start(args: &[&str]) -> Host {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_coupon-host"))
-            .arg("up")
-            .args(["--listen", "127.0.0.1:0", "-f"])
-            .arg(built_manifest())
-            .args(args)
-            .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN)
-            .env("SPIN_VARIABLE_USER_TOKEN_SECRET", SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("coupon-host starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(rest) = line.strip_prefix("Serving ") {
-                        break rest.split_whitespace().next().expect("a URL").to_owned();
-                    }
-                }
-                _ => panic!("coupon-host exited before serving: {:?}", child.wait()),
-            }
-        };
-        // Keep draining the request log so the host never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Host { child, url }
-    }
-
-    /// Asks the host to stop as Ctrl-C would, and waits for it.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "coupon-host stopped with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("coupon-host did not stop within 15 s of SIGTERM");
-    }
-
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        auth: &str,
-        headers: &[(&str, &str)],
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let address = self.url.strip_prefix("http://").expect("an http URL");
-        let mut stream = TcpStream::connect(address).expect("connects");
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\nauthorization: Bearer {auth}\r\ncontent-length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        stream
-            .write_all(format!("{head}\r\n{body}").as_bytes())
-            .expect("writes");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("reads");
-        let status = answer
-            .get(9..12)
-            .and_then(|s| s.parse().ok())
-            .expect("a status line");
-        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn user_token() -> String {
-    let exp = coupon_core::Timestamp::now().as_second() + 3600;
-    coupon_core::auth::sign_user_token(SECRET.as_bytes(), &json!({"sub": "alice", "exp": exp}))
-}
+use common::{ADMIN, Host, Redis, SECRET, built_manifest, scratch, user_token, write_redis_config};
+use serde_json::json;
+use std::net::TcpListener;
+use std::process::Command;
 
 /// Creates a campaign, claims, validates, redeems; returns the coupon code.
 fn coupon_flow(host: &Host) -> String {
@@ -148,7 +26,7 @@ fn coupon_flow(host: &Host) -> String {
     });
     let (status, body) = host.request("POST", "/campaigns", ADMIN, &[], Some(campaign));
     assert_eq!(status, 201, "{body}");
-    let token = user_token();
+    let token = user_token("alice");
     let (status, coupon) = host.request(
         "POST",
         "/claims",
@@ -185,7 +63,7 @@ fn coupon_flow(host: &Host) -> String {
 /// After a restart, the coupon and the stats are what they were.
 fn still_there(host: &Host, code: &str) {
     let (status, coupon) =
-        host.request("GET", &format!("/coupons/{code}"), &user_token(), &[], None);
+        host.request("GET", &format!("/coupons/{code}"), &user_token("alice"), &[], None);
     assert_eq!(
         (status, &coupon["state"], &coupon["order_id"]),
         (200, &json!("redeemed"), &json!("order-1")),
@@ -209,61 +87,12 @@ fn the_coupon_flow_survives_a_restart_on_the_default_sqlite_store() {
     host.stop();
 }
 
-/// A `redis-server` on a free loopback port, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (apt-get install redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn the_coupon_flow_survives_a_restart_on_redis() {
     let redis = Redis::start();
     let dir = scratch("redis");
     let config = dir.join("runtime-config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\n",
-            redis.port
-        ),
-    )
-    .expect("writes");
+    write_redis_config(&config, redis.port);
     let args = [
         "--runtime-config-file",
         config.to_str().expect("utf-8"),
@@ -300,13 +129,7 @@ fn clear_errors_for_what_a_newcomer_gets_wrong() {
         .expect("a free port")
         .port();
     let config = dir.join("redis.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n"
-        ),
-    )
-    .expect("writes");
+    write_redis_config(&config, port);
     let manifest = built_manifest();
     let manifest = manifest.to_str().expect("utf-8");
     let stderr = run(&[

@@ -184,3 +184,31 @@ async fn claims_need_a_valid_user_token() {
     }
     assert_eq!(t.stored_coupons().len(), 0);
 }
+
+#[tokio::test]
+async fn claims_over_max_claims_per_second_are_429_and_take_nothing() {
+    let t = TestApp::new().await;
+    let body = campaign_with("rate", json!({"max_claims_per_second": 2}));
+    assert_eq!(
+        t.create_campaign(body).await.body["max_claims_per_second"],
+        2
+    );
+    let mut statuses = Vec::new();
+    for who in ["a", "b", "c", "d"] {
+        let answer = t.claim(who, "rate", "k").await;
+        if answer.status == 429 {
+            answer.assert_error(429, "rate_limited");
+            assert_eq!(answer.header("retry-after"), Some("1"));
+        }
+        statuses.push(answer.status);
+    }
+    assert_eq!(statuses, [201, 201, 429, 429]);
+    assert_eq!(t.counter("c:rate:claimed"), 2);
+    // Next second: the same key retries and gets in.
+    t.set_now("2028-02-10T10:00:01+08:00");
+    assert_eq!(t.claim("c", "rate", "k").await.status, 201);
+    let invalid = t
+        .create_campaign(campaign_with("zero", json!({"max_claims_per_second": 0})))
+        .await;
+    invalid.assert_error(400, "invalid_request");
+}

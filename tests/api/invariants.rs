@@ -6,6 +6,32 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Runs `$check` as two tests: on the memory store, and on one whose
+/// compare-and-swap is as unsafe as Spin 4's (which nothing may rely on).
+macro_rules! on_both_stores {
+    ($($check:ident),* $(,)?) => {$(
+        mod $check {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_the_memory_store() {
+                super::$check(coupon_tests::TestApp::new().await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn with_spins_unsafe_compare_and_swap() {
+                super::$check(coupon_tests::TestApp::with_spins_compare_and_swap().await).await
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    stock_budget_and_per_user_limits_hold_under_concurrent_claims,
+    one_user_racing_for_more_than_the_limit_gets_the_limit,
+    retries_of_one_idempotency_key_yield_one_coupon,
+    racing_orders_redeem_a_coupon_exactly_once,
+    redemptions_racing_the_sweep_at_month_end_end_one_way,
+);
+
 /// Sends all `requests` at once from separate tasks.
 async fn concurrently<F>(requests: Vec<F>) -> Vec<Answer>
 where
@@ -29,9 +55,7 @@ fn count_by_status(answers: &[Answer]) -> BTreeMap<(u16, String), usize> {
     counts
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_budget_and_per_user_limits_hold_under_concurrent_claims() {
-    let t = TestApp::new().await;
+async fn stock_budget_and_per_user_limits_hold_under_concurrent_claims(t: TestApp) {
     // 10 coupons by stock, 9 by budget (500 each of 4600), 2 per user.
     t.create_campaign(campaign_with("rush", json!({"stock": 10, "budget": 4600})))
         .await;
@@ -76,9 +100,7 @@ async fn stock_budget_and_per_user_limits_hold_under_concurrent_claims() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_user_racing_for_more_than_the_limit_gets_the_limit() {
-    let t = TestApp::new().await;
+async fn one_user_racing_for_more_than_the_limit_gets_the_limit(t: TestApp) {
     t.create_campaign(campaign_with("limit", json!({"per_user_limit": 3})))
         .await;
     let requests = (0..30)
@@ -98,9 +120,7 @@ async fn one_user_racing_for_more_than_the_limit_gets_the_limit() {
     assert_eq!(t.counter("c:limit:user:greedy"), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_of_one_idempotency_key_yield_one_coupon() {
-    let t = TestApp::new().await;
+async fn retries_of_one_idempotency_key_yield_one_coupon(t: TestApp) {
     t.create_campaign(campaign("retry")).await;
     let requests = (0..40)
         .map(|_| {
@@ -122,9 +142,7 @@ async fn retries_of_one_idempotency_key_yield_one_coupon() {
     assert_eq!(t.campaign("retry").await["stats"]["claimed"], 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_orders_redeem_a_coupon_exactly_once() {
-    let t = TestApp::new().await;
+async fn racing_orders_redeem_a_coupon_exactly_once(t: TestApp) {
     t.create_campaign(campaign("race")).await;
     let code = t.claimed_code("alice", "race").await;
     let requests = (0..30)
@@ -157,9 +175,7 @@ async fn racing_orders_redeem_a_coupon_exactly_once() {
     assert_eq!(t.campaign("race").await["stats"]["redeemed"], 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redemptions_racing_the_sweep_at_month_end_end_one_way() {
-    let t = TestApp::new().await;
+async fn redemptions_racing_the_sweep_at_month_end_end_one_way(t: TestApp) {
     t.create_campaign(campaign_with(
         "edge",
         json!({"stock": 40, "per_user_limit": 40}),

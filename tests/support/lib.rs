@@ -3,10 +3,11 @@
 
 use anyhow::Result;
 use bytes::Bytes;
-use coupon_host::App;
 use coupon_host::clock::ManualClock;
 use coupon_host::kv::MemoryStore;
+use coupon_host::{App, KeyValueStore, KvError};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -86,16 +87,33 @@ impl TestApp {
     }
 
     pub async fn with_reuse(reuse: bool) -> TestApp {
-        TestApp::try_new(reuse).await.expect("the app starts")
+        let store = MemoryStore::new();
+        TestApp::try_new(reuse, Arc::new(store.clone()), store)
+            .await
+            .expect("the app starts")
     }
 
-    async fn try_new(reuse: bool) -> Result<TestApp> {
+    /// Behind a store whose compare-and-swap is as unsafe as Spin 4's: a swap
+    /// on an absent key always succeeds, and a lost swap reports success. The
+    /// app must not notice: it never relies on compare-and-swap.
+    pub async fn with_spins_compare_and_swap() -> TestApp {
         let store = MemoryStore::new();
+        let unsafe_cas = Arc::new(SpinLikeCompareAndSwap(store.clone()));
+        TestApp::try_new(true, unsafe_cas, store)
+            .await
+            .expect("the app starts")
+    }
+
+    async fn try_new(
+        reuse: bool,
+        backend: Arc<dyn KeyValueStore>,
+        store: MemoryStore,
+    ) -> Result<TestApp> {
         let clock = ManualClock::new(system_time("2028-02-10T10:00:00+08:00"));
         let app = App::builder_from_workspace()?
             .variable("user_token_secret", USER_SECRET)
             .variable("admin_token", ADMIN_TOKEN)
-            .store("default", store.clone())
+            .shared_store("default", backend)
             .clock(clock.clone())
             .instance_reuse(reuse)
             .build()
@@ -302,4 +320,51 @@ pub fn system_time(rfc3339: &str) -> SystemTime {
     let ts = coupon_core::time::parse(rfc3339).expect("an RFC 3339 test time");
     let nanos = u64::try_from(ts.as_nanosecond()).expect("a time after 1970");
     SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+/// A memory store with Spin 4's compare-and-swap: its SQLite store upserts
+/// when the key is absent, and its Redis store reports a swap that lost its
+/// WATCH race as a success. Everything else is the memory store's.
+struct SpinLikeCompareAndSwap(MemoryStore);
+
+#[async_trait::async_trait]
+impl KeyValueStore for SpinLikeCompareAndSwap {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        KeyValueStore::get(&self.0, key).await
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        KeyValueStore::set(&self.0, key, value).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        KeyValueStore::delete(&self.0, key).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool, KvError> {
+        KeyValueStore::exists(&self.0, key).await
+    }
+    async fn get_keys(&self) -> Result<Vec<String>, KvError> {
+        KeyValueStore::get_keys(&self.0).await
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        KeyValueStore::increment(&self.0, key, delta).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        match expected {
+            None => KeyValueStore::set(&self.0, key, new).await?,
+            Some(_) => {
+                KeyValueStore::compare_and_swap(&self.0, key, expected, new).await?;
+            }
+        }
+        Ok(true)
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
+        KeyValueStore::get_many(&self.0, keys).await
+    }
+    async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        KeyValueStore::set_many(&self.0, entries).await
+    }
 }

@@ -80,6 +80,16 @@ pub async fn claim(
     if is_paused(paused.as_deref()) {
         return Err(Error::CampaignPaused);
     }
+    // Admission control, shared by every host through the store: the first
+    // `max_claims_per_second` increments of a second get in; the rest are shed.
+    if let Some(ceiling) = campaign.max_claims_per_second {
+        let attempts = store
+            .increment(&campaign_keys.rate(now.as_second()), 1)
+            .await?;
+        if attempts > i64::from(ceiling) {
+            return Err(Error::RateLimited);
+        }
+    }
     // Refusals above leave the key unused, so a retry after them can still succeed.
     if store.increment(&key_owner, 1).await? != 1 {
         return match store.get(&answer_key).await? {
@@ -302,6 +312,50 @@ mod tests {
             let ended = claim(&store, &user("u"), "k3", request("w"), after, code(3)).await;
             assert_eq!(ended.unwrap_err(), Error::CampaignNotActive);
         });
+    }
+
+    #[test]
+    fn claims_over_the_per_second_ceiling_are_shed_before_the_stock() {
+        let mut c = campaign("rate");
+        c.max_claims_per_second = Some(3);
+        let store = store_with(c);
+        let users: Vec<UserId> = (0..8).map(|i| user(&format!("u{i}"))).collect();
+        let at = |s: &str| ts(s);
+        let results = block_on(join_all((0..8u32).map(|i| {
+            claim(
+                &store,
+                &users[i as usize],
+                "k",
+                request("rate"),
+                at(NOW),
+                code(i),
+            )
+        })));
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3);
+        assert!(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| *e == Error::RateLimited)
+        );
+        // The shed ones took nothing: the stock counter saw only the admitted.
+        assert_eq!(
+            block_on(crate::store::read_counter(&store, "c:rate:claimed")),
+            Ok(3)
+        );
+        // The next second admits again, and the same keys may retry.
+        let next = at("2028-02-10T10:00:01+08:00");
+        assert!(
+            block_on(claim(
+                &store,
+                &users[7],
+                "k",
+                request("rate"),
+                next,
+                code(9)
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

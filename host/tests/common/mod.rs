@@ -1,0 +1,191 @@
+//! What the tests of `coupon-host up` as a real process share: the built app,
+//! scratch directories, a running host, a running `redis-server`.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN: &str = "e2e-admin";
+pub const SECRET: &str = "e2e-secret";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_owned()
+}
+
+/// A fresh directory under the target dir, removed at the start of the next run.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = workspace()
+        .join("target")
+        .join("e2e")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch dir");
+    dir
+}
+
+pub fn built_manifest() -> PathBuf {
+    let manifest = coupon_host::Manifest::load(workspace().join("spin.toml")).expect("spin.toml");
+    coupon_host::build::ensure_built(&manifest).expect("the components build");
+    manifest.path
+}
+
+/// A user token for `user`, valid for an hour.
+pub fn user_token(user: &str) -> String {
+    let exp = coupon_core::Timestamp::now().as_second() + 3600;
+    coupon_core::auth::sign_user_token(SECRET.as_bytes(), &json!({"sub": user, "exp": exp}))
+}
+
+/// Writes a Spin runtime config at `path` that puts the `default` store on the
+/// Redis at `127.0.0.1:port`.
+pub fn write_redis_config(path: &Path, port: u16) {
+    std::fs::write(
+        path,
+        format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n"),
+    )
+    .expect("writes the runtime config");
+}
+
+/// A running `coupon-host up`, stopped with SIGKILL when dropped (the crash
+/// tests crash it that way).
+pub struct Host {
+    child: Child,
+    url: String,
+}
+
+impl Host {
+    pub fn start(args: &[&str]) -> Host {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_coupon-host"))
+            .arg("up")
+            .args(["--listen", "127.0.0.1:0", "-f"])
+            .arg(built_manifest())
+            .args(args)
+            .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN)
+            .env("SPIN_VARIABLE_USER_TOKEN_SECRET", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("coupon-host starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.strip_prefix("Serving ") {
+                        break rest.split_whitespace().next().expect("a URL").to_owned();
+                    }
+                }
+                _ => panic!("coupon-host exited before serving: {:?}", child.wait()),
+            }
+        };
+        // Keep draining the request log so the host never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Host { child, url }
+    }
+
+    /// `127.0.0.1:<port>`, where it listens.
+    pub fn address(&self) -> &str {
+        self.url.strip_prefix("http://").expect("an http URL")
+    }
+
+    /// Asks the host to stop as Ctrl-C would, and waits for it.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "coupon-host stopped with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("coupon-host did not stop within 15 s of SIGTERM");
+    }
+
+    /// One request on its own connection; the status and the JSON body (`Null` if none).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let address = self.address();
+        let mut stream = TcpStream::connect(address).expect("connects");
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\nauthorization: Bearer {auth}\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        stream
+            .write_all(format!("{head}\r\n{body}").as_bytes())
+            .expect("writes");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("reads");
+        let status = answer
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `redis-server` on a free loopback port, killed when dropped.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
