@@ -9,8 +9,8 @@
 //! | `campaigns:{n}` | record | the id of the n-th campaign (for the expiry sweep) |
 //! | `c:{id}` | record | the campaign (JSON) |
 //! | `c:{id}:owner` | counter | 1 = the creating request owns `c:{id}` |
-//! | `c:{id}:paused` | register | `1` paused, `0` or absent running (last operator call wins) |
-//! | `c:{id}:claimed` | counter | coupons taken from stock |
+//! | `c:{id}:paused` | register | `1` paused, `0` running: a fast path for claims; the brake in `claimed` decides |
+//! | `c:{id}:claimed` | counter | coupons taken from stock, plus 2^40 while the brake is on (paused) |
 //! | `c:{id}:budget` | counter | face value taken from the budget |
 //! | `c:{id}:redeemed` | counter | coupons redeemed now |
 //! | `c:{id}:expired` | counter | coupons moved to `expired` |
@@ -18,7 +18,8 @@
 //! | `c:{id}:rate:{second}` | counter | claims attempted in that Unix second (admission control) |
 //! | `c:{id}:seq` | counter | coupons issued; slot numbers of `c:{id}:coupon:{n}` |
 //! | `c:{id}:coupon:{n}` | record | code of the n-th coupon issued (for the expiry sweep) |
-//! | `u:{user}:idem:{key}` | counter | 1 = the request owns this idempotency key |
+//! | `u:{user}:idem:{key}` | counter | 1 = the request owns this idempotency key (its first attempt) |
+//! | `u:{user}:idem:{key}:attempt:{n}` | counter | 1 = the request owns attempt n, after attempt n-1 met the brake |
 //! | `u:{user}:idem:{key}:result` | record | what that request answered |
 //! | `k:{code}` | record | the coupon |
 //! | `k:{code}:gen` | counter | cancelled redemptions so far: the coupon's generation |
@@ -93,6 +94,15 @@ impl CampaignKeys {
     }
     pub fn coupon_slot(&self, n: i64) -> String {
         self.sub(&format!("coupon:{n}"))
+    }
+}
+
+/// The counter whose move from 0 to 1 owns attempt `n` of an idempotency key:
+/// the key's own counter for the first, `{owner}:attempt:{n}` after a retryable refusal.
+pub fn attempt(owner: &str, n: i64) -> String {
+    match n {
+        1 => owner.to_owned(),
+        n => format!("{owner}:attempt:{n}"),
     }
 }
 

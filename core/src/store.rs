@@ -55,7 +55,7 @@ pub(crate) mod memory {
         pub counters: RefCell<BTreeMap<String, i64>>,
     }
 
-    async fn yield_now() {
+    pub async fn yield_now() {
         let mut yielded = false;
         std::future::poll_fn(|cx| {
             if yielded {

@@ -138,18 +138,39 @@ async fn a_fixed_month_and_a_percent_discount_with_a_budget() {
 async fn pause_and_resume() {
     let t = TestApp::new().await;
     t.create_campaign(campaign("spring")).await;
+    assert_eq!(t.claim("alice", "spring", "k0").await.status, 201);
     let paused = t
         .operator("POST", "/campaigns/spring/pause", Value::Null)
         .await;
     assert_eq!((paused.status, &paused.body["paused"]), (200, &json!(true)));
+    assert_eq!(paused.body["stats"]["claimed"], 1);
+    // Pausing twice is pausing once.
+    let again = t
+        .operator("POST", "/campaigns/spring/pause", Value::Null)
+        .await;
+    assert_eq!(again.body["paused"], true);
     let refused = t.claim("alice", "spring", "k1").await;
     refused.assert_error(503, "campaign_paused");
     assert!(refused.header("retry-after").is_some());
+    // Validations and redemptions go on.
+    let code = t.claim("alice", "spring", "k0").await.body["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        t.redeem("alice", &code, order("o1", 3000)).await.status,
+        201
+    );
     let resumed = t
         .operator("POST", "/campaigns/spring/resume", Value::Null)
         .await;
     assert_eq!(resumed.body["paused"], false);
     assert_eq!(t.claim("alice", "spring", "k1").await.status, 201);
+    let stats = t.campaign("spring").await["stats"].clone();
+    assert_eq!(
+        (stats["claimed"].as_i64(), stats["remaining_stock"].as_i64()),
+        (Some(2), Some(8))
+    );
 }
 
 #[tokio::test]

@@ -70,18 +70,64 @@ pub async fn get(store: &impl Store, id: &CampaignId) -> Result<CampaignView> {
     view(store, &campaign).await
 }
 
-/// Pauses or resumes claims. The flag is a register: the last operator call wins.
+/// Pauses or resumes claims. A pause engages the brake on the stock counter
+/// before it answers, so once it is acknowledged no claim on any host can take
+/// stock; the `paused` register beside it only lets claims fail fast.
 pub async fn set_paused(store: &impl Store, id: &CampaignId, paused: bool) -> Result<CampaignView> {
     let campaign = load_campaign(store, id)
         .await?
         .ok_or(Error::CampaignNotFound)?;
-    store
-        .set(
-            &CampaignKeys::new(id).paused(),
-            if paused { b"1" } else { b"0" },
-        )
-        .await?;
+    let keys = CampaignKeys::new(id);
+    if paused {
+        store.set(&keys.paused(), b"1").await?;
+        brake::engage(store, &keys.claimed()).await?;
+    } else {
+        brake::release(store, &keys.claimed()).await?;
+        store.set(&keys.paused(), b"0").await?;
+    }
     view(store, &campaign).await
+}
+
+/// The emergency brake: while on, the stock counter carries an offset far
+/// above any stock, so every claim's increment lands over the limit and is
+/// refused as paused. It is one atomic increment, so a pause takes effect on
+/// every host at once, with no compare-and-swap and no read-then-write.
+pub(crate) mod brake {
+    use crate::store::{Store, StoreResult, read_counter};
+
+    /// 2^40: above `MAX_STOCK` plus any number of claims in flight.
+    pub const OFFSET: i64 = 1 << 40;
+
+    pub fn is_engaged(counter: i64) -> bool {
+        counter >= OFFSET
+    }
+
+    /// The count without the brake's offset.
+    pub fn count(counter: i64) -> i64 {
+        if is_engaged(counter) {
+            counter - OFFSET
+        } else {
+            counter
+        }
+    }
+
+    /// Engages the brake unless it is on; a racing second pause takes its offset back.
+    pub async fn engage(store: &impl Store, key: &str) -> StoreResult<()> {
+        if !is_engaged(read_counter(store, key).await?)
+            && store.increment(key, OFFSET).await? >= 2 * OFFSET
+        {
+            store.increment(key, -OFFSET).await?;
+        }
+        Ok(())
+    }
+
+    /// Releases the brake if it is on; a racing second resume gives its release back.
+    pub async fn release(store: &impl Store, key: &str) -> StoreResult<()> {
+        if is_engaged(read_counter(store, key).await?) && store.increment(key, -OFFSET).await? < 0 {
+            store.increment(key, OFFSET).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether a stored pause flag means paused.
@@ -91,10 +137,11 @@ pub(crate) fn is_paused(flag: Option<&[u8]>) -> bool {
 
 async fn view(store: &impl Store, campaign: &Campaign) -> Result<CampaignView> {
     let keys = CampaignKeys::new(&campaign.id);
-    let paused = is_paused(store.get(&keys.paused()).await?.as_deref());
     let stock = i64::try_from(campaign.stock).unwrap_or(i64::MAX);
+    let counter = read_counter(store, &keys.claimed()).await?;
+    let paused = brake::is_engaged(counter);
     // A claim in flight may hold an increment it is about to take back.
-    let claimed = read_counter(store, &keys.claimed()).await?.clamp(0, stock);
+    let claimed = brake::count(counter).clamp(0, stock);
     let stats = Stats {
         claimed,
         redeemed: read_counter(store, &keys.redeemed()).await?,

@@ -5,7 +5,7 @@
 //! refused. So a counter may briefly read above its limit, but no coupon is
 //! ever issued beyond one.
 
-use super::campaigns::is_paused;
+use super::campaigns::{brake, is_paused};
 use super::{decode, encode, load_held};
 use crate::auth::UserId;
 use crate::campaign::{Campaign, CampaignId};
@@ -41,9 +41,16 @@ struct Answer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 enum Outcome {
-    Issued { code: String },
+    Issued {
+        code: String,
+    },
     SoldOut,
     PerUserLimitReached,
+    /// The campaign's brake was on when this attempt reached the stock. Not
+    /// final: a retry with the same key becomes attempt `attempt + 1`.
+    Paused {
+        attempt: i64,
+    },
 }
 
 /// Claims a coupon of `request.campaign_id` for `user`, at most once per
@@ -67,9 +74,12 @@ pub async fn claim(
         .await?;
     let [campaign, paused, answer] = <[_; 3]>::try_from(found)
         .map_err(|_| Error::Internal("get_many answered the wrong number of values".into()))?;
-    if let Some(answer) = answer {
-        return replay(store, user, &request, &answer_key, &answer, now).await;
-    }
+    let attempt = match read_answer(&answer_key, answer.as_deref(), &request)? {
+        None => 1,
+        // The last attempt met the brake: this retry may be the next attempt.
+        Some(Outcome::Paused { attempt }) => attempt + 1,
+        Some(done) => return replay(store, user, done, now).await,
+    };
     let campaign: Campaign = match campaign {
         Some(bytes) => decode(&campaign_keys.record(), &bytes)?,
         None => return Err(Error::CampaignNotFound),
@@ -91,13 +101,21 @@ pub async fn claim(
         }
     }
     // Refusals above leave the key unused, so a retry after them can still succeed.
-    if store.increment(&key_owner, 1).await? != 1 {
-        return match store.get(&answer_key).await? {
-            Some(answer) => replay(store, user, &request, &answer_key, &answer, now).await,
-            None => Err(Error::RequestInProgress),
+    if store
+        .increment(&keys::attempt(&key_owner, attempt), 1)
+        .await?
+        != 1
+    {
+        let answer = store.get(&answer_key).await?;
+        return match read_answer(&answer_key, answer.as_deref(), &request)? {
+            Some(Outcome::Paused { attempt: last }) if last >= attempt => {
+                Err(Error::CampaignPaused)
+            }
+            Some(Outcome::Paused { .. }) | None => Err(Error::RequestInProgress),
+            Some(done) => replay(store, user, done, now).await,
         };
     }
-    let refusal = take_limits(store, &campaign, &campaign_keys, user).await?;
+    let refusal = take_limits(store, &campaign, &campaign_keys, user, attempt).await?;
     let outcome = refusal.unwrap_or_else(|| Outcome::Issued {
         code: code.to_string(),
     });
@@ -148,6 +166,7 @@ impl Outcome {
             Outcome::Issued { code } => Ok(code),
             Outcome::SoldOut => Err(Error::SoldOut),
             Outcome::PerUserLimitReached => Err(Error::PerUserLimitReached),
+            Outcome::Paused { .. } => Err(Error::CampaignPaused),
         }
     }
 }
@@ -159,6 +178,7 @@ async fn take_limits(
     campaign: &Campaign,
     keys: &CampaignKeys,
     user: &UserId,
+    attempt: i64,
 ) -> Result<Option<Outcome>> {
     let user_key = keys.user(user.as_str());
     if store.increment(&user_key, 1).await? > i64::from(campaign.per_user_limit) {
@@ -166,10 +186,15 @@ async fn take_limits(
         return Ok(Some(Outcome::PerUserLimitReached));
     }
     let stock = i64::try_from(campaign.stock).unwrap_or(i64::MAX);
-    if store.increment(&keys.claimed(), 1).await? > stock {
+    let taken = store.increment(&keys.claimed(), 1).await?;
+    if taken > stock {
         store.increment(&keys.claimed(), -1).await?;
         store.increment(&user_key, -1).await?;
-        return Ok(Some(Outcome::SoldOut));
+        // The brake lifts the counter far above any stock: see campaigns::set_paused.
+        return Ok(Some(match brake::is_engaged(taken) {
+            true => Outcome::Paused { attempt },
+            false => Outcome::SoldOut,
+        }));
     }
     if let Some(budget) = campaign.budget {
         let face = campaign.discount.face_value().minor();
@@ -183,20 +208,28 @@ async fn take_limits(
     Ok(None)
 }
 
-/// Answers a retry with what the key's first request answered.
-async fn replay(
-    store: &impl Store,
-    user: &UserId,
+/// The outcome stored for this idempotency key, checked against this request's body.
+fn read_answer(
+    key: &str,
+    answer: Option<&[u8]>,
     request: &ClaimRequest,
-    answer_key: &str,
-    answer: &[u8],
-    now: Timestamp,
-) -> Result<Claimed> {
-    let answer: Answer = decode(answer_key, answer)?;
+) -> Result<Option<Outcome>> {
+    let Some(bytes) = answer else { return Ok(None) };
+    let answer: Answer = decode(key, bytes)?;
     if answer.request != *request {
         return Err(Error::IdempotencyKeyReused);
     }
-    let code = answer.outcome.into_result()?;
+    Ok(Some(answer.outcome))
+}
+
+/// Answers a retry with what the key's request answered.
+async fn replay(
+    store: &impl Store,
+    user: &UserId,
+    outcome: Outcome,
+    now: Timestamp,
+) -> Result<Claimed> {
+    let code = outcome.into_result()?;
     let held = load_held(store, &code, Some(user)).await?;
     Ok(Claimed {
         coupon: held.view(now),
@@ -211,6 +244,7 @@ mod tests {
     use crate::ops::campaigns::{create, get};
     use crate::ops::testing::{campaign, ts};
     use crate::store::memory::MemoryStore;
+    use crate::store::read_counter;
     use futures::executor::block_on;
     use futures::future::join_all;
 
@@ -231,6 +265,12 @@ mod tests {
     }
 
     const NOW: &str = "2028-02-10T10:00:00+08:00";
+
+    fn campaign_with_stock(id: &str, stock: u64) -> Campaign {
+        let mut c = campaign(id);
+        c.stock = stock;
+        c
+    }
 
     fn store_with(c: Campaign) -> MemoryStore {
         let store = MemoryStore::default();
@@ -356,6 +396,111 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_brake_stops_claims_that_passed_the_fast_path_and_their_retry_succeeds_later() {
+        let store = store_with(campaign("brake"));
+        let keys = CampaignKeys::new(&request("brake").campaign_id);
+        block_on(async {
+            claim(&store, &user("a"), "k0", request("brake"), ts(NOW), code(0))
+                .await
+                .expect("before the pause");
+            // A claim that read the register before the pause reaches the stock after it.
+            brake::engage(&store, &keys.claimed()).await.expect("brake");
+            let refused = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(1)).await;
+            assert_eq!(refused.unwrap_err(), Error::CampaignPaused);
+            // A retry while still braked is refused too, and takes nothing.
+            let again = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(2)).await;
+            assert_eq!(again.unwrap_err(), Error::CampaignPaused);
+            assert_eq!(read_counter(&store, &keys.user("b")).await, Ok(0));
+            brake::release(&store, &keys.claimed())
+                .await
+                .expect("release");
+            let retried = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(3))
+                .await
+                .expect("after resume");
+            assert!(!retried.replayed);
+            let replay = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(4))
+                .await
+                .expect("replay");
+            assert_eq!(
+                (replay.replayed, replay.coupon.code),
+                (true, retried.coupon.code)
+            );
+        });
+        let stats = block_on(get(&store, &request("brake").campaign_id)).expect("stats");
+        assert_eq!((stats.stats.claimed, stats.paused), (2, false));
+    }
+
+    #[test]
+    fn once_a_pause_is_acknowledged_no_claim_takes_stock() {
+        let store = store_with(campaign_with_stock("storm", 1_000));
+        let id = request("storm").campaign_id;
+        let users: Vec<UserId> = (0..200).map(|i| user(&format!("u{i}"))).collect();
+        let (before, after) = block_on(async {
+            let storm = join_all((0..200u32).map(|i| {
+                claim(
+                    &store,
+                    &users[i as usize],
+                    "k",
+                    request("storm"),
+                    ts(NOW),
+                    code(i),
+                )
+            }));
+            let pause = async {
+                // Pause once the storm has taken some stock.
+                let claimed = CampaignKeys::new(&id).claimed();
+                while read_counter(&store, &claimed).await.expect("read") < 50 {
+                    crate::store::memory::yield_now().await;
+                }
+                crate::ops::campaigns::set_paused(&store, &id, true)
+                    .await
+                    .expect("pause");
+                // What the stock counter holds at the acknowledgement.
+                brake::count(
+                    read_counter(&store, &CampaignKeys::new(&id).claimed())
+                        .await
+                        .expect("read"),
+                )
+            };
+            let (results, at_ack) = futures::future::join(storm, pause).await;
+            (results, at_ack)
+        });
+        let issued = before.iter().filter(|r| r.is_ok()).count() as i64;
+        assert!(
+            issued > 0 && issued < 200,
+            "the pause must land inside the storm: {issued} issued"
+        );
+        assert!(
+            issued <= after,
+            "{issued} coupons issued, {after} taken when the pause was acknowledged"
+        );
+        assert!(
+            before
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| *e == Error::CampaignPaused)
+        );
+        // Even a claim that skips the fast path (a stale register) is braked.
+        block_on(store.set(&CampaignKeys::new(&id).paused(), b"0")).expect("stale register");
+        let late = block_on(claim(
+            &store,
+            &user("late"),
+            "k",
+            request("storm"),
+            ts(NOW),
+            code(999),
+        ));
+        assert_eq!(late.unwrap_err(), Error::CampaignPaused);
+        let stored = store
+            .values
+            .borrow()
+            .keys()
+            .filter(|k| k.starts_with("k:"))
+            .count() as i64;
+        assert_eq!(stored, issued);
     }
 
     #[test]
