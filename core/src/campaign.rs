@@ -16,6 +16,14 @@ pub const MAX_PER_USER_LIMIT: u32 = 1_000;
 pub const MAX_CATEGORIES: usize = 100;
 pub const MAX_CATEGORY_LEN: usize = 64;
 pub const MAX_CLAIMS_PER_SECOND: u32 = 1_000_000;
+pub const MAX_SHARDS: u32 = 256;
+/// Stock shards of a campaign that does not say: enough that no one counter
+/// is hot, few enough that selling out costs few probes.
+pub const DEFAULT_SHARDS: u32 = 16;
+
+fn default_shards() -> u32 {
+    DEFAULT_SHARDS
+}
 
 /// A campaign id: 1 to 64 of `a-z`, `0-9` and `-`. Safe inside store keys and URLs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -74,6 +82,9 @@ pub struct Campaign {
     /// Claims admitted per second across every host; over it, 429. Absent: no ceiling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_claims_per_second: Option<u32>,
+    /// How many counters the stock is split across (see [`Campaign::shard_capacity`]).
+    #[serde(default = "default_shards")]
+    pub shards: u32,
 }
 
 impl Campaign {
@@ -91,8 +102,17 @@ impl Campaign {
         if !(1..=MAX_STOCK).contains(&self.stock) {
             return Err(Error::invalid("stock", format!("must be 1 to {MAX_STOCK}")));
         }
-        if self.budget == Some(Amount::ZERO) {
-            return Err(Error::invalid("budget", "must be at least 1 when given"));
+        if self.budget.is_some_and(|b| b < self.discount.face_value()) {
+            return Err(Error::invalid(
+                "budget",
+                "must cover at least one coupon's face value when given",
+            ));
+        }
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            return Err(Error::invalid(
+                "shards",
+                format!("must be 1 to {MAX_SHARDS}"),
+            ));
         }
         if !(1..=MAX_PER_USER_LIMIT).contains(&self.per_user_limit) {
             return Err(Error::invalid(
@@ -151,6 +171,30 @@ impl Campaign {
         })
     }
 
+    /// How many coupons may ever be issued: the stock, or fewer if the budget
+    /// runs out first. Every coupon of a campaign has the same face value, so
+    /// the budget is a cap on the count, and one counter per shard keeps both.
+    pub fn capacity(&self) -> u64 {
+        let by_budget = self.budget.map_or(u64::MAX, |budget| {
+            // face_value() >= 1, checked by Discount::validate.
+            (budget.minor() / self.discount.face_value().minor().max(1)) as u64
+        });
+        self.stock.min(by_budget)
+    }
+
+    /// Stock counters in use: never more than there are coupons to split.
+    pub fn shard_count(&self) -> u32 {
+        self.shards
+            .clamp(1, u32::try_from(self.capacity()).unwrap_or(u32::MAX).max(1))
+    }
+
+    /// The coupons shard `i` may issue: an even split, the remainder to the first shards.
+    pub fn shard_capacity(&self, i: u32) -> i64 {
+        let (n, capacity) = (u64::from(self.shard_count()), self.capacity());
+        let extra = u64::from(u64::from(i) < capacity % n);
+        i64::try_from(capacity / n + extra).unwrap_or(i64::MAX)
+    }
+
     /// Whether claims are accepted at `now`: from the start, up to but not including the end.
     pub fn is_claimable_at(&self, now: Timestamp) -> bool {
         self.claim_starts_at <= now && now < self.claim_ends_at
@@ -160,5 +204,29 @@ impl Campaign {
     /// category suffices; a campaign without categories takes every order.
     pub fn accepts_categories(&self, order_categories: &[String]) -> bool {
         self.categories.is_empty() || order_categories.iter().any(|c| self.categories.contains(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::money::Amount;
+
+    #[test]
+    fn the_budget_caps_the_count_and_shards_split_it_evenly() {
+        let mut c = crate::ops::testing::campaign("c"); // 500 off each
+        (c.stock, c.shards) = (100, 16);
+        assert_eq!(c.capacity(), 100);
+        c.budget = Amount::new(1_999);
+        assert_eq!(c.capacity(), 3);
+        assert_eq!(c.shard_count(), 3, "no shard without a coupon");
+        c.budget = None;
+        let split: Vec<i64> = (0..c.shard_count()).map(|i| c.shard_capacity(i)).collect();
+        assert_eq!(split.iter().sum::<i64>(), 100);
+        assert_eq!((split[0], split[15]), (7, 6));
+        c.budget = Amount::new(499);
+        assert!(
+            c.validate().is_err(),
+            "a budget below one coupon is refused"
+        );
     }
 }

@@ -10,14 +10,14 @@
 //! | `c:{id}` | record | the campaign (JSON) |
 //! | `c:{id}:owner` | counter | 1 = the creating request owns `c:{id}` |
 //! | `c:{id}:paused` | register | `1` paused, `0` running: a fast path for claims; the brake in `claimed` decides |
-//! | `c:{id}:claimed` | counter | coupons taken from stock, plus 2^40 while the brake is on (paused) |
-//! | `c:{id}:budget` | counter | face value taken from the budget |
+//! | `c:{id}:claimed:{shard}` | counter | coupons taken from the shard's stock, plus 2^40 while the brake is on (paused) |
+//! | `c:{id}:soldout` | register | the Unix second a claim last found every shard empty: claims in that second are refused at once |
 //! | `c:{id}:redeemed` | counter | coupons redeemed now |
 //! | `c:{id}:expired` | counter | coupons moved to `expired` |
 //! | `c:{id}:user:{user}` | counter | coupons this user claimed |
-//! | `c:{id}:rate:{second}` | counter | claims attempted in that Unix second (admission control) |
-//! | `c:{id}:seq` | counter | coupons issued; slot numbers of `c:{id}:coupon:{n}` |
-//! | `c:{id}:coupon:{n}` | record | code of the n-th coupon issued (for the expiry sweep) |
+//! | `c:{id}:rate:{second}:{shard}` | counter | claims attempted in that Unix second on that rate shard (admission control) |
+//! | `c:{id}:seq:{shard}` | counter | coupons issued from the shard; slot numbers of `c:{id}:coupon:{shard}:{n}` |
+//! | `c:{id}:coupon:{shard}:{n}` | record | code of the shard's n-th coupon (for the expiry sweep) |
 //! | `u:{user}:idem:{key}` | counter | 1 = the request owns this idempotency key (its first attempt) |
 //! | `u:{user}:idem:{key}:attempt:{n}` | counter | 1 = the request owns attempt n, after attempt n-1 met the brake |
 //! | `u:{user}:idem:{key}:result` | record | what that request answered |
@@ -71,11 +71,11 @@ impl CampaignKeys {
     pub fn paused(&self) -> String {
         self.sub("paused")
     }
-    pub fn claimed(&self) -> String {
-        self.sub("claimed")
+    pub fn claimed(&self, shard: u32) -> String {
+        self.sub(&format!("claimed:{shard}"))
     }
-    pub fn budget(&self) -> String {
-        self.sub("budget")
+    pub fn sold_out(&self) -> String {
+        self.sub("soldout")
     }
     pub fn redeemed(&self) -> String {
         self.sub("redeemed")
@@ -86,14 +86,14 @@ impl CampaignKeys {
     pub fn user(&self, user: &str) -> String {
         self.sub(&format!("user:{}", escape(user)))
     }
-    pub fn rate(&self, unix_second: i64) -> String {
-        self.sub(&format!("rate:{unix_second}"))
+    pub fn rate(&self, unix_second: i64, shard: u32) -> String {
+        self.sub(&format!("rate:{unix_second}:{shard}"))
     }
-    pub fn seq(&self) -> String {
-        self.sub("seq")
+    pub fn seq(&self, shard: u32) -> String {
+        self.sub(&format!("seq:{shard}"))
     }
-    pub fn coupon_slot(&self, n: i64) -> String {
-        self.sub(&format!("coupon:{n}"))
+    pub fn coupon_slot(&self, shard: u32, n: i64) -> String {
+        self.sub(&format!("coupon:{shard}:{n}"))
     }
 }
 

@@ -80,9 +80,9 @@ pub async fn set_paused(store: &impl Store, id: &CampaignId, paused: bool) -> Re
     let keys = CampaignKeys::new(id);
     if paused {
         store.set(&keys.paused(), b"1").await?;
-        brake::engage(store, &keys.claimed()).await?;
+        brake::set(store, &campaign, true).await?;
     } else {
-        brake::release(store, &keys.claimed()).await?;
+        brake::set(store, &campaign, false).await?;
         store.set(&keys.paused(), b"0").await?;
     }
     view(store, &campaign).await
@@ -93,7 +93,21 @@ pub async fn set_paused(store: &impl Store, id: &CampaignId, paused: bool) -> Re
 /// refused as paused. It is one atomic increment, so a pause takes effect on
 /// every host at once, with no compare-and-swap and no read-then-write.
 pub(crate) mod brake {
+    use crate::campaign::Campaign;
+    use crate::keys::CampaignKeys;
     use crate::store::{Store, StoreResult, read_counter};
+
+    /// Engages (`on`) or releases the brake on every stock shard of `campaign`.
+    pub async fn set(store: &impl Store, campaign: &Campaign, on: bool) -> StoreResult<()> {
+        let keys = CampaignKeys::new(&campaign.id);
+        for shard in 0..campaign.shard_count() {
+            match on {
+                true => engage(store, &keys.claimed(shard)).await?,
+                false => release(store, &keys.claimed(shard)).await?,
+            }
+        }
+        Ok(())
+    }
 
     /// 2^40: above `MAX_STOCK` plus any number of claims in flight.
     pub const OFFSET: i64 = 1 << 40;
@@ -138,16 +152,22 @@ pub(crate) fn is_paused(flag: Option<&[u8]>) -> bool {
 async fn view(store: &impl Store, campaign: &Campaign) -> Result<CampaignView> {
     let keys = CampaignKeys::new(&campaign.id);
     let stock = i64::try_from(campaign.stock).unwrap_or(i64::MAX);
-    let counter = read_counter(store, &keys.claimed()).await?;
-    let paused = brake::is_engaged(counter);
-    // A claim in flight may hold an increment it is about to take back.
-    let claimed = brake::count(counter).clamp(0, stock);
+    let (mut claimed, mut paused) = (0, false);
+    for shard in 0..campaign.shard_count() {
+        let counter = read_counter(store, &keys.claimed(shard)).await?;
+        paused |= brake::is_engaged(counter);
+        // A claim in flight may hold an increment it is about to take back.
+        claimed += brake::count(counter).clamp(0, campaign.shard_capacity(shard));
+    }
     let stats = Stats {
         claimed,
         redeemed: read_counter(store, &keys.redeemed()).await?,
         expired: read_counter(store, &keys.expired()).await?,
         remaining_stock: stock - claimed,
-        budget_used: read_counter(store, &keys.budget()).await?.max(0),
+        budget_used: match campaign.budget {
+            Some(_) => claimed * campaign.discount.face_value().minor(),
+            None => 0,
+        },
     };
     let zone = campaign.zone()?;
     let mut json = serde_json::to_value(campaign).map_err(|e| Error::Internal(e.to_string()))?;

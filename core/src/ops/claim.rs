@@ -4,6 +4,14 @@
 //! claim that pushes a counter past its limit takes its increment back and is
 //! refused. So a counter may briefly read above its limit, but no coupon is
 //! ever issued beyond one.
+//!
+//! The stock is split across `shards` counters so no single key takes every
+//! claim of a flash sale. A claim starts at a random shard and moves on while
+//! shards are full. It is refused as sold out only after finding every shard
+//! full; a shard can read full for a moment while a refused claim takes its
+//! increment back, so near the very end a claim may be refused with up to one
+//! coupon per claim in flight still left. Those are not lost: the next claims
+//! find them.
 
 use super::campaigns::{brake, is_paused};
 use super::{decode, encode, load_held};
@@ -70,9 +78,10 @@ pub async fn claim(
             campaign_keys.record(),
             campaign_keys.paused(),
             answer_key.clone(),
+            campaign_keys.sold_out(),
         ])
         .await?;
-    let [campaign, paused, answer] = <[_; 3]>::try_from(found)
+    let [campaign, paused, answer, sold_out] = <[_; 4]>::try_from(found)
         .map_err(|_| Error::Internal("get_many answered the wrong number of values".into()))?;
     let attempt = match read_answer(&answer_key, answer.as_deref(), &request)? {
         None => 1,
@@ -90,16 +99,13 @@ pub async fn claim(
     if is_paused(paused.as_deref()) {
         return Err(Error::CampaignPaused);
     }
-    // Admission control, shared by every host through the store: the first
-    // `max_claims_per_second` increments of a second get in; the rest are shed.
-    if let Some(ceiling) = campaign.max_claims_per_second {
-        let attempts = store
-            .increment(&campaign_keys.rate(now.as_second()), 1)
-            .await?;
-        if attempts > i64::from(ceiling) {
-            return Err(Error::RateLimited);
-        }
+    // Once a claim found every shard empty, the rest of that second is refused
+    // without probing them all again.
+    if sold_out.as_deref() == Some(now.as_second().to_string().as_bytes()) {
+        return Err(Error::SoldOut);
     }
+    let start_shard = shard_of(&code, campaign.shard_count());
+    admit(store, &campaign, &campaign_keys, start_shard, now).await?;
     // Refusals above leave the key unused, so a retry after them can still succeed.
     if store
         .increment(&keys::attempt(&key_owner, attempt), 1)
@@ -115,10 +121,21 @@ pub async fn claim(
             Some(done) => replay(store, user, done, now).await,
         };
     }
-    let refusal = take_limits(store, &campaign, &campaign_keys, user, attempt).await?;
-    let outcome = refusal.unwrap_or_else(|| Outcome::Issued {
-        code: code.to_string(),
-    });
+    let taken = take_limits(store, &campaign, &campaign_keys, user, start_shard, attempt).await?;
+    let outcome = match taken {
+        Ok(_) => Outcome::Issued {
+            code: code.to_string(),
+        },
+        Err(ref refusal) => refusal.clone(),
+    };
+    if let Err(Outcome::SoldOut) = taken {
+        store
+            .set(
+                &campaign_keys.sold_out(),
+                now.as_second().to_string().as_bytes(),
+            )
+            .await?;
+    }
     let mut writes = Vec::with_capacity(3);
     let record = CouponRecord {
         code: code.to_string(),
@@ -126,11 +143,11 @@ pub async fn claim(
         user_id: user.as_str().to_owned(),
         issued_at: now,
     };
-    if let Outcome::Issued { .. } = outcome {
-        let slot = store.increment(&campaign_keys.seq(), 1).await?;
+    if let Ok(shard) = taken {
+        let slot = store.increment(&campaign_keys.seq(shard), 1).await?;
         writes.push((CouponKeys::new(&code).record(), encode(&record)));
         writes.push((
-            campaign_keys.coupon_slot(slot),
+            campaign_keys.coupon_slot(shard, slot),
             code.to_string().into_bytes(),
         ));
     }
@@ -171,41 +188,76 @@ impl Outcome {
     }
 }
 
-/// Takes one from the user's limit, the stock and the budget, in that order,
-/// giving back what was taken when a later one refuses. `None` when all were taken.
+/// The shard a claim starts at: from the fresh code's random characters, so
+/// claims spread evenly over the shards.
+fn shard_of(code: &CouponCode, shards: u32) -> u32 {
+    let hash = code
+        .as_str()
+        .bytes()
+        .take(8)
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    hash % shards.max(1)
+}
+
+/// Admission control, shared by every host through the store: of each second's
+/// claims, only `max_claims_per_second` get in; the rest are shed before they
+/// touch the stock. The ceiling is split across as many counters as it allows,
+/// so it is no hot key either.
+async fn admit(
+    store: &impl Store,
+    campaign: &Campaign,
+    keys: &CampaignKeys,
+    start_shard: u32,
+    now: Timestamp,
+) -> Result<()> {
+    let Some(ceiling) = campaign.max_claims_per_second else {
+        return Ok(());
+    };
+    let counters = campaign.shard_count().min(ceiling);
+    let shard = start_shard % counters;
+    let share = ceiling / counters + u32::from(shard < ceiling % counters);
+    let attempts = store
+        .increment(&keys.rate(now.as_second(), shard), 1)
+        .await?;
+    if attempts > i64::from(share) {
+        return Err(Error::RateLimited);
+    }
+    Ok(())
+}
+
+/// Takes one from the user's limit, then one coupon from the first shard with
+/// any left, starting at `start_shard`; gives back what was taken when refused.
+/// `Ok(shard)` when taken.
 async fn take_limits(
     store: &impl Store,
     campaign: &Campaign,
     keys: &CampaignKeys,
     user: &UserId,
+    start_shard: u32,
     attempt: i64,
-) -> Result<Option<Outcome>> {
+) -> Result<Result<u32, Outcome>> {
     let user_key = keys.user(user.as_str());
     if store.increment(&user_key, 1).await? > i64::from(campaign.per_user_limit) {
         store.increment(&user_key, -1).await?;
-        return Ok(Some(Outcome::PerUserLimitReached));
+        return Ok(Err(Outcome::PerUserLimitReached));
     }
-    let stock = i64::try_from(campaign.stock).unwrap_or(i64::MAX);
-    let taken = store.increment(&keys.claimed(), 1).await?;
-    if taken > stock {
-        store.increment(&keys.claimed(), -1).await?;
-        store.increment(&user_key, -1).await?;
-        // The brake lifts the counter far above any stock: see campaigns::set_paused.
-        return Ok(Some(match brake::is_engaged(taken) {
-            true => Outcome::Paused { attempt },
-            false => Outcome::SoldOut,
-        }));
-    }
-    if let Some(budget) = campaign.budget {
-        let face = campaign.discount.face_value().minor();
-        if store.increment(&keys.budget(), face).await? > budget.minor() {
-            store.increment(&keys.budget(), -face).await?;
-            store.increment(&keys.claimed(), -1).await?;
+    let shards = campaign.shard_count();
+    for k in 0..shards {
+        let shard = (start_shard + k) % shards;
+        let counter = keys.claimed(shard);
+        let taken = store.increment(&counter, 1).await?;
+        if taken <= campaign.shard_capacity(shard) {
+            return Ok(Ok(shard));
+        }
+        store.increment(&counter, -1).await?;
+        // The brake lifts every shard far above its capacity: see campaigns::set_paused.
+        if brake::is_engaged(taken) {
             store.increment(&user_key, -1).await?;
-            return Ok(Some(Outcome::SoldOut));
+            return Ok(Err(Outcome::Paused { attempt }));
         }
     }
-    Ok(None)
+    store.increment(&user_key, -1).await?;
+    Ok(Err(Outcome::SoldOut))
 }
 
 /// The outcome stored for this idempotency key, checked against this request's body.
@@ -358,6 +410,7 @@ mod tests {
     fn claims_over_the_per_second_ceiling_are_shed_before_the_stock() {
         let mut c = campaign("rate");
         c.max_claims_per_second = Some(3);
+        c.shards = 1; // one rate counter: the ceiling is exact
         let store = store_with(c);
         let users: Vec<UserId> = (0..8).map(|i| user(&format!("u{i}"))).collect();
         let at = |s: &str| ts(s);
@@ -379,10 +432,8 @@ mod tests {
                 .all(|e| *e == Error::RateLimited)
         );
         // The shed ones took nothing: the stock counter saw only the admitted.
-        assert_eq!(
-            block_on(crate::store::read_counter(&store, "c:rate:claimed")),
-            Ok(3)
-        );
+        let stats = block_on(get(&store, &request("rate").campaign_id)).expect("stats");
+        assert_eq!(stats.stats.claimed, 3);
         // The next second admits again, and the same keys may retry.
         let next = at("2028-02-10T10:00:01+08:00");
         assert!(
@@ -407,14 +458,16 @@ mod tests {
                 .await
                 .expect("before the pause");
             // A claim that read the register before the pause reaches the stock after it.
-            brake::engage(&store, &keys.claimed()).await.expect("brake");
+            brake::set(&store, &campaign("brake"), true)
+                .await
+                .expect("brake");
             let refused = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(1)).await;
             assert_eq!(refused.unwrap_err(), Error::CampaignPaused);
             // A retry while still braked is refused too, and takes nothing.
             let again = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(2)).await;
             assert_eq!(again.unwrap_err(), Error::CampaignPaused);
             assert_eq!(read_counter(&store, &keys.user("b")).await, Ok(0));
-            brake::release(&store, &keys.claimed())
+            brake::set(&store, &campaign("brake"), false)
                 .await
                 .expect("release");
             let retried = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(3))
@@ -451,19 +504,14 @@ mod tests {
             }));
             let pause = async {
                 // Pause once the storm has taken some stock.
-                let claimed = CampaignKeys::new(&id).claimed();
-                while read_counter(&store, &claimed).await.expect("read") < 50 {
+                while get(&store, &id).await.expect("stats").stats.claimed < 50 {
                     crate::store::memory::yield_now().await;
                 }
-                crate::ops::campaigns::set_paused(&store, &id, true)
+                // What the stock counters hold at the acknowledgement.
+                let view = crate::ops::campaigns::set_paused(&store, &id, true)
                     .await
                     .expect("pause");
-                // What the stock counter holds at the acknowledgement.
-                brake::count(
-                    read_counter(&store, &CampaignKeys::new(&id).claimed())
-                        .await
-                        .expect("read"),
-                )
+                view.stats.claimed
             };
             let (results, at_ack) = futures::future::join(storm, pause).await;
             (results, at_ack)
@@ -501,6 +549,44 @@ mod tests {
             .filter(|k| k.starts_with("k:"))
             .count() as i64;
         assert_eq!(stored, issued);
+    }
+
+    #[test]
+    fn a_unit_held_by_a_claim_in_flight_is_claimable_once_it_is_given_back() {
+        let mut c = campaign("tail");
+        (c.stock, c.shards) = (2, 2);
+        let store = store_with(c);
+        let keys = CampaignKeys::new(&request("tail").campaign_id);
+        block_on(async {
+            // A claim in flight has pushed shard 0 past its one coupon and is about to take it back.
+            store
+                .increment(&keys.claimed(0), 1)
+                .await
+                .expect("in flight");
+            claim(&store, &user("a"), "k", request("tail"), ts(NOW), code(1))
+                .await
+                .expect("shard 1");
+            let tail = claim(&store, &user("b"), "k", request("tail"), ts(NOW), code(2)).await;
+            assert_eq!(tail.unwrap_err(), Error::SoldOut);
+            // The rest of that second is refused at once: nothing is probed or taken.
+            let hinted = claim(&store, &user("c"), "k", request("tail"), ts(NOW), code(3)).await;
+            assert_eq!(hinted.unwrap_err(), Error::SoldOut);
+            assert_eq!(read_counter(&store, &keys.user("c")).await, Ok(0));
+            // The claim in flight gives its unit back: the next second's claim gets it.
+            store
+                .increment(&keys.claimed(0), -1)
+                .await
+                .expect("given back");
+            let later = ts("2028-02-10T10:00:01+08:00");
+            // (A key's sold_out answer is final, so this is a new key.)
+            claim(&store, &user("b"), "k2", request("tail"), later, code(4))
+                .await
+                .expect("the remainder");
+        });
+        let stats = block_on(get(&store, &request("tail").campaign_id))
+            .expect("stats")
+            .stats;
+        assert_eq!((stats.claimed, stats.remaining_stock), (2, 0));
     }
 
     #[test]

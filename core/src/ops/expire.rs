@@ -37,30 +37,34 @@ pub struct Swept {
     pub next_cursor: Option<String>,
 }
 
-/// A position in the walk: campaign index slot, then coupon index slot (both from 1).
+/// A position in the walk: campaign index slot (from 1), stock shard (from 0),
+/// then the shard's coupon slot (from 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cursor {
     campaign: i64,
+    shard: u32,
     coupon: i64,
 }
 
 impl Cursor {
     const START: Cursor = Cursor {
         campaign: 1,
+        shard: 0,
         coupon: 1,
     };
 
     fn parse(s: &str) -> Option<Cursor> {
-        let (campaign, coupon) = s.split_once('.')?;
+        let mut parts = s.split('.');
         let cursor = Cursor {
-            campaign: campaign.parse().ok()?,
-            coupon: coupon.parse().ok()?,
+            campaign: parts.next()?.parse().ok()?,
+            shard: parts.next()?.parse().ok()?,
+            coupon: parts.next()?.parse().ok()?,
         };
-        (cursor.campaign >= 1 && cursor.coupon >= 1).then_some(cursor)
+        (parts.next().is_none() && cursor.campaign >= 1 && cursor.coupon >= 1).then_some(cursor)
     }
 
     fn render(self) -> String {
-        format!("{}.{}", self.campaign, self.coupon)
+        format!("{}.{}.{}", self.campaign, self.shard, self.coupon)
     }
 }
 
@@ -93,24 +97,33 @@ pub async fn sweep(
             && earliest_expiry(&campaign)? <= as_of
         {
             let keys = CampaignKeys::new(&campaign.id);
-            let issued = read_counter(store, &keys.seq()).await?;
-            while cursor.coupon <= issued {
-                if examined == limit {
-                    return Ok(Swept {
-                        expired,
-                        next_cursor: Some(cursor.render()),
-                    });
+            while cursor.shard < campaign.shard_count() {
+                let issued = read_counter(store, &keys.seq(cursor.shard)).await?;
+                while cursor.coupon <= issued {
+                    if examined == limit {
+                        return Ok(Swept {
+                            expired,
+                            next_cursor: Some(cursor.render()),
+                        });
+                    }
+                    examined += 1;
+                    if expire_slot(store, &campaign, &keys, cursor.shard, cursor.coupon, as_of)
+                        .await?
+                    {
+                        expired += 1;
+                    }
+                    cursor.coupon += 1;
                 }
-                examined += 1;
-                if expire_slot(store, &campaign, &keys, cursor.coupon, as_of).await? {
-                    expired += 1;
-                }
-                cursor.coupon += 1;
+                cursor = Cursor {
+                    shard: cursor.shard + 1,
+                    coupon: 1,
+                    ..cursor
+                };
             }
         }
         cursor = Cursor {
             campaign: cursor.campaign + 1,
-            coupon: 1,
+            ..Cursor::START
         };
     }
     Ok(Swept {
@@ -132,10 +145,11 @@ async fn expire_slot(
     store: &impl Store,
     campaign: &Campaign,
     campaign_keys: &CampaignKeys,
+    shard: u32,
     slot: i64,
     as_of: Timestamp,
 ) -> Result<bool> {
-    let slot_key = campaign_keys.coupon_slot(slot);
+    let slot_key = campaign_keys.coupon_slot(shard, slot);
     // A slot without a code is a claim that died before writing: nothing to expire.
     let Some(code) = store.get(&slot_key).await? else {
         return Ok(false);
