@@ -42,6 +42,16 @@ impl CouponCode {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Which of `shards` counters this code belongs to: its characters are
+    /// random, so codes spread evenly.
+    pub fn shard(&self, shards: u32) -> u32 {
+        let hash = self
+            .0
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        hash % shards.max(1)
+    }
 }
 
 impl fmt::Display for CouponCode {

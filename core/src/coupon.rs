@@ -87,6 +87,11 @@ pub struct Held {
 }
 
 impl Held {
+    /// The campaign counter shard this coupon's redemptions count in.
+    pub fn shard(&self) -> u32 {
+        self.code.shard(self.campaign.shard_count())
+    }
+
     pub fn expires_at(&self) -> Timestamp {
         self.campaign
             .expiry

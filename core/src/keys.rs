@@ -12,7 +12,7 @@
 //! | `c:{id}:paused` | register | `1` paused, `0` running: a fast path for claims; the brake in `claimed` decides |
 //! | `c:{id}:claimed:{shard}` | counter | coupons taken from the shard's stock, plus 2^40 while the brake is on (paused) |
 //! | `c:{id}:soldout` | register | the Unix second a claim last found every shard empty: claims in that second are refused at once |
-//! | `c:{id}:redeemed` | counter | coupons redeemed now |
+//! | `c:{id}:redeemed:{shard}` | counter | coupons redeemed now, split by a hash of the code so redemptions share no hot key |
 //! | `c:{id}:expired` | counter | coupons moved to `expired` |
 //! | `c:{id}:user:{user}` | counter | coupons this user claimed |
 //! | `c:{id}:rate:{second}:{shard}` | counter | claims attempted in that Unix second on that rate shard (admission control) |
@@ -77,8 +77,8 @@ impl CampaignKeys {
     pub fn sold_out(&self) -> String {
         self.sub("soldout")
     }
-    pub fn redeemed(&self) -> String {
-        self.sub("redeemed")
+    pub fn redeemed(&self, shard: u32) -> String {
+        self.sub(&format!("redeemed:{shard}"))
     }
     pub fn expired(&self) -> String {
         self.sub("expired")

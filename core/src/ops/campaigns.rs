@@ -161,7 +161,13 @@ async fn view(store: &impl Store, campaign: &Campaign) -> Result<CampaignView> {
     }
     let stats = Stats {
         claimed,
-        redeemed: read_counter(store, &keys.redeemed()).await?,
+        redeemed: {
+            let mut redeemed = 0;
+            for shard in 0..campaign.shard_count() {
+                redeemed += read_counter(store, &keys.redeemed(shard)).await?;
+            }
+            redeemed
+        },
         expired: read_counter(store, &keys.expired()).await?,
         remaining_stock: stock - claimed,
         budget_used: match campaign.budget {

@@ -70,7 +70,10 @@ pub async fn redeem(
         )
         .await?;
     store
-        .increment(&CampaignKeys::new(&held.campaign.id).redeemed(), 1)
+        .increment(
+            &CampaignKeys::new(&held.campaign.id).redeemed(held.shard()),
+            1,
+        )
         .await?;
     Ok(Redeemed {
         redemption,
@@ -123,7 +126,9 @@ async fn start_next_generation(store: &impl Store, held: &Held, now: Timestamp) 
     let keys = CouponKeys::new(&held.code);
     let campaign_keys = CampaignKeys::new(&held.campaign.id);
     let next = store.increment(&keys.generation(), 1).await?;
-    store.increment(&campaign_keys.redeemed(), -1).await?;
+    store
+        .increment(&campaign_keys.redeemed(held.shard()), -1)
+        .await?;
     let expires_at = held.expires_at();
     if now >= expires_at && store.increment(&keys.lock(next), 1).await? == 1 {
         store
