@@ -62,8 +62,13 @@ fn coupon_flow(host: &Host) -> String {
 
 /// After a restart, the coupon and the stats are what they were.
 fn still_there(host: &Host, code: &str) {
-    let (status, coupon) =
-        host.request("GET", &format!("/coupons/{code}"), &user_token("alice"), &[], None);
+    let (status, coupon) = host.request(
+        "GET",
+        &format!("/coupons/{code}"),
+        &user_token("alice"),
+        &[],
+        None,
+    );
     assert_eq!(
         (status, &coupon["state"], &coupon["order_id"]),
         (200, &json!("redeemed"), &json!("order-1")),

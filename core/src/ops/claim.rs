@@ -99,11 +99,6 @@ pub async fn claim(
     if is_paused(paused.as_deref()) {
         return Err(Error::CampaignPaused);
     }
-    // Once a claim found every shard empty, the rest of that second is refused
-    // without probing them all again.
-    if sold_out.as_deref() == Some(now.as_second().to_string().as_bytes()) {
-        return Err(Error::SoldOut);
-    }
     // The fresh code is random: claims spread evenly over the shards.
     let start_shard = code.shard(campaign.shard_count());
     admit(store, &campaign, &campaign_keys, start_shard, now).await?;
@@ -122,7 +117,13 @@ pub async fn claim(
             Some(done) => replay(store, user, done, now).await,
         };
     }
-    let taken = take_limits(store, &campaign, &campaign_keys, user, start_shard, attempt).await?;
+    // Once a claim found every shard empty, the rest of that second is refused
+    // without probing them all again; the refusal is this key's answer.
+    let second = now.as_second().to_string();
+    let taken = match sold_out.as_deref() == Some(second.as_bytes()) {
+        true => Err(Outcome::SoldOut),
+        false => take_limits(store, &campaign, &campaign_keys, user, start_shard, attempt).await?,
+    };
     let outcome = match taken {
         Ok(_) => Outcome::Issued {
             code: code.to_string(),
@@ -131,10 +132,7 @@ pub async fn claim(
     };
     if let Err(Outcome::SoldOut) = taken {
         store
-            .set(
-                &campaign_keys.sold_out(),
-                now.as_second().to_string().as_bytes(),
-            )
+            .set(&campaign_keys.sold_out(), second.as_bytes())
             .await?;
     }
     let mut writes = Vec::with_capacity(3);
@@ -568,6 +566,10 @@ mod tests {
                 .await
                 .expect("given back");
             let later = ts("2028-02-10T10:00:01+08:00");
+
+            // A key refused from the hint keeps that answer: its retry replays it.
+            let retry = claim(&store, &user("c"), "k", request("tail"), later, code(5)).await;
+            assert_eq!(retry.unwrap_err(), Error::SoldOut);
             // (A key's sold_out answer is final, so this is a new key.)
             claim(&store, &user("b"), "k2", request("tail"), later, code(4))
                 .await

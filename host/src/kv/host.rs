@@ -58,7 +58,7 @@ impl StoreAccess {
             .iter()
             .map(|(label, store)| {
                 let access = Label {
-                    store: store.clone(),
+                    store: Arc::new(super::detached::Detached(store.clone())),
                     allowed: allowed.contains(label),
                 };
                 (label.clone(), access)

@@ -8,6 +8,7 @@
 
 #[cfg(test)]
 mod conformance;
+mod detached;
 pub(crate) mod host;
 mod memory;
 mod redis;

@@ -46,7 +46,9 @@ pub fn user_token(user: &str) -> String {
 pub fn write_redis_config(path: &Path, port: u16) {
     std::fs::write(
         path,
-        format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n"),
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n"
+        ),
     )
     .expect("writes the runtime config");
 }
