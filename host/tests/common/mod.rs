@@ -1,6 +1,9 @@
 //! What the tests of `coupon-host up` as a real process share: the built app,
 //! scratch directories, a running host, a running `redis-server`.
 
+// Each test binary uses a different part of it.
+#![allow(dead_code)]
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
