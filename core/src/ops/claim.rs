@@ -120,7 +120,8 @@ pub async fn claim(
     // Once a claim found every shard empty, the rest of that second is refused
     // without probing them all again; the refusal is this key's answer.
     let second = now.as_second().to_string();
-    let taken = match sold_out.as_deref() == Some(second.as_bytes()) {
+    let hinted = sold_out.as_deref() == Some(second.as_bytes());
+    let taken = match hinted {
         true => Err(Outcome::SoldOut),
         false => take_limits(store, &campaign, &campaign_keys, user, start_shard, attempt).await?,
     };
@@ -130,7 +131,9 @@ pub async fn claim(
         },
         Err(ref refusal) => refusal.clone(),
     };
-    if let Err(Outcome::SoldOut) = taken {
+    // Only the claim that probed every shard writes the hint: the hinted ones
+    // would make it a hot key.
+    if let (Err(Outcome::SoldOut), false) = (&taken, hinted) {
         store
             .set(&campaign_keys.sold_out(), second.as_bytes())
             .await?;
