@@ -1,6 +1,7 @@
 //! A Spin app, loaded from its `spin.toml` and ready to serve requests: the
 //! API the integration tests use.
 
+use crate::admission::{Admission, overloaded};
 use crate::build::ensure_built;
 use crate::clock::ManualClock;
 use crate::kv::host::StoreAccess;
@@ -27,6 +28,10 @@ const DEFAULT_STORE: &str = "default";
 /// otherwise.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Requests one component serves at once unless told otherwise; as many again
+/// may wait up to 250 ms, and the rest are shed with `503 overloaded`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 32;
+
 /// Requests served at once in this process, over all apps; more wait. Each
 /// needs an instance (or a share of one), and the instance pool holds 1000.
 const MAX_REQUESTS_IN_FLIGHT: usize = 500;
@@ -47,7 +52,7 @@ pub struct App {
 struct AppInner {
     manifest: Manifest,
     router: Router,
-    servers: HashMap<String, ComponentServer>,
+    servers: HashMap<String, (ComponentServer, Admission)>,
 }
 
 /// Configures an [`App`]: variable values, store backends, the clock and how
@@ -59,6 +64,7 @@ pub struct AppBuilder {
     clock: Option<ManualClock>,
     instance_reuse: bool,
     request_timeout: Duration,
+    max_concurrent_requests: usize,
     build_components: bool,
 }
 
@@ -72,6 +78,7 @@ impl App {
             clock: None,
             instance_reuse: true,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             build_components: true,
         }
     }
@@ -108,9 +115,11 @@ impl App {
     /// that component the full URL (`http://localhost/...` when the request
     /// has only a path) and Spin's `spin-*` headers, and collects its response.
     ///
-    /// No route: 404. The guest trapped, failed or timed out: 500, with the
-    /// error printed to stderr. An `Err` means the request itself was unusable.
-    /// At most 500 requests run at once in a process; more wait their turn.
+    /// No route: 404. The component at its limit of concurrent requests: 503
+    /// `overloaded` with `Retry-After`. The guest trapped, failed or timed
+    /// out: 500, with the error printed to stderr. An `Err` means the request
+    /// itself was unusable. At most 500 requests run at once in a process,
+    /// over all apps; more wait their turn.
     pub async fn handle(&self, request: Request<Bytes>) -> Result<Response<Bytes>> {
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
@@ -119,11 +128,14 @@ impl App {
         };
         parts.uri = full_uri(&parts.uri)?;
         add_spin_headers(&mut parts.headers, &parts.uri, &matched)?;
-        let server = self
+        let (server, admission) = self
             .inner
             .servers
             .get(matched.component)
             .with_context(|| format!("no server for component {:?}", matched.component))?;
+        let Some(_slot) = admission.enter().await else {
+            return Ok(overloaded(matched.component));
+        };
         let description = format!(
             "{} {} (component {:?})",
             parts.method, path, matched.component
@@ -197,6 +209,15 @@ impl AppBuilder {
         self
     }
 
+    /// How many requests each component serves at once (default 32). As many
+    /// again may wait up to 250 ms for a slot; the rest are answered at once
+    /// with 503 `overloaded` and `Retry-After: 1`, so a storm on one component
+    /// neither queues without bound nor delays the others.
+    pub fn max_concurrent_requests(mut self, limit: usize) -> Self {
+        self.max_concurrent_requests = limit.max(1);
+        self
+    }
+
     /// `true` (the default): run each component's build command before loading
     /// it; `false`: load the `.wasm` files as they are (`spin up` without `--build`).
     pub fn build_components(mut self, build: bool) -> Self {
@@ -251,7 +272,9 @@ impl AppBuilder {
                 variables: component_variables(spec, &app_variables)?,
                 clock: self.clock.clone(),
             };
-            servers.insert(id.clone(), ComponentServer::new(id, component, env, policy));
+            let server = ComponentServer::new(id, component, env, policy);
+            let admission = Admission::new(self.max_concurrent_requests);
+            servers.insert(id.clone(), (server, admission));
         }
         let router = Router::new(&manifest.http_triggers)?;
         Ok(App {

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+mod admission;
 mod app;
 mod bindings;
 pub mod build;
@@ -22,7 +23,7 @@ pub mod runtime_config;
 pub mod serve;
 mod variables;
 
-pub use app::{App, AppBuilder};
+pub use app::{App, AppBuilder, DEFAULT_MAX_CONCURRENT_REQUESTS};
 pub use clock::ManualClock;
 pub use kv::{KeyValueStore, KvError, MemoryStore};
 pub use manifest::Manifest;

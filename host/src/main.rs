@@ -21,6 +21,8 @@ options:
   --state-dir <DIR>             where the default SQLite store lives [default: .spin beside spin.toml]
   --build                       run each component's build command first
   --no-instance-reuse           a fresh instance per request (default: reuse as Spin 4 does)
+  --max-concurrent-requests <N> requests each component serves at once; as many again wait up
+                                to 250 ms, the rest get 503 overloaded [default: 32]
   --generate-secrets            give unset required secret variables random values, kept in
                                 <state-dir>/secrets.toml (for trying the app out, not production)
 
@@ -35,6 +37,7 @@ struct Up {
     state_dir: Option<PathBuf>,
     build: bool,
     instance_reuse: bool,
+    max_concurrent_requests: usize,
     generate_secrets: bool,
 }
 
@@ -47,6 +50,7 @@ impl Up {
             state_dir: None,
             build: false,
             instance_reuse: true,
+            max_concurrent_requests: coupon_host::DEFAULT_MAX_CONCURRENT_REQUESTS,
             generate_secrets: false,
         };
         while let Some(arg) = args.next() {
@@ -68,6 +72,13 @@ impl Up {
                 "--state-dir" => up.state_dir = Some(PathBuf::from(value("--state-dir")?)),
                 "--build" => up.build = true,
                 "--no-instance-reuse" => up.instance_reuse = false,
+                "--max-concurrent-requests" => {
+                    let v = value("--max-concurrent-requests")?;
+                    up.max_concurrent_requests =
+                        v.parse().ok().filter(|n| *n > 0).with_context(|| {
+                            format!("--max-concurrent-requests {v:?} is not a positive number")
+                        })?;
+                }
                 "--generate-secrets" => up.generate_secrets = true,
                 "-h" | "--help" => {
                     println!("{USAGE}");
@@ -123,7 +134,8 @@ fn run(up: Up) -> Result<()> {
         .await?;
         let mut builder = App::builder(&up.manifest)
             .build_components(up.build)
-            .instance_reuse(up.instance_reuse);
+            .instance_reuse(up.instance_reuse)
+            .max_concurrent_requests(up.max_concurrent_requests);
         for (name, value) in &variables {
             builder = builder.variable(name, value.clone());
         }

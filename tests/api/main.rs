@@ -6,6 +6,7 @@ mod campaigns;
 mod claim;
 mod expire;
 mod invariants;
+mod overload;
 mod redeem;
 mod routing;
 mod stories;

@@ -104,10 +104,30 @@ impl TestApp {
             .expect("the app starts")
     }
 
+    /// Behind `gated`, each component serving at most `limit` requests at
+    /// once (as many again wait up to 250 ms; the rest are shed).
+    pub async fn with_limit(limit: usize, gated: Arc<Gated>) -> TestApp {
+        let store = gated.store.clone();
+        TestApp::try_new_with(true, gated, store, limit)
+            .await
+            .expect("the app starts")
+    }
+
+    /// The tests race more requests at one component than the host serves at
+    /// once: they lift its limit, so every request reaches the store.
     async fn try_new(
         reuse: bool,
         backend: Arc<dyn KeyValueStore>,
         store: MemoryStore,
+    ) -> Result<TestApp> {
+        TestApp::try_new_with(reuse, backend, store, 1_000).await
+    }
+
+    async fn try_new_with(
+        reuse: bool,
+        backend: Arc<dyn KeyValueStore>,
+        store: MemoryStore,
+        limit: usize,
     ) -> Result<TestApp> {
         let clock = ManualClock::new(system_time("2028-02-10T10:00:00+08:00"));
         let app = App::builder_from_workspace()?
@@ -116,6 +136,7 @@ impl TestApp {
             .shared_store("default", backend)
             .clock(clock.clone())
             .instance_reuse(reuse)
+            .max_concurrent_requests(limit)
             .build()
             .await?;
         Ok(TestApp { app, store, clock })
@@ -366,5 +387,65 @@ impl KeyValueStore for SpinLikeCompareAndSwap {
     }
     async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
         KeyValueStore::set_many(&self.0, entries).await
+    }
+}
+
+/// A memory store that holds every increment of a key containing `needle`
+/// until [`open`](Self::open) is called: requests that reach it stay in flight.
+pub struct Gated {
+    pub store: MemoryStore,
+    needle: &'static str,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gated {
+    pub fn new(needle: &'static str) -> Arc<Gated> {
+        Arc::new(Gated {
+            store: MemoryStore::new(),
+            needle,
+            open: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    pub fn close(&self) {
+        self.open.send_replace(false);
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyValueStore for Gated {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        KeyValueStore::get(&self.store, key).await
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        KeyValueStore::set(&self.store, key, value).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        KeyValueStore::delete(&self.store, key).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool, KvError> {
+        KeyValueStore::exists(&self.store, key).await
+    }
+    async fn get_keys(&self) -> Result<Vec<String>, KvError> {
+        KeyValueStore::get_keys(&self.store).await
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        if key.contains(self.needle) {
+            let mut open = self.open.subscribe();
+            let _ = open.wait_for(|open| *open).await;
+        }
+        KeyValueStore::increment(&self.store, key, delta).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        KeyValueStore::compare_and_swap(&self.store, key, expected, new).await
     }
 }

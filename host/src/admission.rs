@@ -1,0 +1,108 @@
+//! Load shedding per component: a bounded number of requests run at once, a
+//! bounded number wait a short while for their turn, and the rest are refused
+//! at once with `503 overloaded` and `Retry-After`.
+//!
+//! Spin answers errors once its instance pool is full; shedding here, per
+//! component, happens before that and keeps a claim storm from filling the
+//! queue that checkout's redemptions wait in.
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a request may wait for a free slot before it is shed.
+const MAX_WAIT: Duration = Duration::from_millis(250);
+
+/// One component's admission: `limit` requests run, as many again may wait.
+pub(crate) struct Admission {
+    running: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    limit: usize,
+}
+
+impl Admission {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            running: Arc::new(Semaphore::new(limit)),
+            waiting: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// A slot (freed when dropped) at once, or after a wait of at most 250 ms
+    /// if fewer than `limit` requests are already waiting; `None`: shed it.
+    pub(crate) async fn enter(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.running.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.limit {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let permit = tokio::time::timeout(MAX_WAIT, self.running.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        permit.ok()?.ok()
+    }
+}
+
+/// The answer to a shed request, in the API's error shape.
+pub(crate) fn overloaded(component: &str) -> Response<Bytes> {
+    let body = format!(
+        r#"{{"error":{{"code":"overloaded","message":"component {component} is at its limit of concurrent requests; retry after the Retry-After seconds with the same Idempotency-Key"}}}}"#
+    );
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("a valid header"),
+    );
+    headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn past_the_limit_and_the_queue_requests_are_shed() {
+        let admission = Admission::new(2);
+        let running: Vec<_> = (0..2)
+            .map(|_| match admission.running.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => panic!("two slots"),
+            })
+            .collect();
+        // Two wait (and time out), the fifth is refused at once.
+        let waiting = async { tokio::join!(admission.enter(), admission.enter()) };
+        let refused = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let started = std::time::Instant::now();
+            let answer = admission.enter().await;
+            (answer, started.elapsed())
+        };
+        let (waited, (refused, refused_after)) = tokio::join!(waiting, refused);
+        assert!(waited.0.is_none() && waited.1.is_none());
+        assert!(refused.is_none());
+        assert!(refused_after < MAX_WAIT, "refused without waiting");
+        drop(running);
+        assert!(admission.enter().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_runs_when_a_slot_frees() {
+        let admission = Admission::new(1);
+        let first = admission.enter().await.expect("a free slot");
+        let second = admission.enter();
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(first);
+        };
+        let (second, ()) = tokio::join!(second, release);
+        assert!(second.is_some());
+    }
+}
