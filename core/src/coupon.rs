@@ -35,8 +35,13 @@ impl CouponRecord {
 pub enum Ending {
     Redeemed(Redemption),
     Expired {
+        /// The expiry it passed.
         #[serde(with = "serde_rfc3339")]
         at: Timestamp,
+        /// When the sweep (or a late cancellation) recorded it: a revival
+        /// after this voids it.
+        #[serde(default, with = "crate::time::serde_rfc3339_option")]
+        swept_at: Option<Timestamp>,
     },
 }
 
@@ -82,8 +87,12 @@ pub struct Held {
     pub record: CouponRecord,
     pub campaign: Campaign,
     pub zone: TimeZone,
+    /// The generation in play: the stored counter, plus one for each
+    /// expiration a revival made void.
     pub generation: i64,
     pub ending: Option<Ending>,
+    /// The campaign's dating (its `expiry` is already in `campaign`).
+    pub dating: crate::ops::dating::Dating,
 }
 
 impl Held {
@@ -92,10 +101,15 @@ impl Held {
         self.code.shard(self.campaign.shard_count())
     }
 
+    /// When it expires: by the rule in force, or when it was recorded expired.
     pub fn expires_at(&self) -> Timestamp {
-        self.campaign
-            .expiry
-            .expires_at(self.record.issued_at, &self.zone)
+        match &self.ending {
+            Some(Ending::Expired { at, .. }) => *at,
+            _ => self
+                .campaign
+                .expiry
+                .expires_at(self.record.issued_at, &self.zone),
+        }
     }
 
     /// The state a client sees: an unredeemed coupon past its expiry is expired

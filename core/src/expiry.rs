@@ -43,6 +43,20 @@ impl YearMonth {
         }
     }
 
+    /// The month after this one.
+    pub fn next(self) -> YearMonth {
+        match self.month {
+            12 => YearMonth {
+                year: self.year + 1,
+                month: 1,
+            },
+            month => YearMonth {
+                month: month + 1,
+                ..self
+            },
+        }
+    }
+
     /// The first instant of the month after this one, in `tz`.
     pub fn end(self, tz: &TimeZone) -> Timestamp {
         let (year, month) = if self.month == 12 {
@@ -106,8 +120,14 @@ pub enum ExpiryRule {
 impl ExpiryRule {
     /// The instant a coupon issued at `issued_at` stops being usable.
     pub fn expires_at(&self, issued_at: Timestamp, tz: &TimeZone) -> Timestamp {
+        self.expiry_of_claim_month(YearMonth::of(issued_at, tz), tz)
+    }
+
+    /// The instant every coupon claimed in `claim_month` stops being usable:
+    /// one instant per claim month, so the sweep's index is by claim month.
+    pub fn expiry_of_claim_month(&self, claim_month: YearMonth, tz: &TimeZone) -> Timestamp {
         match *self {
-            ExpiryRule::EndOfClaimMonth => YearMonth::of(issued_at, tz).end(tz),
+            ExpiryRule::EndOfClaimMonth => claim_month.end(tz),
             ExpiryRule::EndOfMonth { month } => month.end(tz),
         }
     }

@@ -13,11 +13,15 @@
 //! | `c:{id}:claimed:{shard}` | counter | coupons taken from the shard's stock, plus 2^40 while the brake is on (paused) |
 //! | `c:{id}:soldout` | register | the Unix second a claim last found every shard empty: claims in that second are refused at once |
 //! | `c:{id}:redeemed:{shard}` | counter | coupons redeemed now, split by a hash of the code so redemptions share no hot key |
-//! | `c:{id}:expired` | counter | coupons moved to `expired` |
+//! | `c:{id}:expired:{epoch}` | counter | coupons the sweep moved to `expired` since the `epoch`-th revival (see `c:{id}:expiry`) |
+//! | `c:{id}:expiry` | register | the expiry rule in force, if re-dated: revision, rule, revivals (JSON) |
+//! | `c:{id}:expiry:seq` | counter | re-datings so far; revision numbers of `c:{id}:expiry:{n}` |
+//! | `c:{id}:expiry:{n}` | record | the n-th re-dating: who, when, old and new rule |
 //! | `c:{id}:user:{user}` | counter | coupons this user claimed |
 //! | `c:{id}:rate:{second}:{shard}` | counter | claims attempted in that Unix second on that rate shard (admission control) |
-//! | `c:{id}:seq:{shard}` | counter | coupons issued from the shard; slot numbers of `c:{id}:coupon:{shard}:{n}` |
-//! | `c:{id}:coupon:{shard}:{n}` | record | code of the shard's n-th coupon (for the expiry sweep) |
+//! | `c:{id}:m:{month}:seq:{shard}` | counter | coupons issued from the shard in that claim month (campaign zone); slot numbers of the next key |
+//! | `c:{id}:m:{month}:coupon:{shard}:{n}` | record | code of that month's and shard's n-th coupon: the expiry index the sweep walks |
+//! | `c:{id}:m:{month}:swept:{revision}` | counter | 1 = the sweep walked that month's coupons to the end under that expiry revision, after the month was over |
 //! | `u:{user}:idem:{key}` | counter | 1 = the request owns this idempotency key (its first attempt) |
 //! | `u:{user}:idem:{key}:attempt:{n}` | counter | 1 = the request owns attempt n, after attempt n-1 met the brake |
 //! | `u:{user}:idem:{key}:result` | record | what that request answered |
@@ -31,6 +35,7 @@
 
 use crate::campaign::CampaignId;
 use crate::code::CouponCode;
+use crate::expiry::YearMonth;
 
 /// Keeps `[A-Za-z0-9._-]` and writes every other byte as `%XX`: injective and
 /// free of `:`.
@@ -80,8 +85,17 @@ impl CampaignKeys {
     pub fn redeemed(&self, shard: u32) -> String {
         self.sub(&format!("redeemed:{shard}"))
     }
-    pub fn expired(&self) -> String {
-        self.sub("expired")
+    pub fn expired(&self, epoch: u32) -> String {
+        self.sub(&format!("expired:{epoch}"))
+    }
+    pub fn dating(&self) -> String {
+        self.sub("expiry")
+    }
+    pub fn dating_seq(&self) -> String {
+        self.sub("expiry:seq")
+    }
+    pub fn dating_change(&self, revision: i64) -> String {
+        self.sub(&format!("expiry:{revision}"))
     }
     pub fn user(&self, user: &str) -> String {
         self.sub(&format!("user:{}", escape(user)))
@@ -89,11 +103,14 @@ impl CampaignKeys {
     pub fn rate(&self, unix_second: i64, shard: u32) -> String {
         self.sub(&format!("rate:{unix_second}:{shard}"))
     }
-    pub fn seq(&self, shard: u32) -> String {
-        self.sub(&format!("seq:{shard}"))
+    pub fn month_seq(&self, month: YearMonth, shard: u32) -> String {
+        self.sub(&format!("m:{month}:seq:{shard}"))
     }
-    pub fn coupon_slot(&self, shard: u32, n: i64) -> String {
-        self.sub(&format!("coupon:{shard}:{n}"))
+    pub fn month_slot(&self, month: YearMonth, shard: u32, n: i64) -> String {
+        self.sub(&format!("m:{month}:coupon:{shard}:{n}"))
+    }
+    pub fn month_swept(&self, month: YearMonth, revision: i64) -> String {
+        self.sub(&format!("m:{month}:swept:{revision}"))
     }
 }
 

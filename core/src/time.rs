@@ -37,6 +37,25 @@ pub mod serde_rfc3339 {
     }
 }
 
+/// Serde for optional stored timestamps (UTC, RFC 3339).
+pub mod serde_rfc3339_option {
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ts: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+        match ts {
+            Some(ts) => super::serde_rfc3339::serialize(ts, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::serde_rfc3339")] Timestamp);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(ts)| ts))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1298,7 +1298,7 @@ fn check(scenario: &Scenario, observed: &Observed, stats: &[Value]) -> Verdict {
 
     // The campaign's stats, from every host.
     let expected_stats = json!({
-        "claimed": issued, "redeemed": redeemed_in_store, "expired": 0,
+        "claimed": issued, "redeemed": redeemed_in_store, "expired": 0, "expired_value": 0,
         "remaining_stock": STOCK - issued.min(STOCK), "budget_used": issued * FACE_VALUE,
     });
     for (host, answer) in stats.iter().enumerate() {

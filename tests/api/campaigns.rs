@@ -13,7 +13,7 @@ async fn create_then_read_with_stats() {
     assert_eq!(created.body["paused"], false);
     assert_eq!(
         created.body["stats"],
-        json!({"claimed": 0, "redeemed": 0, "expired": 0, "remaining_stock": 10, "budget_used": 0})
+        json!({"claimed": 0, "redeemed": 0, "expired": 0, "expired_value": 0, "remaining_stock": 10, "budget_used": 0})
     );
     let read = t.campaign("spring").await;
     assert_eq!(read, created.body);

@@ -7,6 +7,7 @@ mod claim;
 mod expire;
 mod invariants;
 mod overload;
+mod redating;
 mod redeem;
 mod routing;
 mod stories;

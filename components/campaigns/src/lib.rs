@@ -1,10 +1,12 @@
 //! The operator's campaign API: `POST /campaigns`, `GET /campaigns/{id}`,
-//! `POST /campaigns/{id}/pause` and `/resume`.
+//! `POST /campaigns/{id}/pause` and `/resume`, and re-dating with
+//! `PUT /campaigns/{id}/expiry` (`GET` lists the changes).
 
 use coupon_core::Error;
 use coupon_core::api::Reply;
 use coupon_core::campaign::CampaignId;
 use coupon_core::ops::campaigns::{self, Created};
+use coupon_core::ops::dating;
 use coupon_spin::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
 
@@ -34,7 +36,17 @@ async fn handle(request: Request) -> impl IntoResponse {
                 200,
                 &campaigns::set_paused(store, &id(campaign)?, false).await?,
             )),
-            (_, []) | (_, [_]) | (_, [_, "pause" | "resume"]) => Err(Error::MethodNotAllowed),
+            (&Method::PUT, [campaign, "expiry"]) => Ok(Reply::json(
+                200,
+                &dating::redate(store, &id(campaign)?, call.json()?, call.now).await?,
+            )),
+            (&Method::GET, [campaign, "expiry"]) => Ok(Reply::json(
+                200,
+                &dating::history(store, &id(campaign)?).await?,
+            )),
+            (_, []) | (_, [_]) | (_, [_, "pause" | "resume" | "expiry"]) => {
+                Err(Error::MethodNotAllowed)
+            }
             _ => Err(Error::NotFound),
         }
     })

@@ -6,6 +6,11 @@ use coupon_core::api::Reply;
 use coupon_core::ops::expire::{ExpirationRequest, sweep};
 use coupon_spin::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
+use std::time::{Duration, Instant};
+
+/// Each call stops walking after this, well inside a serverless platform's
+/// request limit, and answers a cursor to resume from.
+const MAX_CALL_TIME: Duration = Duration::from_secs(10);
 
 #[spin_sdk::http_service]
 async fn handle(request: Request) -> impl IntoResponse {
@@ -22,7 +27,12 @@ async fn handle(request: Request) -> impl IntoResponse {
         } else {
             call.json()?
         };
-        Ok(Reply::json(200, &sweep(store, request, call.now).await?))
+        let started = Instant::now();
+        let out_of_time = || started.elapsed() >= MAX_CALL_TIME;
+        Ok(Reply::json(
+            200,
+            &sweep(store, request, call.now, out_of_time).await?,
+        ))
     })
     .await
 }

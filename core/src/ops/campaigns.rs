@@ -1,6 +1,6 @@
 //! The operator's campaign API: create, read with stats, pause and resume.
 
-use super::{decode, encode, load_campaign};
+use super::{encode, load_campaign};
 use crate::campaign::{Campaign, CampaignId};
 use crate::error::{Error, Result};
 use crate::keys::{self, CampaignKeys};
@@ -14,6 +14,8 @@ pub struct Stats {
     pub claimed: i64,
     pub redeemed: i64,
     pub expired: i64,
+    /// The face value of the coupons in `expired`: discount that lapsed unused.
+    pub expired_value: i64,
     pub remaining_stock: i64,
     pub budget_used: i64,
 }
@@ -24,6 +26,8 @@ pub struct CampaignView {
     #[serde(flatten)]
     pub campaign: serde_json::Value,
     pub paused: bool,
+    /// Re-datings so far (`GET /campaigns/{id}/expiry` lists them).
+    pub expiry_revision: i64,
     pub stats: Stats,
 }
 
@@ -52,29 +56,32 @@ pub async fn create(store: &impl Store, campaign: Campaign) -> Result<(Created, 
                 (keys.record(), encode(&campaign)),
             ])
             .await?;
-        return Ok((Created::New, view(store, &campaign).await?));
+        let dating = super::dating::Dating::original(&campaign);
+        return Ok((Created::New, view(store, &campaign, &dating).await?));
     }
     match load_campaign(store, &campaign.id).await? {
-        Some(existing) if existing == campaign => {
-            Ok((Created::AlreadyExisted, view(store, &existing).await?))
-        }
+        // Once re-dated, the campaign differs from any create body with the old rule.
+        Some((existing, dating)) if existing == campaign => Ok((
+            Created::AlreadyExisted,
+            view(store, &existing, &dating).await?,
+        )),
         // Different settings, or the owner has not written it yet.
         _ => Err(Error::CampaignExists),
     }
 }
 
 pub async fn get(store: &impl Store, id: &CampaignId) -> Result<CampaignView> {
-    let campaign = load_campaign(store, id)
+    let (campaign, dating) = load_campaign(store, id)
         .await?
         .ok_or(Error::CampaignNotFound)?;
-    view(store, &campaign).await
+    view(store, &campaign, &dating).await
 }
 
 /// Pauses or resumes claims. A pause engages the brake on the stock counter
 /// before it answers, so once it is acknowledged no claim on any host can take
 /// stock; the `paused` register beside it only lets claims fail fast.
 pub async fn set_paused(store: &impl Store, id: &CampaignId, paused: bool) -> Result<CampaignView> {
-    let campaign = load_campaign(store, id)
+    let (campaign, dating) = load_campaign(store, id)
         .await?
         .ok_or(Error::CampaignNotFound)?;
     let keys = CampaignKeys::new(id);
@@ -85,7 +92,7 @@ pub async fn set_paused(store: &impl Store, id: &CampaignId, paused: bool) -> Re
         brake::set(store, &campaign, false).await?;
         store.set(&keys.paused(), b"0").await?;
     }
-    view(store, &campaign).await
+    view(store, &campaign, &dating).await
 }
 
 /// The emergency brake: while on, the stock counter carries an offset far
@@ -149,7 +156,11 @@ pub(crate) fn is_paused(flag: Option<&[u8]>) -> bool {
     flag == Some(b"1")
 }
 
-async fn view(store: &impl Store, campaign: &Campaign) -> Result<CampaignView> {
+pub(crate) async fn view(
+    store: &impl Store,
+    campaign: &Campaign,
+    dating: &super::dating::Dating,
+) -> Result<CampaignView> {
     let keys = CampaignKeys::new(&campaign.id);
     let stock = i64::try_from(campaign.stock).unwrap_or(i64::MAX);
     let (mut claimed, mut paused) = (0, false);
@@ -159,6 +170,7 @@ async fn view(store: &impl Store, campaign: &Campaign) -> Result<CampaignView> {
         // A claim in flight may hold an increment it is about to take back.
         claimed += brake::count(counter).clamp(0, campaign.shard_capacity(shard));
     }
+    let expired = read_counter(store, &keys.expired(dating.epoch)).await?;
     let stats = Stats {
         claimed,
         redeemed: {
@@ -168,7 +180,8 @@ async fn view(store: &impl Store, campaign: &Campaign) -> Result<CampaignView> {
             }
             redeemed
         },
-        expired: read_counter(store, &keys.expired()).await?,
+        expired,
+        expired_value: expired.saturating_mul(campaign.discount.face_value().minor()),
         remaining_stock: stock - claimed,
         budget_used: match campaign.budget {
             Some(_) => claimed * campaign.discount.face_value().minor(),
@@ -182,23 +195,23 @@ async fn view(store: &impl Store, campaign: &Campaign) -> Result<CampaignView> {
     Ok(CampaignView {
         campaign: json,
         paused,
+        expiry_revision: dating.revision,
         stats,
     })
 }
 
-/// Reads the campaign stored in an index slot (used by the sweep).
-pub(crate) async fn load_slot(store: &impl Store, slot: i64) -> Result<Option<Campaign>> {
+/// Reads the campaign stored in an index slot, with its dating (used by the sweep).
+pub(crate) async fn load_slot(
+    store: &impl Store,
+    slot: i64,
+) -> Result<Option<(Campaign, super::dating::Dating)>> {
     let key = keys::campaign_slot(slot);
     let Some(id) = store.get(&key).await? else {
         return Ok(None);
     };
     let id: CampaignId = CampaignId::parse(&String::from_utf8_lossy(&id))
         .ok_or_else(|| Error::Internal(format!("{key} holds no campaign id")))?;
-    let record_key = CampaignKeys::new(&id).record();
-    match store.get(&record_key).await? {
-        Some(bytes) => decode(&record_key, &bytes).map(Some),
-        None => Ok(None),
-    }
+    load_campaign(store, &id).await
 }
 
 #[cfg(test)]

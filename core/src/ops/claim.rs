@@ -14,12 +14,13 @@
 //! find them.
 
 use super::campaigns::{brake, is_paused};
-use super::{decode, encode, load_held};
+use super::{decode, encode, get_array, load_held, with_dating};
 use crate::auth::UserId;
 use crate::campaign::{Campaign, CampaignId};
 use crate::code::CouponCode;
 use crate::coupon::{CouponRecord, CouponView, Held};
 use crate::error::{Error, Result};
+use crate::expiry::YearMonth;
 use crate::keys::{self, CampaignKeys, CouponKeys};
 use crate::store::Store;
 use jiff::Timestamp;
@@ -73,24 +74,25 @@ pub async fn claim(
 ) -> Result<Claimed> {
     let campaign_keys = CampaignKeys::new(&request.campaign_id);
     let (key_owner, answer_key) = keys::idempotency(user.as_str(), idempotency_key);
-    let found = store
-        .get_many(&[
+    let [campaign, dating, paused, answer, sold_out] = get_array(
+        store,
+        [
             campaign_keys.record(),
+            campaign_keys.dating(),
             campaign_keys.paused(),
             answer_key.clone(),
             campaign_keys.sold_out(),
-        ])
-        .await?;
-    let [campaign, paused, answer, sold_out] = <[_; 4]>::try_from(found)
-        .map_err(|_| Error::Internal("get_many answered the wrong number of values".into()))?;
+        ],
+    )
+    .await?;
     let attempt = match read_answer(&answer_key, answer.as_deref(), &request)? {
         None => 1,
         // The last attempt met the brake: this retry may be the next attempt.
         Some(Outcome::Paused { attempt }) => attempt + 1,
         Some(done) => return replay(store, user, done, now).await,
     };
-    let campaign: Campaign = match campaign {
-        Some(bytes) => decode(&campaign_keys.record(), &bytes)?,
+    let (campaign, dating) = match campaign {
+        Some(record) => with_dating(&campaign_keys, &record, dating.as_deref())?,
         None => return Err(Error::CampaignNotFound),
     };
     if !campaign.is_claimable_at(now) {
@@ -145,11 +147,18 @@ pub async fn claim(
         user_id: user.as_str().to_owned(),
         issued_at: now,
     };
+    let zone = campaign.zone()?;
     if let Ok(shard) = taken {
-        let slot = store.increment(&campaign_keys.seq(shard), 1).await?;
+        // The expiry index: by claim month, as every coupon of a claim month
+        // expires at one instant whatever the rule; by shard, so claims share
+        // no counter.
+        let month = YearMonth::of(now, &zone);
+        let slot = store
+            .increment(&campaign_keys.month_seq(month, shard), 1)
+            .await?;
         writes.push((CouponKeys::new(&code).record(), encode(&record)));
         writes.push((
-            campaign_keys.coupon_slot(shard, slot),
+            campaign_keys.month_slot(month, shard, slot),
             code.to_string().into_bytes(),
         ));
     }
@@ -163,7 +172,6 @@ pub async fn claim(
     // The coupon is written before it is answered: a 201 is always in the store.
     store.set_many(&writes).await?;
     outcome.into_result()?;
-    let zone = campaign.zone()?;
     let held = Held {
         code,
         record,
@@ -171,6 +179,7 @@ pub async fn claim(
         zone,
         generation: 0,
         ending: None,
+        dating,
     };
     Ok(Claimed {
         coupon: held.view(now),

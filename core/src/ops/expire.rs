@@ -2,23 +2,34 @@
 //!
 //! Expiry itself needs no sweep (a coupon past its expiry is refused either
 //! way); the sweep makes it part of the stored state and of `stats.expired`.
-//! It walks the campaign index and each campaign's coupon index with a cursor,
-//! at most `limit` coupons per call, and takes each coupon's generation lock
-//! exactly as a redemption would, so the two can never both succeed.
+//! It walks the expiry index, never the whole store: per campaign, per claim
+//! month (every coupon of a claim month expires at one instant, whatever the
+//! rule), per stock shard. Months not yet due are skipped without reading
+//! them, and a month walked to the end after it was over is marked swept for
+//! the expiry rule in force, so later calls skip it too. Each call stops after
+//! `limit` coupons or when its time is up, and returns a cursor to resume
+//! from. It takes each coupon's generation lock exactly as a redemption
+//! would, so the two can never both succeed.
 
 use super::campaigns::load_slot;
-use super::{decode, encode, load_ending};
+use super::dating::Dating;
+use super::{encode, load_ending};
 use crate::campaign::Campaign;
 use crate::code::CouponCode;
-use crate::coupon::{CouponRecord, Ending};
+use crate::coupon::Ending;
 use crate::error::{Error, Result};
+use crate::expiry::YearMonth;
 use crate::keys::{self, CampaignKeys, CouponKeys};
 use crate::store::{Store, read_counter};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_LIMIT: u32 = 1_000;
 pub const MAX_LIMIT: u32 = 10_000;
+
+/// How long after a month ends its claims may still be writing their index
+/// slots: a month is marked swept only after this.
+const SETTLE: SignedDuration = SignedDuration::from_mins(5);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,47 +42,58 @@ pub struct ExpirationRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Swept {
+    /// Index slots this call looked at.
+    pub examined: u64,
     /// Coupons this call moved to `expired`.
     pub expired: u64,
     /// Where the next call continues; `null` when the walk is complete.
     pub next_cursor: Option<String>,
 }
 
-/// A position in the walk: campaign index slot (from 1), stock shard (from 0),
-/// then the shard's coupon slot (from 1).
+/// A position in the walk: campaign index slot (from 1), claim month (the
+/// campaign's first when `None`), stock shard (from 0), coupon slot (from 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cursor {
     campaign: i64,
+    month: Option<YearMonth>,
     shard: u32,
     coupon: i64,
 }
 
 impl Cursor {
-    const START: Cursor = Cursor {
-        campaign: 1,
-        shard: 0,
-        coupon: 1,
-    };
+    fn campaign(campaign: i64) -> Cursor {
+        Cursor {
+            campaign,
+            month: None,
+            shard: 0,
+            coupon: 1,
+        }
+    }
 
+    /// `campaign.month.shard.coupon`, e.g. `3.2028-02.5.17`.
     fn parse(s: &str) -> Option<Cursor> {
         let mut parts = s.split('.');
         let cursor = Cursor {
             campaign: parts.next()?.parse().ok()?,
+            month: Some(YearMonth::parse(parts.next()?)?),
             shard: parts.next()?.parse().ok()?,
             coupon: parts.next()?.parse().ok()?,
         };
         (parts.next().is_none() && cursor.campaign >= 1 && cursor.coupon >= 1).then_some(cursor)
     }
 
-    fn render(self) -> String {
-        format!("{}.{}.{}", self.campaign, self.shard, self.coupon)
+    fn render(self, month: YearMonth) -> String {
+        format!("{}.{month}.{}.{}", self.campaign, self.shard, self.coupon)
     }
 }
 
+/// One bounded step of the sweep. `out_of_time` is asked before each coupon
+/// after the first: once it says yes, the call returns a cursor.
 pub async fn sweep(
     store: &impl Store,
     request: ExpirationRequest,
     now: Timestamp,
+    out_of_time: impl Fn() -> bool,
 ) -> Result<Swept> {
     let as_of = request.as_of.unwrap_or(now);
     if as_of > now {
@@ -87,98 +109,137 @@ pub async fn sweep(
     let mut cursor = match &request.cursor {
         Some(s) => Cursor::parse(s)
             .ok_or_else(|| Error::invalid("cursor", "is not a cursor this service gave"))?,
-        None => Cursor::START,
+        None => Cursor::campaign(1),
+    };
+    let mut walk = Walk {
+        store,
+        now,
+        as_of,
+        limit,
+        out_of_time,
+        examined: 0,
+        expired: 0,
     };
     let campaigns = read_counter(store, keys::CAMPAIGN_SEQ).await?;
-    let mut examined = 0;
-    let mut expired = 0;
     while cursor.campaign <= campaigns {
-        if let Some(campaign) = load_slot(store, cursor.campaign).await?
-            && earliest_expiry(&campaign)? <= as_of
+        if let Some((campaign, dating)) = load_slot(store, cursor.campaign).await?
+            && let Some(stopped) = walk.campaign(&campaign, &dating, cursor).await?
         {
-            let keys = CampaignKeys::new(&campaign.id);
-            while cursor.shard < campaign.shard_count() {
-                let issued = read_counter(store, &keys.seq(cursor.shard)).await?;
-                while cursor.coupon <= issued {
-                    if examined == limit {
-                        return Ok(Swept {
-                            expired,
-                            next_cursor: Some(cursor.render()),
-                        });
-                    }
-                    examined += 1;
-                    if expire_slot(store, &campaign, &keys, cursor.shard, cursor.coupon, as_of)
-                        .await?
-                    {
-                        expired += 1;
-                    }
-                    cursor.coupon += 1;
-                }
-                cursor = Cursor {
-                    shard: cursor.shard + 1,
-                    coupon: 1,
-                    ..cursor
-                };
-            }
+            return Ok(Swept {
+                examined: walk.examined.into(),
+                expired: walk.expired,
+                next_cursor: Some(stopped),
+            });
         }
-        cursor = Cursor {
-            campaign: cursor.campaign + 1,
-            ..Cursor::START
-        };
+        cursor = Cursor::campaign(cursor.campaign + 1);
     }
     Ok(Swept {
-        expired,
+        examined: walk.examined.into(),
+        expired: walk.expired,
         next_cursor: None,
     })
 }
 
-/// No coupon of `campaign` can expire before this.
-fn earliest_expiry(campaign: &Campaign) -> Result<Timestamp> {
-    // Expiry never decreases with the claim time, and claims start at claim_starts_at.
-    Ok(campaign
-        .expiry
-        .expires_at(campaign.claim_starts_at, &campaign.zone()?))
+/// One call's walk, and what it has done so far.
+struct Walk<'s, S, F> {
+    store: &'s S,
+    now: Timestamp,
+    as_of: Timestamp,
+    limit: u32,
+    out_of_time: F,
+    examined: u32,
+    expired: u64,
 }
 
-/// Expires the coupon in `slot` if it is due and nobody has ended its generation.
-async fn expire_slot(
-    store: &impl Store,
-    campaign: &Campaign,
-    campaign_keys: &CampaignKeys,
-    shard: u32,
-    slot: i64,
-    as_of: Timestamp,
-) -> Result<bool> {
-    let slot_key = campaign_keys.coupon_slot(shard, slot);
-    // A slot without a code is a claim that died before writing: nothing to expire.
-    let Some(code) = store.get(&slot_key).await? else {
-        return Ok(false);
-    };
-    let code = CouponCode::parse(&String::from_utf8_lossy(&code))
-        .ok_or_else(|| Error::Internal(format!("{slot_key} holds no coupon code")))?;
-    let keys = CouponKeys::new(&code);
-    let Some(record) = store.get(&keys.record()).await? else {
-        return Ok(false);
-    };
-    let record: CouponRecord = decode(&keys.record(), &record)?;
-    let expires_at = campaign
-        .expiry
-        .expires_at(record.issued_at, &campaign.zone()?);
-    if expires_at > as_of {
-        return Ok(false);
+impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
+    /// Walks one campaign's due months from `from`; `Some(cursor)` if it had
+    /// to stop there.
+    async fn campaign(
+        &mut self,
+        campaign: &Campaign,
+        dating: &Dating,
+        from: Cursor,
+    ) -> Result<Option<String>> {
+        let zone = campaign.zone()?;
+        let keys = CampaignKeys::new(&campaign.id);
+        let first = YearMonth::of(campaign.claim_starts_at, &zone);
+        // No coupon is claimed after the window closes, nor in the future.
+        let last = YearMonth::of(campaign.claim_ends_at.min(self.now), &zone);
+        let mut cursor = from;
+        let mut month = from.month.unwrap_or(first).max(first);
+        while month <= last {
+            let expires_at = dating.expiry.expiry_of_claim_month(month, &zone);
+            let swept = keys.month_swept(month, dating.revision);
+            if expires_at <= self.as_of && read_counter(self.store, &swept).await? == 0 {
+                while cursor.shard < campaign.shard_count() {
+                    let issued =
+                        read_counter(self.store, &keys.month_seq(month, cursor.shard)).await?;
+                    while cursor.coupon <= issued {
+                        if self.examined == self.limit
+                            || (self.examined > 0 && (self.out_of_time)())
+                        {
+                            return Ok(Some(cursor.render(month)));
+                        }
+                        self.examined += 1;
+                        let slot = keys.month_slot(month, cursor.shard, cursor.coupon);
+                        if self.expire(&keys, dating, &slot, expires_at).await? {
+                            self.expired += 1;
+                        }
+                        cursor.coupon += 1;
+                    }
+                    cursor.shard += 1;
+                    cursor.coupon = 1;
+                }
+                // Walked to the end: once the month is over (and its last
+                // claims have written their slots), it needs no other walk
+                // under this rule.
+                if month
+                    .end(&zone)
+                    .checked_add(SETTLE)
+                    .is_ok_and(|settled| self.now >= settled)
+                {
+                    self.store.increment(&swept, 1).await?;
+                }
+            }
+            month = month.next();
+            cursor.shard = 0;
+            cursor.coupon = 1;
+        }
+        Ok(None)
     }
-    let (generation, ending) = load_ending(store, &keys).await?;
-    if ending.is_some() || store.increment(&keys.lock(generation), 1).await? != 1 {
-        return Ok(false);
+
+    /// Expires the coupon in `slot` unless its generation has ended or is
+    /// being ended. A slot without a code is a claim that died before
+    /// writing: nothing to expire.
+    async fn expire(
+        &self,
+        campaign_keys: &CampaignKeys,
+        dating: &Dating,
+        slot: &str,
+        expires_at: Timestamp,
+    ) -> Result<bool> {
+        let Some(code) = self.store.get(slot).await? else {
+            return Ok(false);
+        };
+        let code = CouponCode::parse(&String::from_utf8_lossy(&code))
+            .ok_or_else(|| Error::Internal(format!("{slot} holds no coupon code")))?;
+        let keys = CouponKeys::new(&code);
+        let (generation, ending) = load_ending(self.store, &keys, dating).await?;
+        if ending.is_some() || self.store.increment(&keys.lock(generation), 1).await? != 1 {
+            return Ok(false);
+        }
+        let ending = Ending::Expired {
+            at: expires_at,
+            swept_at: Some(self.now),
+        };
+        self.store
+            .set(&keys.end(generation), &encode(&ending))
+            .await?;
+        self.store
+            .increment(&campaign_keys.expired(dating.epoch), 1)
+            .await?;
+        Ok(true)
     }
-    store
-        .set(
-            &keys.end(generation),
-            &encode(&Ending::Expired { at: expires_at }),
-        )
-        .await?;
-    store.increment(&campaign_keys.expired(), 1).await?;
-    Ok(true)
 }
 
 mod optional_timestamp {
@@ -211,28 +272,128 @@ mod tests {
         let store = MemoryStore::default();
         let mut c = campaign("c");
         c.stock = 100;
+        block_on(create(&store, c)).expect("campaign");
+        claim_many(&store, 0..n, "2028-02-10T10:00:00+08:00");
+        store
+    }
+
+    /// Users `u{i}` for each i in `users` claim a coupon of "c" at `at`.
+    fn claim_many(store: &MemoryStore, users: std::ops::Range<u32>, at: &str) -> Vec<String> {
         block_on(async {
-            create(&store, c).await.expect("campaign");
-            for i in 0..n {
+            let mut codes = Vec::new();
+            for i in users {
                 let mut bytes = [0u8; crate::code::RANDOM_BYTES];
                 bytes[..4].copy_from_slice(&i.to_be_bytes());
+                bytes[4..12].copy_from_slice(&ts(at).as_second().to_be_bytes());
                 let request = ClaimRequest {
                     campaign_id: CampaignId::parse("c").expect("id"),
                 };
                 let user = UserId(format!("u{i}"));
-                claim(
-                    &store,
+                let claimed = claim(
+                    store,
                     &user,
-                    "k",
+                    at,
                     request,
-                    ts("2028-02-10T10:00:00+08:00"),
+                    ts(at),
                     CouponCode::from_random(bytes),
                 )
                 .await
                 .expect("claim");
+                codes.push(claimed.coupon.code);
             }
-        });
-        store
+            codes
+        })
+    }
+
+    fn stats(store: &MemoryStore) -> crate::ops::campaigns::Stats {
+        block_on(get(store, &CampaignId::parse("c").expect("id")))
+            .expect("stats")
+            .stats
+    }
+
+    /// Sweeps from the start until the walk is complete; (expired, examined, calls).
+    fn sweep_all(store: &MemoryStore, now: &str, limit: u32) -> (u64, u64, u32) {
+        let (mut expired, mut examined, mut calls) = (0, 0, 0);
+        let mut cursor = None;
+        loop {
+            let swept = block_on(sweep(
+                store,
+                request(None, Some(limit), cursor),
+                ts(now),
+                || false,
+            ))
+            .expect("sweep");
+            expired += swept.expired;
+            examined += swept.examined;
+            calls += 1;
+            cursor = swept.next_cursor;
+            if cursor.is_none() {
+                return (expired, examined, calls);
+            }
+        }
+    }
+
+    #[test]
+    fn only_due_claim_months_are_walked_and_a_finished_month_is_not_walked_again() {
+        let store = MemoryStore::default();
+        let mut c = campaign("c");
+        c.stock = 100;
+        c.per_user_limit = 5;
+        c.claim_ends_at = ts("2028-04-01T00:00:00+08:00");
+        block_on(create(&store, c)).expect("campaign");
+        claim_many(&store, 0..4, "2028-02-10T10:00:00+08:00");
+        claim_many(&store, 0..3, "2028-03-10T10:00:00+08:00");
+        // In March, only February's coupons are due: March's are not read.
+        assert_eq!(
+            sweep_all(&store, "2028-03-02T00:00:00+08:00", 1_000),
+            (4, 4, 1)
+        );
+        // February is over and walked: it is skipped from now on.
+        assert_eq!(
+            sweep_all(&store, "2028-03-20T00:00:00+08:00", 1_000),
+            (0, 0, 1)
+        );
+        // A month walked before its claims could have settled is walked again.
+        assert_eq!(
+            sweep_all(&store, "2028-04-01T00:01:00+08:00", 1_000),
+            (3, 3, 1)
+        );
+        assert_eq!(
+            sweep_all(&store, "2028-04-01T00:06:00+08:00", 1_000),
+            (0, 3, 1)
+        );
+        assert_eq!(
+            sweep_all(&store, "2028-04-02T00:00:00+08:00", 1_000),
+            (0, 0, 1)
+        );
+        assert_eq!(stats(&store).expired, 7);
+    }
+
+    #[test]
+    fn a_call_out_of_time_stops_with_a_cursor_and_the_walk_resumes_there() {
+        let store = store_with_coupons(5);
+        let now = ts("2028-03-02T00:00:00+08:00");
+        let asked = std::cell::Cell::new(0);
+        // Time is up after the second coupon.
+        let out_of_time = || {
+            asked.set(asked.get() + 1);
+            asked.get() >= 2
+        };
+        let first =
+            block_on(sweep(&store, request(None, None, None), now, out_of_time)).expect("sweep");
+        assert_eq!((first.examined, first.expired), (2, 2));
+        let cursor = first.next_cursor.expect("a cursor");
+        let rest = block_on(sweep(
+            &store,
+            request(None, None, Some(cursor)),
+            now,
+            || false,
+        ))
+        .expect("resume");
+        assert_eq!(
+            (rest.examined, rest.expired, rest.next_cursor),
+            (3, 3, None)
+        );
     }
 
     fn request(
@@ -251,10 +412,12 @@ mod tests {
     fn nothing_expires_before_month_end() {
         let store = store_with_coupons(3);
         let at = ts("2028-02-29T23:59:59.999+08:00");
-        let swept = block_on(sweep(&store, request(None, None, None), at)).expect("sweep");
+        let swept =
+            block_on(sweep(&store, request(None, None, None), at, || false)).expect("sweep");
         assert_eq!(
             swept,
             Swept {
+                examined: 0,
                 expired: 0,
                 next_cursor: None
             }
@@ -264,27 +427,11 @@ mod tests {
     #[test]
     fn the_sweep_walks_in_bounded_resumable_steps_and_is_idempotent() {
         let store = store_with_coupons(7);
-        let now = ts("2028-03-02T00:00:00+08:00");
-        let mut total = 0;
-        let mut cursor = None;
-        let mut calls = 0;
-        loop {
-            let swept =
-                block_on(sweep(&store, request(None, Some(3), cursor), now)).expect("sweep");
-            total += swept.expired;
-            calls += 1;
-            cursor = swept.next_cursor;
-            if cursor.is_none() {
-                break;
-            }
-        }
-        assert_eq!((total, calls), (7, 3));
-        let again = block_on(sweep(&store, request(None, None, None), now)).expect("sweep again");
-        assert_eq!(again.expired, 0);
-        let stats = block_on(get(&store, &CampaignId::parse("c").expect("id")))
-            .expect("stats")
-            .stats;
-        assert_eq!(stats.expired, 7);
+        let now = "2028-03-02T00:00:00+08:00";
+        assert_eq!(sweep_all(&store, now, 3), (7, 7, 3));
+        assert_eq!(sweep_all(&store, now, 1_000), (0, 0, 1));
+        let stats = stats(&store);
+        assert_eq!((stats.expired, stats.expired_value), (7, 7 * 500));
     }
 
     #[test]
@@ -295,11 +442,17 @@ mod tests {
             &store,
             request(Some("2028-03-03T00:00:00Z"), None, None),
             now,
+            || false,
         ));
         assert_eq!(future.unwrap_err().field(), Some("as_of"));
-        let zero = block_on(sweep(&store, request(None, Some(0), None), now));
+        let zero = block_on(sweep(&store, request(None, Some(0), None), now, || false));
         assert_eq!(zero.unwrap_err().field(), Some("limit"));
-        let junk = block_on(sweep(&store, request(None, None, Some("x".into())), now));
+        let junk = block_on(sweep(
+            &store,
+            request(None, None, Some("x".into())),
+            now,
+            || false,
+        ));
         assert_eq!(junk.unwrap_err().field(), Some("cursor"));
     }
 }

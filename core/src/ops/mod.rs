@@ -7,6 +7,7 @@
 pub mod campaigns;
 pub mod claim;
 pub mod coupons;
+pub mod dating;
 pub mod expire;
 pub mod redeem;
 
@@ -16,6 +17,7 @@ use crate::coupon::{CouponRecord, Ending, Held};
 use crate::error::{Error, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
 use crate::store::{Store, read_counter};
+use dating::Dating;
 use serde::de::DeserializeOwned;
 
 /// Decodes a record this crate wrote; anything else is corruption.
@@ -29,23 +31,56 @@ fn encode(value: &impl serde::Serialize) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-async fn load_campaign(store: &impl Store, id: &CampaignId) -> Result<Option<Campaign>> {
-    let key = CampaignKeys::new(id).record();
-    match store.get(&key).await? {
-        Some(bytes) => decode(&key, &bytes).map(Some),
-        None => Ok(None),
-    }
+/// Loads a campaign with the expiry rule in force (already in its `expiry`).
+async fn load_campaign(store: &impl Store, id: &CampaignId) -> Result<Option<(Campaign, Dating)>> {
+    let keys = CampaignKeys::new(id);
+    let [record, dating] = get_array(store, [keys.record(), keys.dating()]).await?;
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    Ok(Some(with_dating(&keys, &record, dating.as_deref())?))
 }
 
-/// The current generation of a coupon and how it ended, if it has.
-async fn load_ending(store: &impl Store, keys: &CouponKeys) -> Result<(i64, Option<Ending>)> {
-    let generation = read_counter(store, &keys.generation()).await?;
-    let key = keys.end(generation);
-    let ending = match store.get(&key).await? {
-        Some(bytes) => Some(decode(&key, &bytes)?),
-        None => None,
-    };
-    Ok((generation, ending))
+/// Decodes a campaign record and its dating register, the rule in force applied.
+fn with_dating(
+    keys: &CampaignKeys,
+    record: &[u8],
+    dating: Option<&[u8]>,
+) -> Result<(Campaign, Dating)> {
+    let mut campaign: Campaign = decode(&keys.record(), record)?;
+    let dating = dating::parse(&keys.dating(), dating, &campaign)?;
+    campaign.expiry = dating.expiry;
+    Ok((campaign, dating))
+}
+
+/// `get_many` of a fixed number of keys.
+async fn get_array<const N: usize>(
+    store: &impl Store,
+    keys: [String; N],
+) -> Result<[Option<Vec<u8>>; N]> {
+    <[_; N]>::try_from(store.get_many(&keys).await?)
+        .map_err(|_| Error::Internal("get_many answered the wrong number of values".into()))
+}
+
+/// The generation of a coupon in play and how it ended, if it has: the stored
+/// generation, moved past every expiration that `dating` voids.
+async fn load_ending(
+    store: &impl Store,
+    keys: &CouponKeys,
+    dating: &Dating,
+) -> Result<(i64, Option<Ending>)> {
+    let mut generation = read_counter(store, &keys.generation()).await?;
+    loop {
+        let key = keys.end(generation);
+        let ending: Option<Ending> = match store.get(&key).await? {
+            Some(bytes) => Some(decode(&key, &bytes)?),
+            None => None,
+        };
+        match ending {
+            Some(ending) if dating.voids(&ending) => generation += 1,
+            ending => return Ok((generation, ending)),
+        }
+    }
 }
 
 /// Loads a coupon with its campaign and ending. `holder`, when given, must hold
@@ -65,11 +100,11 @@ async fn load_held(
     if holder.is_some_and(|user| !record.is_held_by(user)) {
         return Err(Error::CouponNotFound);
     }
-    let campaign = load_campaign(store, &record.campaign_id)
+    let (campaign, dating) = load_campaign(store, &record.campaign_id)
         .await?
         .ok_or_else(|| Error::Internal(format!("coupon {code} names a missing campaign")))?;
     let zone = campaign.zone()?;
-    let (generation, ending) = load_ending(store, &keys).await?;
+    let (generation, ending) = load_ending(store, &keys, &dating).await?;
     Ok(Held {
         code,
         record,
@@ -77,6 +112,7 @@ async fn load_held(
         zone,
         generation,
         ending,
+        dating,
     })
 }
 

@@ -111,7 +111,7 @@ pub async fn cancel(
         Some(Ending::Redeemed(r)) if r.order_id == order_id => {
             if store.increment(&keys.cancel(generation), 1).await? == 1 {
                 start_next_generation(store, &held, now).await?;
-            } else if read_counter(store, &keys.generation()).await? == generation {
+            } else if read_counter(store, &keys.generation()).await? <= generation {
                 return Err(Error::RequestInProgress);
             }
         }
@@ -122,10 +122,15 @@ pub async fn cancel(
 }
 
 /// Moves a cancelled coupon to its next generation, expired at once if it is past expiry.
+/// Only the owner of the cancellation of `held.generation` moves the counter.
 async fn start_next_generation(store: &impl Store, held: &Held, now: Timestamp) -> Result<()> {
     let keys = CouponKeys::new(&held.code);
     let campaign_keys = CampaignKeys::new(&held.campaign.id);
-    let next = store.increment(&keys.generation(), 1).await?;
+    // The stored counter lags the generation in play by the voided expirations.
+    let stored = read_counter(store, &keys.generation()).await?;
+    let next = store
+        .increment(&keys.generation(), held.generation + 1 - stored)
+        .await?;
     store
         .increment(&campaign_keys.redeemed(held.shard()), -1)
         .await?;
@@ -134,10 +139,15 @@ async fn start_next_generation(store: &impl Store, held: &Held, now: Timestamp) 
         store
             .set(
                 &keys.end(next),
-                &encode(&Ending::Expired { at: expires_at }),
+                &encode(&Ending::Expired {
+                    at: expires_at,
+                    swept_at: Some(now),
+                }),
             )
             .await?;
-        store.increment(&campaign_keys.expired(), 1).await?;
+        store
+            .increment(&campaign_keys.expired(held.dating.epoch), 1)
+            .await?;
     }
     Ok(())
 }
@@ -337,7 +347,7 @@ mod tests {
                     .unwrap_err(),
                 Error::Expired
             );
-            let swept = sweep(&store, ExpirationRequest::default(), end)
+            let swept = sweep(&store, ExpirationRequest::default(), end, || false)
                 .await
                 .expect("sweep");
             assert_eq!(swept.expired, 1);
@@ -366,6 +376,7 @@ mod tests {
                         ..Default::default()
                     },
                     end,
+                    || false,
                 );
                 if sweep_first {
                     let (s, r) = futures::future::join(s, r).await;
