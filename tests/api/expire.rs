@@ -154,3 +154,69 @@ async fn bad_sweep_requests_are_400_and_need_the_operator() {
         .await
         .assert_error(401, "unauthorized");
 }
+
+/// Coupons in the sweep-at-scale test.
+const AT_SCALE: usize = 100_000;
+
+/// `AT_SCALE` coupons claimed through the claim component, then swept through
+/// the expire component in bounded steps: every one expired exactly once, the
+/// stats agree, and the finished month is not walked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_over_100_000_coupons_expires_each_once_in_bounded_steps() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign_with(
+        "mega",
+        json!({"stock": AT_SCALE, "per_user_limit": 1}),
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let claimers: Vec<_> = (0..64)
+        .map(|worker| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                for n in (worker..AT_SCALE).step_by(64) {
+                    let answer = t.claim(&format!("u{n}"), "mega", "k").await;
+                    assert_eq!(answer.status, 201, "{:#}", answer.body);
+                }
+            })
+        })
+        .collect();
+    for claimer in claimers {
+        claimer.await.expect("a claimer");
+    }
+    let claimed_in = started.elapsed();
+
+    t.set_now("2028-03-01T00:10:00+08:00");
+    let started = std::time::Instant::now();
+    let (mut expired, mut calls, mut cursor) = (0, 0, Value::Null);
+    loop {
+        let answer = t.expire(json!({"limit": 10_000, "cursor": cursor})).await;
+        assert_eq!(answer.status, 200, "{:#}", answer.body);
+        assert!(
+            answer.body["examined"]
+                .as_u64()
+                .is_some_and(|n| n <= 10_000)
+        );
+        expired += answer.body["expired"].as_u64().unwrap_or(0);
+        calls += 1;
+        cursor = answer.body["next_cursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    let swept_in = started.elapsed();
+    println!(
+        "{AT_SCALE} coupons: claimed in {:.1} s, swept in {:.1} s over {calls} calls",
+        claimed_in.as_secs_f64(),
+        swept_in.as_secs_f64()
+    );
+    assert_eq!(expired, AT_SCALE as u64);
+    assert!(calls >= AT_SCALE / 10_000, "{calls} calls");
+    let stats = t.campaign("mega").await["stats"].clone();
+    assert_eq!(stats["expired"], AT_SCALE);
+    let again = t.expire(Value::Null).await.body;
+    assert_eq!(
+        again,
+        json!({"examined": 0, "expired": 0, "next_cursor": null})
+    );
+}
