@@ -93,6 +93,44 @@ impl Host {
         Host { child, url }
     }
 
+    /// Like [`Host::start`], and hands back what the host prints to stdout
+    /// after its `Serving` line (the request log, the sweep log), a line at a
+    /// time.
+    pub fn start_with_log(args: &[&str]) -> (Host, std::sync::mpsc::Receiver<String>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_coupon-host"))
+            .arg("up")
+            .args(["--listen", "127.0.0.1:0", "-f"])
+            .arg(built_manifest())
+            .args(args)
+            .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN)
+            .env("SPIN_VARIABLE_USER_TOKEN_SECRET", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("coupon-host starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.strip_prefix("Serving ") {
+                        break rest.split_whitespace().next().expect("a URL").to_owned();
+                    }
+                }
+                _ => panic!("coupon-host exited before serving: {:?}", child.wait()),
+            }
+        };
+        let (sender, log) = std::sync::mpsc::channel();
+        // Keep draining even when the test stops listening, so the host never
+        // blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        (Host { child, url }, log)
+    }
+
     /// `127.0.0.1:<port>`, where it listens.
     pub fn address(&self) -> &str {
         self.url.strip_prefix("http://").expect("an http URL")
@@ -192,5 +230,13 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Host {
+    /// The host's process id.
+    #[allow(dead_code)] // Not every test binary reads it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }

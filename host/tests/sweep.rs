@@ -1,0 +1,183 @@
+//! The month-end sweep at volume on `coupon-host up` with its default SQLite
+//! store: 10,000 and 100,000 coupons of a campaign whose month has ended are
+//! swept through `POST /expirations` in 10,000-coupon calls, and the time and
+//! the host's memory are printed (figures in BENCHMARKS.md). The coupons are
+//! claimed beforehand by coupon-core's own claim, natively on the same SQLite
+//! file, as the host's clock cannot be set back.
+//!
+//! `cargo test --release -p coupon-host --test sweep -- --ignored --nocapture`
+
+mod common;
+
+use common::{ADMIN, Host, scratch};
+use coupon_core::Timestamp;
+use coupon_core::auth::UserId;
+use coupon_core::code::CouponCode;
+use coupon_core::ops::campaigns::create;
+use coupon_core::ops::claim::{ClaimRequest, claim};
+use coupon_core::store::{Store, StoreError, StoreResult};
+use coupon_host::KeyValueStore;
+use coupon_host::kv::SqliteStore;
+use serde_json::{Value, json};
+use std::rc::Rc;
+use std::time::Instant;
+
+/// coupon-core's store over the host's SQLite store.
+struct Native(SqliteStore);
+
+fn failed(e: coupon_host::KvError) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl Store for Native {
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.0.get(key).await.map_err(failed)
+    }
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        let found = self.0.get_many(keys).await.map_err(failed)?;
+        Ok(keys
+            .iter()
+            .map(|k| {
+                found
+                    .iter()
+                    .find(|(f, _)| f == k)
+                    .and_then(|(_, v)| v.clone())
+            })
+            .collect())
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        self.0.set(key, value).await.map_err(failed)
+    }
+    async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> StoreResult<()> {
+        self.0.set_many(entries).await.map_err(failed)
+    }
+    async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64> {
+        self.0.increment(key, delta).await.map_err(failed)
+    }
+}
+
+/// User `u{i}`, as a verified token names it.
+fn user(i: usize) -> UserId {
+    let token = coupon_core::auth::sign_user_token(
+        b"seed",
+        &json!({"sub": format!("u{i}"), "exp": 4_102_444_800_i64}),
+    );
+    coupon_core::auth::verify_user(Some(&format!("Bearer {token}")), b"seed", Timestamp::now())
+        .expect("a valid token")
+}
+
+fn ts(s: &str) -> Timestamp {
+    coupon_core::time::parse(s).expect("a time")
+}
+
+/// Claims `n` coupons of a fresh October 2026 campaign, in Shanghai, natively.
+fn seed(dir: &std::path::Path, n: usize) {
+    let store = Rc::new(Native(
+        SqliteStore::open(dir.join("sqlite_key_value.db"), "default").expect("SQLite"),
+    ));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let campaign = coupon_core::api::parse_json(
+            json!({
+                "id": "october", "name": "October", "currency": "CNY",
+                "discount": {"kind": "fixed", "amount": 500}, "min_order_amount": 2000,
+                "stock": n, "per_user_limit": 1,
+                "claim_starts_at": "2026-10-01T00:00:00+08:00",
+                "claim_ends_at": "2026-10-31T00:00:00+08:00",
+                "time_zone": "Asia/Shanghai", "expiry": {"kind": "end_of_claim_month"}
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .expect("a campaign");
+        create(&*store, campaign).await.expect("created");
+        let workers: Vec<_> = (0..32)
+            .map(|worker| {
+                let store = store.clone();
+                tokio::task::spawn_local(async move {
+                    for i in (worker..n).step_by(32) {
+                        let mut bytes = [0u8; coupon_core::code::RANDOM_BYTES];
+                        bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                        claim(
+                            &*store,
+                            &user(i),
+                            "k",
+                            ClaimRequest {
+                                campaign_id: coupon_core::campaign::CampaignId::parse("october")
+                                    .expect("id"),
+                            },
+                            ts("2026-10-15T12:00:00+08:00"),
+                            CouponCode::from_random(bytes),
+                        )
+                        .await
+                        .expect("claimed");
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await.expect("a worker");
+        }
+    });
+}
+
+/// `VmHWM` (peak) and `VmRSS` of process `pid`, in MiB.
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+#[test]
+#[ignore = "a measurement: run it by name"]
+fn sweeping_10_000_and_100_000_coupons_on_sqlite() {
+    for n in [10_000, 100_000] {
+        let dir = scratch(&format!("sweep-{n}"));
+        let started = Instant::now();
+        seed(&dir, n);
+        let seeded = started.elapsed();
+        let host = Host::start(&["--state-dir", dir.to_str().expect("a UTF-8 path")]);
+        let (peak_before, _) = memory(host.pid());
+        let started = Instant::now();
+        let (mut expired, mut calls, mut cursor) = (0, 0, Value::Null);
+        loop {
+            let (status, body) = host.request(
+                "POST",
+                "/expirations",
+                ADMIN,
+                &[],
+                Some(json!({"limit": 10_000, "cursor": cursor})),
+            );
+            assert_eq!(status, 200, "{body}");
+            expired += body["expired"].as_u64().unwrap_or(0);
+            calls += 1;
+            cursor = body["next_cursor"].clone();
+            if cursor.is_null() {
+                break;
+            }
+        }
+        let swept = started.elapsed();
+        let (peak, rss) = memory(host.pid());
+        assert_eq!(expired, n as u64);
+        let (_, stats) = host.request("GET", "/campaigns/october", ADMIN, &[], None);
+        assert_eq!(stats["stats"]["expired"], n);
+        println!(
+            "{n} coupons (seeded in {:.1} s): swept in {:.2} s over {calls} calls, {:.0} coupons/s; host peak RSS {peak_before:.0} MiB before, {peak:.0} MiB after (RSS now {rss:.0} MiB)",
+            seeded.as_secs_f64(),
+            swept.as_secs_f64(),
+            n as f64 / swept.as_secs_f64()
+        );
+        host.stop();
+    }
+}
