@@ -5,7 +5,8 @@
 //! route ([`routes`], from the [`manifest`]), hands the request to an instance
 //! of it (`runtime`), and the guest reaches its key-value stores ([`kv`]), its
 //! variables (`variables`) and the wall clock ([`clock`]) through host
-//! interfaces. [`build`] builds the components on first use.
+//! interfaces. [`build`] builds the components on first use; [`schedule`] holds
+//! the cron schedules of the work the host starts by itself (the expiry sweep).
 
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod manifest;
 pub mod routes;
 mod runtime;
 pub mod runtime_config;
+pub mod schedule;
 pub mod serve;
 mod variables;
 
@@ -27,3 +29,4 @@ pub use app::{App, AppBuilder, DEFAULT_MAX_CONCURRENT_REQUESTS};
 pub use clock::ManualClock;
 pub use kv::{KeyValueStore, KvError, MemoryStore};
 pub use manifest::Manifest;
+pub use schedule::Schedule;

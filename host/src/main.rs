@@ -1,13 +1,17 @@
 //! `coupon-host up`: serves a Spin app like `spin up`, on wasmtime, with the
-//! key-value stores of a Spin runtime config (SQLite under `--state-dir` by default).
+//! key-value stores of a Spin runtime config (SQLite under `--state-dir` by default),
+//! and, with `--sweep-schedule`, runs the expiry sweep on a cron schedule.
 
 mod example;
+mod sweeper;
 
 use anyhow::{Context, Result, bail};
-use coupon_host::{App, serve};
+use coupon_core::Timestamp;
+use coupon_host::{App, Schedule, serve};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use tokio::sync::watch;
 
 const USAGE: &str = "\
 usage: coupon-host up [options]
@@ -25,6 +29,11 @@ options:
                                 to 250 ms, the rest get 503 overloaded [default: 32]
   --generate-secrets            give unset required secret variables random values, kept in
                                 <state-dir>/secrets.toml (for trying the app out, not production)
+  --sweep-schedule <CRON>       run the expiry sweep (POST /expirations with the admin_token
+                                variable, until next_cursor is null) at each fire time of CRON:
+                                [CRON_TZ=<zone> ][second ]minute hour day-of-month month day-of-week
+                                with *, */n, a, a-b, a-b/n, a/n and lists; UTC unless CRON_TZ;
+                                e.g. \"0 * * * * *\" (every minute at second 0)
 
 Variables come from SPIN_VARIABLE_<NAME> environment variables.";
 
@@ -39,6 +48,7 @@ struct Up {
     instance_reuse: bool,
     max_concurrent_requests: usize,
     generate_secrets: bool,
+    sweep_schedule: Option<Schedule>,
 }
 
 impl Up {
@@ -52,6 +62,7 @@ impl Up {
             instance_reuse: true,
             max_concurrent_requests: coupon_host::DEFAULT_MAX_CONCURRENT_REQUESTS,
             generate_secrets: false,
+            sweep_schedule: None,
         };
         while let Some(arg) = args.next() {
             let mut value = |name: &str| {
@@ -80,6 +91,12 @@ impl Up {
                         })?;
                 }
                 "--generate-secrets" => up.generate_secrets = true,
+                "--sweep-schedule" => {
+                    let v = value("--sweep-schedule")?;
+                    let schedule = Schedule::parse(&v)
+                        .with_context(|| format!("--sweep-schedule {v:?} is not a schedule"))?;
+                    up.sweep_schedule = Some(schedule);
+                }
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -126,6 +143,10 @@ fn run(up: Up) -> Result<()> {
         if up.generate_secrets {
             fill_secrets(&manifest, &state_dir, &mut variables)?;
         }
+        let scheduled_sweep = match up.sweep_schedule {
+            Some(schedule) => Some((schedule, sweeper::admin_token(&manifest, &variables)?)),
+            None => None,
+        };
         let stores = coupon_host::runtime_config::open_stores(
             up.runtime_config.as_deref(),
             &state_dir,
@@ -152,11 +173,37 @@ fn run(up: Up) -> Result<()> {
         for trigger in &app.manifest().http_triggers {
             println!("  {:<24} -> {}", trigger.route, trigger.component);
         }
+        let (stop_sweeps, sweeps_stopped) = watch::channel(false);
+        let sweeper = scheduled_sweep.map(|(schedule, admin_token)| {
+            let next = schedule.next_after(Timestamp::now());
+            let next = next.map_or("never".to_owned(), |at| at.to_string());
+            println!("  expiry sweep: POST /expirations on \"{schedule}\", next at {next}");
+            tokio::spawn(sweeper::run(
+                app.clone(),
+                schedule,
+                admin_token,
+                sweeps_stopped,
+            ))
+        });
         if let Some(text) = example::text(&url, &variables) {
             println!("{text}");
         }
         println!("Ctrl-C stops it; nothing acknowledged is lost.");
-        serve::serve(app, listener, serve::stop_signal()).await?;
+        let stop = async move {
+            serve::stop_signal().await;
+            let _ = stop_sweeps.send(true);
+        };
+        serve::serve(app, listener, stop).await?;
+        if let Some(sweeper) = sweeper
+            && tokio::time::timeout(sweeper::STOP_TIMEOUT, sweeper)
+                .await
+                .is_err()
+        {
+            eprintln!(
+                "coupon-host: the expiry sweep is still running after {:?}; stopping anyway",
+                sweeper::STOP_TIMEOUT
+            );
+        }
         eprintln!("coupon-host: stopped");
         Ok(())
     })

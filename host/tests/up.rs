@@ -8,6 +8,7 @@ use common::{ADMIN, Host, Redis, SECRET, built_manifest, scratch, user_token, wr
 use serde_json::json;
 use std::net::TcpListener;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// Creates a campaign, claims, validates, redeems; returns the coupon code.
 fn coupon_flow(host: &Host) -> String {
@@ -187,4 +188,75 @@ fn clear_errors_for_what_a_newcomer_gets_wrong() {
         dir.to_str().expect("utf-8"),
     ]);
     assert!(stderr.contains("already in use"), "{stderr}");
+}
+
+#[test]
+fn the_expiry_sweep_runs_on_its_schedule() {
+    let state = scratch("sweep");
+    let (host, log) = Host::start_with_log(&[
+        "--state-dir",
+        state.to_str().expect("utf-8 path"),
+        "--sweep-schedule",
+        "* * * * * *",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut sweeps = Vec::new();
+    while sweeps.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains(r#""path":"/expirations""#) => sweeps.push(line),
+            Ok(_) => {}
+            Err(_) => panic!("fewer than 2 sweeps within 5 s: {sweeps:?}"),
+        }
+    }
+    for line in &sweeps {
+        let sweep: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(
+            (&sweep["sweep"], &sweep["status"], &sweep["calls"]),
+            (&json!("done"), &json!(200), &json!(1)),
+            "{line}"
+        );
+    }
+    host.stop();
+}
+
+#[test]
+fn a_bad_sweep_schedule_or_no_admin_token_fails_at_start() {
+    let up = |manifest: &str, schedule: &str, admin_token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_coupon-host"));
+        command
+            .args(["up", "-f", manifest, "--sweep-schedule", schedule])
+            .env("SPIN_VARIABLE_USER_TOKEN_SECRET", SECRET)
+            .env_remove("SPIN_VARIABLE_ADMIN_TOKEN");
+        if let Some(token) = admin_token {
+            command.env("SPIN_VARIABLE_ADMIN_TOKEN", token);
+        }
+        let output = command.output().expect("runs");
+        assert!(!output.status.success(), "{schedule:?} should fail");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let manifest = built_manifest();
+    let manifest = manifest.to_str().expect("utf-8");
+    let stderr = up(manifest, "0 61 * * * *", Some(ADMIN));
+    assert!(
+        stderr.contains(r#"--sweep-schedule "0 61 * * * *" is not a schedule: minute field "61": 61 is not in 0-59"#),
+        "{stderr}"
+    );
+    let stderr = up(manifest, "CRON_TZ=Asia/Shanghia 0 0 1 * *", Some(ADMIN));
+    assert!(
+        stderr.contains("CRON_TZ=Asia/Shanghia: not a known time zone"),
+        "{stderr}"
+    );
+    // The app's admin_token is unset.
+    let stderr = up(manifest, "0 * * * * *", None);
+    assert!(stderr.contains("SPIN_VARIABLE_ADMIN_TOKEN"), "{stderr}");
+    // An app without admin_token.
+    let dir = scratch("sweep-errors");
+    let other = dir.join("spin.toml");
+    std::fs::write(&other, "spin_manifest_version = 2\n[application]\nname = \"x\"\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\n").expect("writes");
+    let stderr = up(other.to_str().expect("utf-8"), "0 * * * * *", Some(ADMIN));
+    assert!(
+        stderr.contains("admin_token") && stderr.contains("declares none"),
+        "{stderr}"
+    );
 }

@@ -61,27 +61,44 @@ async fn the_last_millisecond_redeems_and_the_next_instant_does_not() {
 
 #[tokio::test]
 async fn a_fixed_month_campaign_claimed_in_january_expires_at_the_end_of_february() {
-    let t = TestApp::new().await;
-    let body = campaign_with(
-        "feb",
-        json!({"expiry": {"kind": "end_of_month", "month": "2028-02"}}),
-    );
-    assert_eq!(t.create_campaign(body).await.status, 201);
-    t.set_now("2028-01-20T12:00:00+08:00");
-    let answer = t.claim("alice", "feb", "k").await;
-    assert_eq!(answer.body["expires_at"], "2028-03-01T00:00:00+08:00");
-    let code = answer.body["code"].as_str().expect("code").to_owned();
-    t.set_now("2028-02-29T23:59:59.999+08:00");
-    assert_eq!(
-        t.validate("alice", &code, json!({"amount": 3000, "currency": "CNY"}))
+    for sweep in [false, true] {
+        let t = TestApp::new().await;
+        let body = campaign_with(
+            "feb",
+            json!({"expiry": {"kind": "end_of_month", "month": "2028-02"}}),
+        );
+        assert_eq!(t.create_campaign(body).await.status, 201);
+        t.set_now("2028-01-20T12:00:00+08:00");
+        let answer = t.claim("alice", "feb", "k").await;
+        assert_eq!(answer.body["expires_at"], "2028-03-01T00:00:00+08:00");
+        let code = answer.body["code"].as_str().expect("code").to_owned();
+        let early = t.claimed_code("bob", "feb").await;
+
+        t.set_now("2028-02-29T23:59:59.999+08:00");
+        if sweep {
+            assert_eq!(t.expire(Value::Null).await.body["expired"], 0);
+        }
+        let valid = t.validate("alice", &code, order("o1", 3000)).await;
+        assert_eq!(valid.body["valid"], true, "{:#}", valid.body);
+        assert_eq!(t.redeem("bob", &early, order("o2", 3000)).await.status, 201);
+
+        t.set_now("2028-03-01T00:00:00+08:00");
+        if sweep {
+            assert_eq!(t.expire(Value::Null).await.body["expired"], 1);
+        }
+        assert_eq!(
+            t.validate("alice", &code, order("o1", 3000)).await.body["reason"],
+            "expired"
+        );
+        t.redeem("alice", &code, order("o1", 3000))
             .await
-            .body["valid"],
-        true
-    );
-    t.set_now("2028-03-01T00:00:00+08:00");
-    t.redeem("alice", &code, order("o1", 3000))
-        .await
-        .assert_error(410, "expired");
+            .assert_error(410, "expired");
+        let stats = t.campaign("feb").await["stats"].clone();
+        assert_eq!(
+            (&stats["redeemed"], &stats["expired"]),
+            (&json!(1), &json!(u64::from(sweep)))
+        );
+    }
 }
 
 #[tokio::test]
