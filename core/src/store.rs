@@ -40,6 +40,44 @@ pub async fn read_counter(store: &impl Store, key: &str) -> StoreResult<i64> {
     store.increment(key, 0).await
 }
 
+/// Counters read with `get` stay below this, so their two encodings cannot
+/// be confused: 8 bytes is Spin's SQLite, up to 7 digits is Redis's text.
+pub const SMALL_COUNTER_LIMIT: i64 = 1_000_000;
+
+/// A counter kept below [`SMALL_COUNTER_LIMIT`], as `get` returned it (in the
+/// same round trip as other reads): 8 little-endian bytes (Spin's SQLite) or
+/// decimal text (Redis). `None` if it is neither.
+pub fn decode_small_counter(bytes: &[u8]) -> Option<i64> {
+    let value = match <[u8; 8]>::try_from(bytes) {
+        Ok(le) => i64::from_le_bytes(le),
+        Err(_) if bytes.len() < 8 => std::str::from_utf8(bytes).ok()?.parse().ok()?,
+        Err(_) => return None,
+    };
+    (0..SMALL_COUNTER_LIMIT).contains(&value).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_counters_decode_from_either_encoding() {
+        assert_eq!(decode_small_counter(&3i64.to_le_bytes()), Some(3));
+        assert_eq!(decode_small_counter(b"3"), Some(3));
+        assert_eq!(decode_small_counter(b"999999"), Some(999_999));
+        for bad in [
+            &b"1000000"[..],
+            b"-1",
+            b"",
+            b"x",
+            b"123456789",
+            &(-1i64).to_le_bytes(),
+        ] {
+            assert_eq!(decode_small_counter(bad), None, "{bad:?}");
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod memory {
     //! A map behind the `Store` trait for the native tests. Every call yields
@@ -49,10 +87,10 @@ pub(crate) mod memory {
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
+    /// Counters live beside the values, as decimal text (as in Redis).
     #[derive(Default)]
     pub struct MemoryStore {
         pub values: RefCell<BTreeMap<String, Vec<u8>>>,
-        pub counters: RefCell<BTreeMap<String, i64>>,
     }
 
     pub async fn yield_now() {
@@ -96,10 +134,17 @@ pub(crate) mod memory {
         }
         async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64> {
             yield_now().await;
-            let mut counters = self.counters.borrow_mut();
-            let value = counters.entry(key.to_owned()).or_insert(0);
-            *value += delta;
-            Ok(*value)
+            let mut values = self.values.borrow_mut();
+            let old = match values.get(key) {
+                Some(text) => std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .ok_or_else(|| StoreError(format!("{key} is not a counter")))?,
+                None => 0,
+            };
+            let value = old + delta;
+            values.insert(key.to_owned(), value.to_string().into_bytes());
+            Ok(value)
         }
     }
 }

@@ -9,6 +9,7 @@ mod invariants;
 mod overload;
 mod redating;
 mod redeem;
+mod round_trips;
 mod routing;
 mod stories;
 mod validate;

@@ -113,6 +113,20 @@ impl TestApp {
             .expect("the app starts")
     }
 
+    /// Behind a store that counts its calls: each is one round trip to a
+    /// remote store.
+    pub async fn counting() -> (TestApp, Arc<Counting>) {
+        let store = MemoryStore::new();
+        let counting = Arc::new(Counting {
+            store: store.clone(),
+            calls: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let app = TestApp::try_new(true, counting.clone(), store)
+            .await
+            .expect("the app starts");
+        (app, counting)
+    }
+
     /// The tests race more requests at one component than the host serves at
     /// once: they lift its limit, so every request reaches the store.
     async fn try_new(
@@ -447,5 +461,67 @@ impl KeyValueStore for Gated {
         new: &[u8],
     ) -> Result<bool, KvError> {
         KeyValueStore::compare_and_swap(&self.store, key, expected, new).await
+    }
+}
+
+/// A memory store that counts the calls made to it.
+pub struct Counting {
+    store: MemoryStore,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    /// Calls since the last `take`.
+    pub fn take(&self) -> usize {
+        self.calls.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn count(&self) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyValueStore for Counting {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.count();
+        KeyValueStore::get(&self.store, key).await
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.count();
+        KeyValueStore::set(&self.store, key, value).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.count();
+        KeyValueStore::delete(&self.store, key).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool, KvError> {
+        self.count();
+        KeyValueStore::exists(&self.store, key).await
+    }
+    async fn get_keys(&self) -> Result<Vec<String>, KvError> {
+        self.count();
+        KeyValueStore::get_keys(&self.store).await
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        self.count();
+        KeyValueStore::increment(&self.store, key, delta).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        self.count();
+        KeyValueStore::compare_and_swap(&self.store, key, expected, new).await
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
+        self.count();
+        KeyValueStore::get_many(&self.store, keys).await
+    }
+    async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        self.count();
+        KeyValueStore::set_many(&self.store, entries).await
     }
 }

@@ -16,7 +16,7 @@ use crate::code::CouponCode;
 use crate::coupon::{CouponRecord, Ending, Held};
 use crate::error::{Error, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
-use crate::store::{Store, read_counter};
+use crate::store::{Store, decode_small_counter};
 use dating::Dating;
 use serde::de::DeserializeOwned;
 
@@ -63,28 +63,59 @@ async fn get_array<const N: usize>(
 }
 
 /// The generation of a coupon in play and how it ended, if it has: the stored
-/// generation, moved past every expiration that `dating` voids.
+/// generation, moved past every expiration that `dating` voids. One round
+/// trip unless a revival voided something.
 async fn load_ending(
     store: &impl Store,
     keys: &CouponKeys,
     dating: &Dating,
 ) -> Result<(i64, Option<Ending>)> {
-    let mut generation = read_counter(store, &keys.generation()).await?;
+    let [generation, first_end] = get_array(store, [keys.generation(), keys.end(0)]).await?;
+    let generation = decode_generation(keys, generation.as_deref())?;
+    let ending = match generation {
+        0 => first_end,
+        g => store.get(&keys.end(g)).await?,
+    };
+    settle_ending(store, keys, dating, generation, ending).await
+}
+
+/// The stored generation counter, read with `get` beside other keys.
+fn decode_generation(keys: &CouponKeys, bytes: Option<&[u8]>) -> Result<i64> {
+    match bytes {
+        None => Ok(0),
+        Some(bytes) => decode_small_counter(bytes)
+            .ok_or_else(|| Error::Internal(format!("{} is no generation", keys.generation()))),
+    }
+}
+
+/// Decodes the stored ending of `generation`, and moves on past every
+/// expiration that `dating` voids.
+async fn settle_ending(
+    store: &impl Store,
+    keys: &CouponKeys,
+    dating: &Dating,
+    mut generation: i64,
+    mut bytes: Option<Vec<u8>>,
+) -> Result<(i64, Option<Ending>)> {
     loop {
-        let key = keys.end(generation);
-        let ending: Option<Ending> = match store.get(&key).await? {
-            Some(bytes) => Some(decode(&key, &bytes)?),
+        let ending: Option<Ending> = match bytes {
+            Some(bytes) => Some(decode(&keys.end(generation), &bytes)?),
             None => None,
         };
         match ending {
-            Some(ending) if dating.voids(&ending) => generation += 1,
+            Some(ending) if dating.voids(&ending) => {
+                generation += 1;
+                bytes = store.get(&keys.end(generation)).await?;
+            }
             ending => return Ok((generation, ending)),
         }
     }
 }
 
-/// Loads a coupon with its campaign and ending. `holder`, when given, must hold
-/// it: anyone else is told it does not exist, the same as a made-up code.
+/// Loads a coupon with its campaign and ending, in two round trips: the
+/// coupon with its generation and first ending, then the campaign with its
+/// dating (and the ending of a later generation). `holder`, when given, must
+/// hold it: anyone else is told it does not exist, the same as a made-up code.
 async fn load_held(
     store: &impl Store,
     code: &str,
@@ -92,19 +123,37 @@ async fn load_held(
 ) -> Result<Held> {
     let code = CouponCode::parse(code).ok_or(Error::CouponNotFound)?;
     let keys = CouponKeys::new(&code);
-    let record_key = keys.record();
-    let record: CouponRecord = match store.get(&record_key).await? {
-        Some(bytes) => decode(&record_key, &bytes)?,
+    let [record, generation, first_end] =
+        get_array(store, [keys.record(), keys.generation(), keys.end(0)]).await?;
+    let record: CouponRecord = match record {
+        Some(bytes) => decode(&keys.record(), &bytes)?,
         None => return Err(Error::CouponNotFound),
     };
     if holder.is_some_and(|user| !record.is_held_by(user)) {
         return Err(Error::CouponNotFound);
     }
-    let (campaign, dating) = load_campaign(store, &record.campaign_id)
-        .await?
+    let generation = decode_generation(&keys, generation.as_deref())?;
+    let campaign_keys = CampaignKeys::new(&record.campaign_id);
+    let [campaign, dating, later_end] = get_array(
+        store,
+        [
+            campaign_keys.record(),
+            campaign_keys.dating(),
+            // Generation 0's ending came with the record: ask for an absent key.
+            keys.end(generation.max(1)),
+        ],
+    )
+    .await?;
+    let campaign = campaign
         .ok_or_else(|| Error::Internal(format!("coupon {code} names a missing campaign")))?;
+    let (campaign, dating) = with_dating(&campaign_keys, &campaign, dating.as_deref())?;
     let zone = campaign.zone()?;
-    let (generation, ending) = load_ending(store, &keys, &dating).await?;
+    let ending = if generation == 0 {
+        first_end
+    } else {
+        later_end
+    };
+    let (generation, ending) = settle_ending(store, &keys, &dating, generation, ending).await?;
     Ok(Held {
         code,
         record,

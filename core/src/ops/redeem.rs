@@ -10,7 +10,7 @@ use crate::coupon::{CouponView, Ending, Held, Redemption};
 use crate::error::{Error, Reason, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
 use crate::ops::coupons::{Order, applies};
-use crate::store::{Store, read_counter};
+use crate::store::{SMALL_COUNTER_LIMIT, Store, read_counter};
 use crate::time::render;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -109,6 +109,12 @@ pub async fn cancel(
     let generation = held.generation;
     match &held.ending {
         Some(Ending::Redeemed(r)) if r.order_id == order_id => {
+            // The generation counter is read beside other keys: keep it small.
+            if generation + 1 >= SMALL_COUNTER_LIMIT {
+                return Err(Error::Internal(format!(
+                    "coupon {code} has reached {SMALL_COUNTER_LIMIT} generations"
+                )));
+            }
             if store.increment(&keys.cancel(generation), 1).await? == 1 {
                 start_next_generation(store, &held, now).await?;
             } else if read_counter(store, &keys.generation()).await? <= generation {

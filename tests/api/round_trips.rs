@@ -1,0 +1,42 @@
+//! Store round trips on each operation's success path, counted below the real
+//! components: every store call is one round trip to Redis or SQLite, so
+//! these counts bound latency under load. A new call on a hot path fails here.
+
+use coupon_tests::*;
+
+#[tokio::test]
+async fn each_operation_takes_its_known_number_of_round_trips() {
+    let (t, store) = TestApp::counting().await;
+    t.create_campaign(campaign("spring")).await;
+    store.take();
+
+    let claimed = t.claim("alice", "spring", "k1").await;
+    assert_eq!(claimed.status, 201, "{:#}", claimed.body);
+    let code = claimed.body["code"].as_str().expect("a code").to_owned();
+    // Reads in one batch; key, per-user limit, stock, index slot; writes in one batch.
+    assert_eq!(store.take(), 6, "claim");
+
+    let replayed = t.claim("alice", "spring", "k1").await;
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(store.take(), 3, "claim replayed");
+
+    assert_eq!(t.coupon("alice", &code).await.status, 200);
+    assert_eq!(store.take(), 2, "GET /coupons/{{code}}");
+
+    let valid = t.validate("alice", &code, order("o1", 3000)).await;
+    assert_eq!(valid.body["valid"], true);
+    assert_eq!(store.take(), 2, "validate");
+
+    assert_eq!(
+        t.redeem("alice", &code, order("o1", 3000)).await.status,
+        201
+    );
+    // Two reads, the lock, the ending, the redeemed counter.
+    assert_eq!(store.take(), 5, "redeem");
+
+    assert_eq!(
+        t.redeem("alice", &code, order("o1", 3000)).await.status,
+        200
+    );
+    assert_eq!(store.take(), 2, "redeem replayed");
+}
