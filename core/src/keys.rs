@@ -26,7 +26,7 @@
 //! | `u:{user}:idem:{key}:attempt:{n}` | counter | 1 = the request owns attempt n, after attempt n-1 met the brake |
 //! | `u:{user}:idem:{key}:result` | record | what that request answered |
 //! | `k:{code}` | record | the coupon |
-//! | `k:{code}:gen` | counter | cancelled redemptions so far: the coupon's generation |
+//! | `k:{code}:gen` | counter | cancelled redemptions so far: the coupon's generation (below 10^6, so it may be read with `get` in a batch) |
 //! | `k:{code}:lock:{g}` | counter | 1 = a redemption or the sweep owns generation g's ending |
 //! | `k:{code}:end:{g}` | record | how generation g ended: redeemed by an order, or expired |
 //! | `k:{code}:cancel:{g}` | counter | 1 = a request owns cancelling generation g's redemption |
