@@ -1,0 +1,240 @@
+//! The processes the bench runs: `coupon-host up` and `redis-server`, each
+//! killed when its guard is dropped (also on a panic or an early error), and
+//! the builds they need.
+
+use anyhow::{Context, Result, bail, ensure};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The variables the hosts get: the operator's token and the user-token secret.
+pub const ADMIN_TOKEN: &str = "bench-admin-token";
+pub const USER_TOKEN_SECRET: &str = "bench-user-token-secret";
+
+/// How long a host may take from start to its `Serving` line.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ sits in the workspace")
+        .to_owned()
+}
+
+/// Cargo's target directory, as cargo decides it.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// `target/bench/`, emptied: the run's state directories, request files and logs.
+pub fn scratch() -> Result<PathBuf> {
+    let dir = target_dir().join("bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Builds `target/release/coupon-host` (a no-op when it is up to date): cargo
+/// cannot build another package's binary as a dependency.
+pub fn build_host() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    eprintln!("coupon-bench: cargo build --release -p coupon-host");
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "coupon-host"])
+        .current_dir(workspace())
+        .status()
+        .with_context(|| format!("cannot run {cargo:?}"))?;
+    ensure!(
+        status.success(),
+        "cargo build --release -p coupon-host failed ({status})"
+    );
+    Ok(target_dir().join("release").join("coupon-host"))
+}
+
+/// Builds the components of the app at `manifest` through their build
+/// commands, as `coupon-host up --build` would, and returns the app.
+pub fn build_components(manifest: &Path) -> Result<coupon_host::Manifest> {
+    let manifest = coupon_host::Manifest::load(manifest)?;
+    eprintln!(
+        "coupon-bench: building the components of {}",
+        manifest.path.display()
+    );
+    coupon_host::build::ensure_built(&manifest)?;
+    Ok(manifest)
+}
+
+/// The key-value store behind the host's `default` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The host's default: SQLite under its state directory.
+    Sqlite,
+    /// A `redis-server` the bench starts, through a Spin runtime config.
+    Redis,
+}
+
+impl Store {
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Sqlite => "SQLite",
+            Store::Redis => "Redis",
+        }
+    }
+}
+
+/// How to start a host.
+pub struct HostOptions<'a> {
+    pub binary: &'a Path,
+    pub manifest: &'a Path,
+    pub state_dir: &'a Path,
+    /// A Spin runtime config (the Redis store); `None`: SQLite under `state_dir`.
+    pub runtime_config: Option<&'a Path>,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+/// A running `coupon-host up` on a free loopback port, killed when dropped.
+pub struct Host {
+    child: Child,
+    pub address: SocketAddr,
+    /// When the process was spawned: start-up time is measured from here.
+    pub spawned_at: Instant,
+}
+
+impl Host {
+    /// Starts the host and waits for its `Serving http://...` line; then keeps
+    /// draining its stdout (a JSON line per request) so it never blocks on a
+    /// full pipe.
+    pub fn start(options: &HostOptions) -> Result<Host> {
+        let log = std::fs::File::create(&options.log)
+            .with_context(|| format!("cannot create {}", options.log.display()))?;
+        let mut command = Command::new(options.binary);
+        command
+            .arg("up")
+            .args(["--listen", "127.0.0.1:0", "-f"])
+            .arg(options.manifest)
+            .arg("--state-dir")
+            .arg(options.state_dir)
+            .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("SPIN_VARIABLE_USER_TOKEN_SECRET", USER_TOKEN_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        if let Some(config) = options.runtime_config {
+            command.arg("--runtime-config-file").arg(config);
+        }
+        let spawned_at = Instant::now();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", options.binary.display()))?;
+        let stdout = child.stdout.take().context("the host's stdout")?;
+        let (serving, url) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout);
+            let mut line = String::new();
+            while matches!(lines.read_line(&mut line), Ok(n) if n > 0) {
+                if let Some(rest) = line.strip_prefix("Serving ") {
+                    let url = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = serving.send(url.to_owned());
+                    break;
+                }
+                line.clear();
+            }
+            let _ = std::io::copy(&mut lines, &mut std::io::sink());
+        });
+        let mut host = Host {
+            child,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            spawned_at,
+        };
+        let url = match url.recv_timeout(START_TIMEOUT) {
+            Ok(url) => url,
+            Err(_) => bail!(
+                "coupon-host up did not start serving within {START_TIMEOUT:?} ({}); its log, {}:\n{}",
+                match host.child.try_wait() {
+                    Ok(Some(status)) => format!("it exited with {status}"),
+                    _ => "it is still running".to_owned(),
+                },
+                options.log.display(),
+                tail(&options.log)
+            ),
+        };
+        host.address = url
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("coupon-host up serves {url:?}, not http://<address>"))?;
+        Ok(host)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `redis-server` on a free loopback port, without persistence, killed when dropped.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start(log: &Path) -> Result<Redis> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("no free loopback port")?
+            .port();
+        let log_file = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(log_file)
+            .spawn()
+            .context("cannot run redis-server (is it installed? apt-get install redis-server)")?;
+        let redis = Redis { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(
+                Instant::now() < deadline,
+                "redis-server did not listen on port {port} within 10 s; its log, {}:\n{}",
+                log.display(),
+                tail(log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+
+    /// Writes a Spin runtime config at `path` that puts the `default` store here.
+    pub fn write_runtime_config(&self, path: &Path) -> Result<()> {
+        let config = format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\n",
+            self.port
+        );
+        std::fs::write(path, config).with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last lines of a log, for an error message.
+fn tail(path: &Path) -> String {
+    let mut text = String::new();
+    let _ = std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
