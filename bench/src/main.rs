@@ -165,7 +165,7 @@ fn run() -> Result<()> {
         empty_component: None,
         sqlite: None,
         redis: None,
-        wasm_sizes: wasm_sizes(&[&app, &empty_app])?,
+        wasm_sizes: wasm_sizes(&app)?,
         warm_start: None,
     };
     let bench = Bench {
@@ -391,18 +391,16 @@ async fn first_answer(address: std::net::SocketAddr, path: &str) -> Result<Insta
     }
 }
 
-/// Each component's `.wasm` and its size.
-fn wasm_sizes(apps: &[&coupon_host::Manifest]) -> Result<Vec<(String, u64)>> {
+/// Each of the app's component `.wasm` files and its size.
+fn wasm_sizes(app: &coupon_host::Manifest) -> Result<Vec<(String, u64)>> {
     let mut sizes = Vec::new();
-    for app in apps {
-        for component in app.components.values() {
-            let path = app.source_path(component);
-            let size = std::fs::metadata(&path)
-                .with_context(|| format!("cannot read the size of {}", path.display()))?
-                .len();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            sizes.push((name.unwrap_or_default(), size));
-        }
+    for component in app.components.values() {
+        let path = app.source_path(component);
+        let size = std::fs::metadata(&path)
+            .with_context(|| format!("cannot read the size of {}", path.display()))?
+            .len();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        sizes.push((name.unwrap_or_default(), size));
     }
     Ok(sizes)
 }

@@ -4,7 +4,7 @@
 
 use crate::ceilings::{ROUND_TRIPS, StoreCeiling};
 use crate::host::Store;
-use crate::open_loop::Step;
+use crate::open_loop::{self, Step};
 use crate::wrk::{self, WrkRun};
 use std::fmt::Write;
 use std::time::Duration;
@@ -153,9 +153,13 @@ impl Results {
         let _ = writeln!(
             page,
             "\n## Open loop: fixed arrival rates, latency from each request's scheduled instant\n\n\
-             A step stops early past 5% errors or a p99 over 1 s, and no higher rate runs.\n\n\
+             Keep-alive connections, a new one when none is idle (at most {}); a request \
+             unanswered {} s after its instant is a timeout. A step stops early past 5% errors \
+             or a p99 over 1 s (checked every second), and no higher rate runs.\n\n\
              | store | operation | rate | sent | p50 | p99 | p99.9 | errors | connections | |\n\
-             |---|---|---|---|---|---|---|---|---|---|"
+             |---|---|---|---|---|---|---|---|---|---|",
+            open_loop::MAX_CONNECTIONS,
+            open_loop::TIMEOUT.as_secs()
         );
         for row in &self.open_loop {
             for step in &row.steps {
