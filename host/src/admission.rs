@@ -19,32 +19,57 @@ const MAX_WAIT: Duration = Duration::from_millis(250);
 /// One component's admission: `limit` requests run, as many again may wait.
 pub(crate) struct Admission {
     running: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    /// Requests running or waiting. One counter for both, so a waiter handed
+    /// a slot is counted once the moment the slot is freed, not when its task
+    /// next runs: a request that finds fewer than `2 × limit` present is
+    /// never shed.
+    present: Arc<AtomicUsize>,
     limit: usize,
+}
+
+/// A request's place in its component, given back when dropped.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _presence: Presence,
+}
+
+/// One request counted in [`Admission::present`] until dropped.
+struct Presence(Arc<AtomicUsize>);
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Admission {
     pub(crate) fn new(limit: usize) -> Self {
         Self {
             running: Arc::new(Semaphore::new(limit)),
-            waiting: AtomicUsize::new(0),
+            present: Arc::new(AtomicUsize::new(0)),
             limit,
         }
     }
 
     /// A slot (freed when dropped) at once, or after a wait of at most 250 ms
-    /// if fewer than `limit` requests are already waiting; `None`: shed it.
-    pub(crate) async fn enter(&self) -> Option<OwnedSemaphorePermit> {
-        if let Ok(permit) = self.running.clone().try_acquire_owned() {
-            return Some(permit);
-        }
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.limit {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+    /// if fewer than `2 × limit` requests are running or waiting; `None`:
+    /// shed it.
+    pub(crate) async fn enter(&self) -> Option<Slot> {
+        let presence = Presence(self.present.clone());
+        if self.present.fetch_add(1, Ordering::SeqCst) >= 2 * self.limit {
             return None;
         }
-        let permit = tokio::time::timeout(MAX_WAIT, self.running.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        permit.ok()?.ok()
+        let permit = match self.running.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => tokio::time::timeout(MAX_WAIT, self.running.clone().acquire_owned())
+                .await
+                .ok()?
+                .ok()?,
+        };
+        Some(Slot {
+            _permit: permit,
+            _presence: presence,
+        })
     }
 }
 
@@ -71,12 +96,8 @@ mod tests {
     #[tokio::test]
     async fn past_the_limit_and_the_queue_requests_are_shed() {
         let admission = Admission::new(2);
-        let running: Vec<_> = (0..2)
-            .map(|_| match admission.running.clone().try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(_) => panic!("two slots"),
-            })
-            .collect();
+        let running = (admission.enter().await, admission.enter().await);
+        assert!(running.0.is_some() && running.1.is_some());
         // Two wait (and time out), the fifth is refused at once.
         let waiting = async { tokio::join!(admission.enter(), admission.enter()) };
         let refused = async {
@@ -104,5 +125,37 @@ mod tests {
         };
         let (second, ()) = tokio::join!(second, release);
         assert!(second.is_some());
+    }
+
+    /// A freed slot goes to the first waiter at once; a request arriving
+    /// before that waiter's task runs must find room to wait, not be shed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slot_handed_to_a_waiter_frees_room_in_the_queue() {
+        let admission = Admission::new(1);
+        let first = admission.enter().await.expect("a free slot");
+        let mut second = Box::pin(admission.enter());
+        assert!(poll_once(second.as_mut()).await.is_none(), "second waits");
+        drop(first);
+        // The slot is now the second's, though its task has not run again.
+        let mut third = Box::pin(admission.enter());
+        assert!(
+            poll_once(third.as_mut()).await.is_none(),
+            "third waits, not shed"
+        );
+        let second = second.await.expect("the freed slot");
+        drop(second);
+        assert!(third.await.is_some());
+    }
+
+    /// Polls `future` once: `Some` with its output if it was ready.
+    async fn poll_once<F: Future + Unpin>(future: F) -> Option<F::Output> {
+        let mut future = future;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+                std::task::Poll::Ready(output) => Some(output),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }
