@@ -30,9 +30,19 @@ impl Reply {
         }
     }
 
-    /// `{"error": {"code", "message", "field"?}}` with the error's status and `Retry-After`.
+    /// `{"error": {"code", "message", "field"?}}` with the error's status and
+    /// `Retry-After`. A store or internal failure's detail (which may name a
+    /// server, a user or a key) goes to stderr, the operator's log, not to
+    /// the client.
     pub fn error(err: &Error) -> Reply {
-        let mut detail = serde_json::json!({"code": err.code(), "message": err.to_string()});
+        let message = match err {
+            Error::StoreUnavailable(_) | Error::Internal(_) => {
+                eprintln!("coupon: {err}");
+                err.public_message()
+            }
+            _ => err.to_string(),
+        };
+        let mut detail = serde_json::json!({"code": err.code(), "message": message});
         if let Some(field) = err.field() {
             detail["field"] = field.into();
         }
@@ -138,6 +148,23 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_failures_do_not_reach_the_client() {
+        let detail = "redis://coupon@10.0.0.7:6379: connection refused";
+        for err in [
+            Error::StoreUnavailable(detail.into()),
+            Error::Internal(detail.into()),
+        ] {
+            let reply = Reply::error(&err);
+            let body = String::from_utf8(reply.body).expect("JSON is UTF-8");
+            assert!(
+                !body.contains("10.0.0.7") && !body.contains("coupon@"),
+                "{body}"
+            );
+            assert!(body.contains(err.code()), "{body}");
+        }
+    }
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]

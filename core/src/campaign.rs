@@ -15,6 +15,8 @@ pub const MAX_STOCK: u64 = 1_000_000_000;
 pub const MAX_PER_USER_LIMIT: u32 = 1_000;
 pub const MAX_CATEGORIES: usize = 100;
 pub const MAX_CATEGORY_LEN: usize = 64;
+/// Longer than any IANA time zone name (the longest has 32 bytes).
+pub const MAX_TIME_ZONE_LEN: usize = 64;
 pub const MAX_CLAIMS_PER_SECOND: u32 = 1_000_000;
 pub const MAX_SHARDS: u32 = 256;
 /// Stock shards of a campaign that does not say: enough that no one counter
@@ -160,6 +162,12 @@ impl Campaign {
 
     /// The campaign's time zone, from the bundled IANA database.
     pub fn zone(&self) -> Result<TimeZone> {
+        if self.time_zone.len() > MAX_TIME_ZONE_LEN {
+            return Err(Error::invalid(
+                "time_zone",
+                format!("is over {MAX_TIME_ZONE_LEN} bytes; IANA names are shorter"),
+            ));
+        }
         TimeZone::get(&self.time_zone).map_err(|_| {
             Error::invalid(
                 "time_zone",
@@ -228,5 +236,37 @@ mod tests {
             c.validate().is_err(),
             "a budget below one coupon is refused"
         );
+    }
+
+    mod properties {
+        use crate::discount::Discount;
+        use crate::money::{Amount, MAX_AMOUNT};
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
+
+            /// Issuing every coupon the shards allow never spends more than the
+            /// budget or the stock, over the whole accepted range.
+            #[test]
+            fn capacity_never_exceeds_stock_or_budget(
+                stock in 0..=super::super::MAX_STOCK,
+                budget in proptest::option::of(0..=MAX_AMOUNT),
+                face in 1..=MAX_AMOUNT,
+                shards in 1u32..=256,
+            ) {
+                let mut c = crate::ops::testing::campaign("c");
+                c.stock = stock;
+                c.budget = budget.and_then(Amount::new);
+                c.discount = Discount::Fixed { amount: Amount::new(face).expect("in range") };
+                c.shards = shards;
+                let issued: i64 = (0..c.shard_count()).map(|i| c.shard_capacity(i)).sum();
+                prop_assert_eq!(u64::try_from(issued).ok(), Some(c.capacity()));
+                prop_assert!(c.capacity() <= stock);
+                if let Some(budget) = budget {
+                    prop_assert!(i128::from(issued) * i128::from(face) <= i128::from(budget));
+                }
+            }
+        }
     }
 }

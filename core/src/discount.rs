@@ -148,4 +148,51 @@ mod tests {
             .is_err()
         );
     }
+
+    /// The money arithmetic over the whole accepted range: no wrap-around, a
+    /// discount never above the order or the coupon's face value, and the
+    /// payable amount plus the discount is the order.
+    mod properties {
+        use super::*;
+        use crate::money::MAX_AMOUNT;
+        use proptest::prelude::*;
+
+        fn any_amount() -> impl Strategy<Value = Amount> {
+            prop_oneof![
+                (0..=MAX_AMOUNT),
+                Just(MAX_AMOUNT),
+                (MAX_AMOUNT - 10_000..=MAX_AMOUNT),
+                (0i64..10_000),
+            ]
+            .prop_map(amount)
+        }
+
+        fn any_discount() -> impl Strategy<Value = Discount> {
+            prop_oneof![
+                any_amount().prop_map(|amount| Discount::Fixed { amount }),
+                (1u16..=10_000, any_amount()).prop_map(|(basis_points, max_amount)| {
+                    Discount::Percent {
+                        basis_points,
+                        max_amount,
+                    }
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn a_discount_stays_within_the_order_and_its_face_value(
+                discount in any_discount(),
+                order in any_amount(),
+            ) {
+                let off = discount.amount_off(order);
+                prop_assert!(off <= order);
+                prop_assert!(off <= discount.face_value());
+                let payable = order.saturating_sub(off);
+                prop_assert_eq!(payable.minor() + off.minor(), order.minor());
+            }
+        }
+    }
 }

@@ -30,6 +30,11 @@ pub enum Error {
     /// Another request with the same idempotency key has not finished yet.
     RequestInProgress,
     CouponNotFound,
+    /// Too many lookups of coupons the user does not hold this minute: the
+    /// enumeration ceiling. Retry after the given seconds (the next minute).
+    TooManyFailedLookups {
+        retry_after: u32,
+    },
     RedemptionNotFound,
     AlreadyRedeemed,
     Expired,
@@ -90,6 +95,7 @@ impl Error {
             Error::IdempotencyKeyReused => "idempotency_key_reused",
             Error::RequestInProgress => "request_in_progress",
             Error::CouponNotFound => "coupon_not_found",
+            Error::TooManyFailedLookups { .. } => "too_many_failed_lookups",
             Error::RedemptionNotFound => "redemption_not_found",
             Error::AlreadyRedeemed => "already_redeemed",
             Error::Expired => "expired",
@@ -116,16 +122,29 @@ impl Error {
             | Error::RequestInProgress => 409,
             Error::SoldOut | Error::Expired => 410,
             Error::PayloadTooLarge => 413,
-            Error::RateLimited => 429,
+            Error::RateLimited | Error::TooManyFailedLookups { .. } => 429,
             Error::IdempotencyKeyReused | Error::RuleFailed(_) => 422,
             Error::Internal(_) => 500,
             Error::CampaignPaused | Error::StoreUnavailable(_) => 503,
         }
     }
 
+    /// What a client is told: the [`Display`](std::fmt::Display) text, except
+    /// for failures whose detail is for the operator's log only.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::StoreUnavailable(_) => {
+                "the store is unavailable; retry after Retry-After".into()
+            }
+            Error::Internal(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// Seconds a client should wait before retrying, where retrying can help.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
+            Error::TooManyFailedLookups { retry_after } => Some(*retry_after),
             Error::CampaignPaused => Some(30),
             Error::RateLimited | Error::RequestInProgress | Error::StoreUnavailable(_) => Some(1),
             _ => None,
@@ -178,6 +197,9 @@ impl fmt::Display for Error {
                 f.write_str("a request with this key is still in progress; retry shortly")
             }
             Error::CouponNotFound => f.write_str("no such coupon"),
+            Error::TooManyFailedLookups { .. } => f.write_str(
+                "too many lookups of coupons this user does not hold this minute; retry after Retry-After",
+            ),
             Error::RedemptionNotFound => f.write_str("no redemption of this coupon by this order"),
             Error::AlreadyRedeemed => f.write_str("the coupon was redeemed by another order"),
             Error::Expired => f.write_str("the coupon has expired"),

@@ -25,6 +25,7 @@
 //! | `u:{user}:idem:{key}` | counter | 1 = the request owns this idempotency key (its first attempt) |
 //! | `u:{user}:idem:{key}:attempt:{n}` | counter | 1 = the request owns attempt n, after attempt n-1 met the brake |
 //! | `u:{user}:idem:{key}:result` | record | what that request answered |
+//! | `u:{user}:misses:{minute}` | counter | lookups of coupons this user does not hold in that Unix minute (below 10^6: read with `get` in a batch) |
 //! | `k:{code}` | record | the coupon |
 //! | `k:{code}:gen` | counter | cancelled redemptions so far: the coupon's generation (below 10^6, so it may be read with `get` in a batch) |
 //! | `k:{code}:lock:{g}` | counter | 1 = a redemption or the sweep owns generation g's ending |
@@ -128,6 +129,11 @@ pub fn idempotency(user: &str, key: &str) -> (String, String) {
     let owner = format!("u:{}:idem:{}", escape(user), escape(key));
     let result = format!("{owner}:result");
     (owner, result)
+}
+
+/// The counter of a user's failed coupon lookups in one Unix minute.
+pub fn misses(user: &str, unix_minute: i64) -> String {
+    format!("u:{}:misses:{unix_minute}", escape(user))
 }
 
 /// Keys of one coupon.

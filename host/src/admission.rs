@@ -6,6 +6,7 @@
 //! component, happens before that and keeps a claim storm from filling the
 //! queue that checkout's redemptions wait in.
 
+use crate::refusal::refusal;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use std::sync::Arc;
@@ -75,17 +76,14 @@ impl Admission {
 
 /// The answer to a shed request, in the API's error shape.
 pub(crate) fn overloaded(component: &str) -> Response<Bytes> {
-    let body = format!(
-        r#"{{"error":{{"code":"overloaded","message":"component {component} is at its limit of concurrent requests; retry after the Retry-After seconds with the same Idempotency-Key"}}}}"#
+    let message = format!(
+        "component {component} is at its limit of concurrent requests; retry after the \
+         Retry-After seconds with the same Idempotency-Key"
     );
-    let mut response = Response::new(Bytes::from(body));
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        "application/json".parse().expect("a valid header"),
-    );
-    headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    let mut response = refusal(StatusCode::SERVICE_UNAVAILABLE, "overloaded", &message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     response
 }
 

@@ -7,6 +7,7 @@ use crate::clock::ManualClock;
 use crate::kv::host::StoreAccess;
 use crate::kv::{KeyValueStore, MemoryStore};
 use crate::manifest::Manifest;
+use crate::refusal::refusal;
 use crate::routes::{RouteMatch, Router};
 use crate::runtime::{ComponentEnv, ComponentServer, InstancePolicy, load_component};
 use crate::variables::{component_variables, resolve_app_variables};
@@ -124,7 +125,11 @@ impl App {
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
         let Some(matched) = self.inner.router.route(&path) else {
-            return Ok(status_response(StatusCode::NOT_FOUND));
+            return Ok(refusal(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no component serves this path",
+            ));
         };
         parts.uri = full_uri(&parts.uri)?;
         add_spin_headers(&mut parts.headers, &parts.uri, &matched)?;
@@ -152,7 +157,7 @@ impl App {
             Ok(response) => response,
             Err(error) => {
                 eprintln!("coupon-host: {description} failed: {error:?}");
-                return Ok(status_response(StatusCode::INTERNAL_SERVER_ERROR));
+                return Ok(component_failed());
             }
         };
         let (parts, body) = response.into_parts();
@@ -160,7 +165,7 @@ impl App {
             Ok(body) => Ok(Response::from_parts(parts, body.to_bytes())),
             Err(error) => {
                 eprintln!("coupon-host: {description}: the response body failed: {error:?}");
-                Ok(status_response(StatusCode::INTERNAL_SERVER_ERROR))
+                Ok(component_failed())
             }
         }
     }
@@ -344,10 +349,14 @@ fn add_spin_headers(
     Ok(())
 }
 
-fn status_response(status: StatusCode) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::new());
-    *response.status_mut() = status;
-    response
+/// A guest that trapped, timed out or sent no whole response: the detail is
+/// in the host's log, not in the answer.
+fn component_failed() -> Response<Bytes> {
+    refusal(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the component failed to answer",
+    )
 }
 
 #[cfg(test)]

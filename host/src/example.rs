@@ -1,6 +1,6 @@
 //! The ready-to-paste walk through the coupon API that `up` prints: create a
 //! campaign, claim, validate, redeem. Printed only when the app has the
-//! coupon app's variables.
+//! coupon app's variables, and only when `--generate-secrets` made them up.
 
 use coupon_core::Timestamp;
 use coupon_core::auth::sign_user_token;

@@ -18,6 +18,7 @@ mod cache;
 pub mod clock;
 pub mod kv;
 pub mod manifest;
+mod refusal;
 pub mod routes;
 mod runtime;
 pub mod runtime_config;

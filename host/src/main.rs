@@ -185,7 +185,11 @@ fn run(up: Up) -> Result<()> {
                 sweeps_stopped,
             ))
         });
-        if let Some(text) = example::text(&url, &variables) {
+        // Only secrets this run made up for a trial are ever printed: an
+        // operator's own admin token and signing secret never reach the log.
+        if up.generate_secrets
+            && let Some(text) = example::text(&url, &variables)
+        {
             println!("{text}");
         }
         println!("Ctrl-C stops it; nothing acknowledged is lost.");

@@ -2,6 +2,7 @@
 //! with a request log and a graceful stop.
 
 use crate::app::App;
+use crate::refusal::refusal;
 use anyhow::Result;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -93,16 +94,22 @@ async fn answer(
             Ok(response) => response,
             Err(e) => {
                 eprintln!("coupon-host: {method} {path}: {e:#}");
-                plain(StatusCode::BAD_REQUEST, "the request could not be served\n")
+                refusal(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the request could not be served",
+                )
             }
         },
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => plain(
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "the request body is too large\n",
+            "payload_too_large",
+            "the request body is over the host's limit",
         ),
-        Err(_) => plain(
+        Err(_) => refusal(
             StatusCode::BAD_REQUEST,
-            "the request body could not be read\n",
+            "invalid_request",
+            "the request body could not be read",
         ),
     };
     let status = response.status().as_u16();
@@ -111,12 +118,6 @@ async fn answer(
         r#"{{"method":"{method}","path":{path:?},"component":"{component}","status":{status},"latency_us":{micros}}}"#
     );
     Ok(response.map(Full::new))
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from_static(text.as_bytes()));
-    *response.status_mut() = status;
-    response
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -130,23 +130,30 @@ async fn a_coupon_is_visible_only_to_its_holder() {
     let code = t.claimed_code("alice", "spring").await;
     let mine = t.coupon("alice", &code).await;
     assert_eq!((mine.status, &mine.body["state"]), (200, &json!("issued")));
-    // Someone else's coupon, a made-up code and a mistyped one look the same.
+    // Someone else's coupon, a well-formed code nobody holds and a mistyped
+    // one: the same answers, byte for byte.
     let mut typo = code.clone().into_bytes();
     typo[3] = if typo[3] == b'A' { b'B' } else { b'A' };
     let typo = String::from_utf8(typo).expect("ascii");
+    let unheld = made_up_code();
+    let mut answers = Vec::new();
     for (who, c) in [
         ("mallory", code.as_str()),
-        ("alice", "0000000000000000000000"),
+        ("alice", unheld.as_str()),
         ("alice", typo.as_str()),
+        ("alice", "0000000000000000000000"),
     ] {
-        t.coupon(who, c).await.assert_error(404, "coupon_not_found");
-        t.validate(who, c, json!({"amount": 3000, "currency": "CNY"}))
-            .await
-            .assert_error(404, "coupon_not_found");
-        t.redeem(who, c, order("o1", 3000))
-            .await
-            .assert_error(404, "coupon_not_found");
+        let answer = t.coupon(who, c).await;
+        answer.assert_error(404, "coupon_not_found");
+        let validated = t
+            .validate(who, c, json!({"amount": 3000, "currency": "CNY"}))
+            .await;
+        validated.assert_error(404, "coupon_not_found");
+        let redeemed = t.redeem(who, c, order("o1", 3000)).await;
+        redeemed.assert_error(404, "coupon_not_found");
+        answers.push([answer, validated, redeemed].map(|a| (a.status, a.body, a.headers)));
     }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:#?}");
     // The code in any case is the same coupon.
     assert_eq!(t.coupon("alice", &code.to_lowercase()).await.status, 200);
 }
@@ -190,4 +197,34 @@ async fn bad_validation_bodies_are_400() {
     )
     .await
     .assert_error(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn guessing_codes_is_capped_per_user_and_minute() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    t.set_now("2028-02-10T10:00:00+08:00");
+    for _ in 0..MAX_FAILED_LOOKUPS_PER_MINUTE {
+        t.coupon("mallory", &made_up_code())
+            .await
+            .assert_error(404, "coupon_not_found");
+    }
+    // Someone else's code is a miss too.
+    t.set_now("2028-02-10T10:00:59+08:00");
+    let refused = t.coupon("mallory", &code).await;
+    refused.assert_error(429, "too_many_failed_lookups");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    t.validate("mallory", &made_up_code(), order("o1", 3000))
+        .await
+        .assert_error(429, "too_many_failed_lookups");
+    t.redeem("mallory", &made_up_code(), order("o1", 3000))
+        .await
+        .assert_error(429, "too_many_failed_lookups");
+    // Other users are not held back, nor is mallory in the next minute.
+    assert_eq!(t.coupon("alice", &code).await.status, 200);
+    t.set_now("2028-02-10T10:01:00+08:00");
+    t.coupon("mallory", &made_up_code())
+        .await
+        .assert_error(404, "coupon_not_found");
 }

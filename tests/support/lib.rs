@@ -338,6 +338,19 @@ pub fn campaign(id: &str) -> Value {
 }
 
 /// An order of `amount` fen with id `id`.
+/// A well-formed coupon code (right length, right check character) that no
+/// claim issued: each call a different one.
+pub fn made_up_code() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let mut bytes = [0xA5; coupon_core::code::RANDOM_BYTES];
+    bytes[..8].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    coupon_core::code::CouponCode::from_random(bytes).to_string()
+}
+
+/// The enumeration ceiling the components enforce.
+pub use coupon_core::ops::MAX_FAILED_LOOKUPS_PER_MINUTE;
+
 pub fn order(id: &str, amount: i64) -> Value {
     json!({"id": id, "amount": amount, "currency": "CNY"})
 }

@@ -174,9 +174,10 @@ pub(crate) async fn view(
     let stats = Stats {
         claimed,
         redeemed: {
-            let mut redeemed = 0;
+            let mut redeemed: i64 = 0;
             for shard in 0..campaign.shard_count() {
-                redeemed += read_counter(store, &keys.redeemed(shard)).await?;
+                redeemed =
+                    redeemed.saturating_add(read_counter(store, &keys.redeemed(shard)).await?);
             }
             redeemed
         },
@@ -184,7 +185,7 @@ pub(crate) async fn view(
         expired_value: expired.saturating_mul(campaign.discount.face_value().minor()),
         remaining_stock: stock - claimed,
         budget_used: match campaign.budget {
-            Some(_) => claimed * campaign.discount.face_value().minor(),
+            Some(_) => claimed.saturating_mul(campaign.discount.face_value().minor()),
             None => 0,
         },
     };

@@ -14,7 +14,7 @@
 //! find them.
 
 use super::campaigns::{brake, is_paused};
-use super::{decode, encode, get_array, load_held, with_dating};
+use super::{Asker, decode, encode, get_array, load_held, with_dating};
 use crate::auth::UserId;
 use crate::campaign::{Campaign, CampaignId};
 use crate::code::CouponCode;
@@ -88,7 +88,7 @@ pub async fn claim(
     let attempt = match read_answer(&answer_key, answer.as_deref(), &request)? {
         None => 1,
         // The last attempt met the brake: this retry may be the next attempt.
-        Some(Outcome::Paused { attempt }) => attempt + 1,
+        Some(Outcome::Paused { attempt }) => attempt.saturating_add(1),
         Some(done) => return replay(store, user, done, now).await,
     };
     let (campaign, dating) = match campaign {
@@ -282,7 +282,7 @@ async fn replay(
     now: Timestamp,
 ) -> Result<Claimed> {
     let code = outcome.into_result()?;
-    let held = load_held(store, &code, Some(user)).await?;
+    let held = load_held(store, &code, Some(Asker { user, now })).await?;
     Ok(Claimed {
         coupon: held.view(now),
         replayed: true,

@@ -1,6 +1,6 @@
 //! Reading a coupon and checking it against an order, without changing anything.
 
-use super::load_held;
+use super::{Asker, load_held};
 use crate::auth::UserId;
 use crate::coupon::{CouponView, Ending, Held};
 use crate::error::{Error, Reason, Result};
@@ -39,8 +39,14 @@ impl Order {
         if let Some(id) = &self.id {
             check_order_id("order.id", id)?;
         }
-        if self.categories.len() > crate::campaign::MAX_CATEGORIES {
-            return Err(Error::invalid("order.categories", "too many categories"));
+        use crate::campaign::{MAX_CATEGORIES, MAX_CATEGORY_LEN};
+        if self.categories.len() > MAX_CATEGORIES
+            || self.categories.iter().any(|c| c.len() > MAX_CATEGORY_LEN)
+        {
+            return Err(Error::invalid(
+                "order.categories",
+                format!("at most {MAX_CATEGORIES} categories of at most {MAX_CATEGORY_LEN} bytes"),
+            ));
         }
         Ok(())
     }
@@ -85,7 +91,9 @@ pub async fn get(
     code: &str,
     now: Timestamp,
 ) -> Result<CouponView> {
-    Ok(load_held(store, code, Some(user)).await?.view(now))
+    Ok(load_held(store, code, Some(Asker { user, now }))
+        .await?
+        .view(now))
 }
 
 pub async fn validate(
@@ -95,7 +103,7 @@ pub async fn validate(
     now: Timestamp,
 ) -> Result<Validation> {
     request.order.validate()?;
-    let held = load_held(store, &request.code, Some(user)).await?;
+    let held = load_held(store, &request.code, Some(Asker { user, now })).await?;
     Ok(match applies(&held, &request.order, now) {
         Ok(discount) => Validation {
             valid: true,

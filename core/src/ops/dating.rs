@@ -115,7 +115,9 @@ pub async fn redate(
             true => Some(now),
             false => dating.revived_at,
         },
-        epoch: dating.epoch + u32::from(request.revive_expired),
+        epoch: dating
+            .epoch
+            .saturating_add(u32::from(request.revive_expired)),
     };
     let change = Change {
         revision,

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
 use crate::store::{Store, decode_small_counter};
 use dating::Dating;
+use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 
 /// Decodes a record this crate wrote; anything else is corruption.
@@ -112,26 +113,61 @@ async fn settle_ending(
     }
 }
 
+/// Lookups of coupons a user does not hold (a well-formed code that is not
+/// theirs or not anyone's) allowed per minute before `429`. Far above what
+/// mistyping takes, far below what guessing 2^100 codes needs; it caps the
+/// store work one token can cause with misses.
+pub const MAX_FAILED_LOOKUPS_PER_MINUTE: i64 = 30;
+
+/// A user asking for a coupon at `now`: they must hold it, and their misses
+/// are counted per minute.
+#[derive(Clone, Copy)]
+pub(crate) struct Asker<'a> {
+    pub user: &'a crate::auth::UserId,
+    pub now: Timestamp,
+}
+
 /// Loads a coupon with its campaign and ending, in two round trips: the
-/// coupon with its generation and first ending, then the campaign with its
-/// dating (and the ending of a later generation). `holder`, when given, must
-/// hold it: anyone else is told it does not exist, the same as a made-up code.
-async fn load_held(
-    store: &impl Store,
-    code: &str,
-    holder: Option<&crate::auth::UserId>,
-) -> Result<Held> {
+/// coupon with its generation and first ending (and the asker's misses this
+/// minute), then the campaign with its dating (and the ending of a later
+/// generation). An `asker` must hold it: anyone else is told it does not
+/// exist, the same as a made-up code, and the miss is counted. A mistyped
+/// code (its check character is wrong) is refused without a store read.
+async fn load_held(store: &impl Store, code: &str, asker: Option<Asker<'_>>) -> Result<Held> {
     let code = CouponCode::parse(code).ok_or(Error::CouponNotFound)?;
     let keys = CouponKeys::new(&code);
-    let [record, generation, first_end] =
-        get_array(store, [keys.record(), keys.generation(), keys.end(0)]).await?;
-    let record: CouponRecord = match record {
-        Some(bytes) => decode(&keys.record(), &bytes)?,
-        None => return Err(Error::CouponNotFound),
-    };
-    if holder.is_some_and(|user| !record.is_held_by(user)) {
-        return Err(Error::CouponNotFound);
+    let misses_key =
+        asker.map(|a| crate::keys::misses(&a.user.0, a.now.as_second().div_euclid(60)));
+    // Without an asker the fourth key is one more ending, read and ignored.
+    let [record, generation, first_end, misses] = get_array(
+        store,
+        [
+            keys.record(),
+            keys.generation(),
+            keys.end(0),
+            misses_key.clone().unwrap_or_else(|| keys.end(1)),
+        ],
+    )
+    .await?;
+    if let (Some(asker), Some(misses)) = (asker, misses.filter(|_| misses_key.is_some())) {
+        let misses = decode_small_counter(&misses).unwrap_or(i64::MAX);
+        if misses >= MAX_FAILED_LOOKUPS_PER_MINUTE {
+            let into_minute = asker.now.as_second().rem_euclid(60);
+            return Err(Error::TooManyFailedLookups {
+                retry_after: u32::try_from(60 - into_minute).unwrap_or(60),
+            });
+        }
     }
+    let record = record
+        .map(|bytes| decode::<CouponRecord>(&keys.record(), &bytes))
+        .transpose()?
+        .filter(|record| asker.is_none_or(|a| record.is_held_by(a.user)));
+    let Some(record) = record else {
+        if let Some(key) = &misses_key {
+            store.increment(key, 1).await?;
+        }
+        return Err(Error::CouponNotFound);
+    };
     let generation = decode_generation(&keys, generation.as_deref())?;
     let campaign_keys = CampaignKeys::new(&record.campaign_id);
     let [campaign, dating, later_end] = get_array(

@@ -4,7 +4,7 @@
 //! Within a generation, whoever moves `k:{code}:lock:{g}` from 0 to 1, a
 //! redemption or the expiry sweep, decides how it ends; nobody else can.
 
-use super::{encode, load_held};
+use super::{Asker, encode, load_held};
 use crate::auth::UserId;
 use crate::coupon::{CouponView, Ending, Held, Redemption};
 use crate::error::{Error, Reason, Result};
@@ -36,7 +36,7 @@ pub async fn redeem(
     now: Timestamp,
 ) -> Result<Redeemed> {
     let order_id = request.order.required_id()?.to_owned();
-    let held = load_held(store, &request.code, Some(user)).await?;
+    let held = load_held(store, &request.code, Some(Asker { user, now })).await?;
     if let Some(ending) = &held.ending {
         return settled(ending, &order_id);
     }
