@@ -51,6 +51,9 @@ impl Reply {
         if let Some(seconds) = err.retry_after() {
             reply.headers.push(("retry-after", seconds.to_string()));
         }
+        if let Error::MethodNotAllowed { allow } = err {
+            reply.headers.push(("allow", (*allow).to_owned()));
+        }
         reply
     }
 
@@ -74,8 +77,13 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
             message: "a JSON body is required".into(),
         });
     }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| Error::InvalidRequest {
+            field: None,
+            message: e.to_string(),
+        })?;
+    whole_numbers_as_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         // serde names unknown and missing fields in its message; point at them.
@@ -92,6 +100,28 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
         };
         Error::InvalidRequest { field, message }
     })
+}
+
+/// JSON has one number type: `2000.0` and `2e3` are the integer 2000 to JSON
+/// Schema (and so to `openapi.yaml`), though not to serde. Rewrites every
+/// whole number that f64 holds exactly as an integer.
+fn whole_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    /// 2^53: every whole f64 below it in magnitude is exact.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+                && f.abs() < EXACT
+            {
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
+    }
 }
 
 /// Checks an `Idempotency-Key` header: required, 1 to 128 visible ASCII characters.
@@ -201,6 +231,17 @@ mod tests {
         );
         assert_eq!(field(r#"{}"#).as_deref(), Some("amount"));
         assert_eq!(field(r#"not json"#), None);
+    }
+
+    #[test]
+    fn whole_numbers_are_integers_as_json_schema_says() {
+        let amount = |body: &str| parse_json::<Order>(body.as_bytes()).map(|o| o.amount);
+        assert_eq!(amount(r#"{"amount": 2000.0}"#), Ok(2000));
+        assert_eq!(amount(r#"{"amount": 2e3}"#), Ok(2000));
+        assert_eq!(amount(r#"{"amount": -0.0}"#), Ok(0));
+        for fractional in [r#"{"amount": 2000.5}"#, r#"{"amount": 1e300}"#] {
+            assert!(amount(fractional).is_err(), "{fractional}");
+        }
     }
 
     #[test]

@@ -150,11 +150,13 @@ impl Campaign {
             || self
                 .categories
                 .iter()
-                .any(|c| c.is_empty() || c.len() > MAX_CATEGORY_LEN)
+                .any(|c| c.is_empty() || c.chars().count() > MAX_CATEGORY_LEN)
         {
             return Err(Error::invalid(
                 "categories",
-                format!("at most {MAX_CATEGORIES} categories of 1 to {MAX_CATEGORY_LEN} bytes"),
+                format!(
+                    "at most {MAX_CATEGORIES} categories of 1 to {MAX_CATEGORY_LEN} characters"
+                ),
             ));
         }
         Ok(())

@@ -15,7 +15,11 @@ pub enum Error {
     Unauthorized,
     /// No such route in this component.
     NotFound,
-    MethodNotAllowed,
+    /// The route exists but not with this method; `allow` lists its methods
+    /// (the `Allow` header).
+    MethodNotAllowed {
+        allow: &'static str,
+    },
     /// The body is over `api::MAX_BODY_BYTES`.
     PayloadTooLarge,
     CampaignNotFound,
@@ -83,7 +87,7 @@ impl Error {
             Error::InvalidRequest { .. } => "invalid_request",
             Error::Unauthorized => "unauthorized",
             Error::NotFound => "not_found",
-            Error::MethodNotAllowed => "method_not_allowed",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::PayloadTooLarge => "payload_too_large",
             Error::CampaignNotFound => "campaign_not_found",
             Error::CampaignExists => "campaign_exists",
@@ -115,7 +119,7 @@ impl Error {
             | Error::CampaignNotFound
             | Error::CouponNotFound
             | Error::RedemptionNotFound => 404,
-            Error::MethodNotAllowed => 405,
+            Error::MethodNotAllowed { .. } => 405,
             Error::CampaignExists
             | Error::PerUserLimitReached
             | Error::AlreadyRedeemed
@@ -173,7 +177,9 @@ impl fmt::Display for Error {
             } => f.write_str(message),
             Error::Unauthorized => f.write_str("a valid bearer token is required"),
             Error::NotFound => f.write_str("no such route"),
-            Error::MethodNotAllowed => f.write_str("this route does not take that method"),
+            Error::MethodNotAllowed { allow } => {
+                write!(f, "this route takes only {allow}")
+            }
             Error::PayloadTooLarge => {
                 write!(f, "the body is over {} bytes", crate::api::MAX_BODY_BYTES)
             }

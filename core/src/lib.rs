@@ -12,6 +12,9 @@ pub mod coupon;
 pub mod discount;
 pub mod error;
 pub mod expiry;
+/// The fuzz targets' bodies (see `fuzz/`), here so tests replay saved inputs natively. Not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod money;
 pub mod ops;

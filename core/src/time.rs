@@ -11,11 +11,18 @@ pub fn render(instant: Timestamp, tz: &TimeZone) -> String {
         .to_string()
 }
 
-/// Parses RFC 3339 with an explicit offset (`Z` or `±hh:mm`).
+/// Parses RFC 3339 with an explicit offset (`Z` or `±hh:mm`), for instants in
+/// the UTC years 1000 to 9998: stored in UTC they keep four-digit years (so
+/// they read back), and every month end after them is representable.
 pub fn parse(s: &str) -> Option<Timestamp> {
     // jiff also takes RFC 9557 annotations and lower-case separators; insist on plain RFC 3339.
     let looks_rfc3339 = s.len() >= 20 && s.as_bytes().get(10) == Some(&b'T') && !s.contains('[');
-    looks_rfc3339.then(|| s.parse().ok()).flatten()
+    let instant: Timestamp = looks_rfc3339.then(|| s.parse().ok()).flatten()?;
+    /// 1000-01-01T00:00:00Z and 9999-01-01T00:00:00Z in Unix seconds.
+    const UTC_YEARS_1000_TO_9998: std::ops::Range<i64> = -30_610_224_000..253_370_764_800;
+    UTC_YEARS_1000_TO_9998
+        .contains(&instant.as_second())
+        .then_some(instant)
 }
 
 /// Serde for stored timestamps (UTC, RFC 3339).
@@ -59,6 +66,18 @@ pub mod serde_rfc3339_option {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_outside_four_digit_utc_years_are_refused() {
+        // Year 0 at +08:00 is year -1 in UTC: stored, it would not read back.
+        assert_eq!(parse("0000-01-01T00:00:00+08:00"), None);
+        assert_eq!(parse("0999-12-31T23:59:59Z"), None);
+        assert_eq!(parse("9999-01-01T00:00:00Z"), None);
+        for ok in ["1000-01-01T00:00:00Z", "9998-12-31T23:59:59Z"] {
+            let instant = parse(ok).expect(ok);
+            assert_eq!(parse(&instant.to_string()), Some(instant));
+        }
+    }
 
     #[test]
     fn renders_in_the_zone_offset_of_the_instant() {

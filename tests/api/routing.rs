@@ -7,19 +7,23 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn wrong_methods_are_405_and_unknown_paths_404() {
     let t = TestApp::new().await;
-    for (method, path) in [
-        ("GET", "/claims"),
-        ("PUT", "/campaigns"),
-        ("DELETE", "/campaigns/spring"),
-        ("GET", "/validations"),
-        ("POST", "/coupons/ABC"),
-        ("GET", "/redemptions"),
-        ("GET", "/expirations"),
+    for (method, path, allow) in [
+        ("GET", "/claims", "POST"),
+        ("PUT", "/campaigns", "POST"),
+        ("DELETE", "/campaigns/spring", "GET"),
+        ("GET", "/campaigns/spring/pause", "POST"),
+        ("POST", "/campaigns/spring/expiry", "GET, PUT"),
+        ("GET", "/validations", "POST"),
+        ("POST", "/coupons/ABC", "GET"),
+        ("GET", "/redemptions", "POST"),
+        ("GET", "/redemptions/ABC", "DELETE"),
+        ("GET", "/expirations", "POST"),
     ] {
         let answer = t
             .send(&Caller::Operator, method, path, &[], Value::Null)
             .await;
         answer.assert_error(405, "method_not_allowed");
+        assert_eq!(answer.header("allow"), Some(allow), "{method} {path}");
     }
     t.operator("GET", "/campaigns/spring/stats", Value::Null)
         .await
@@ -27,11 +31,10 @@ async fn wrong_methods_are_405_and_unknown_paths_404() {
     t.operator("POST", "/redemptions/a/b", Value::Null)
         .await
         .assert_error(404, "not_found");
-    // Paths no component is routed to are the host's 404.
-    assert_eq!(
-        t.operator("GET", "/nothing-here", Value::Null).await.status,
-        404
-    );
+    // Paths no component is routed to are the host's 404, in the same shape.
+    t.operator("GET", "/nothing-here", Value::Null)
+        .await
+        .assert_error(404, "not_found");
 }
 
 #[tokio::test]

@@ -44,9 +44,10 @@ async fn handle(request: Request) -> impl IntoResponse {
                 200,
                 &dating::history(store, &id(campaign)?).await?,
             )),
-            (_, []) | (_, [_]) | (_, [_, "pause" | "resume" | "expiry"]) => {
-                Err(Error::MethodNotAllowed)
-            }
+            (_, []) => Err(Error::MethodNotAllowed { allow: "POST" }),
+            (_, [_]) => Err(Error::MethodNotAllowed { allow: "GET" }),
+            (_, [_, "pause" | "resume"]) => Err(Error::MethodNotAllowed { allow: "POST" }),
+            (_, [_, "expiry"]) => Err(Error::MethodNotAllowed { allow: "GET, PUT" }),
             _ => Err(Error::NotFound),
         }
     })

@@ -11,7 +11,7 @@ async fn handle(request: Request) -> impl IntoResponse {
     serve(request, async |call, store| {
         match (&call.method, call.path.as_str()) {
             (&Method::POST, "/claims") => {}
-            (_, "/claims") => return Err(Error::MethodNotAllowed),
+            (_, "/claims") => return Err(Error::MethodNotAllowed { allow: "POST" }),
             _ => return Err(Error::NotFound),
         }
         let user = call.user().await?;

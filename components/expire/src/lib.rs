@@ -17,7 +17,7 @@ async fn handle(request: Request) -> impl IntoResponse {
     serve(request, async |call, store| {
         match (&call.method, call.path.as_str()) {
             (&Method::POST, "/expirations") => {}
-            (_, "/expirations") => return Err(Error::MethodNotAllowed),
+            (_, "/expirations") => return Err(Error::MethodNotAllowed { allow: "POST" }),
             _ => return Err(Error::NotFound),
         }
         call.admin().await?;

@@ -30,7 +30,8 @@ async fn handle(request: Request) -> impl IntoResponse {
                     &redeem::cancel(store, code, &order_id, call.now).await?,
                 ))
             }
-            (_, []) | (_, [_]) => Err(Error::MethodNotAllowed),
+            (_, []) => Err(Error::MethodNotAllowed { allow: "POST" }),
+            (_, [_]) => Err(Error::MethodNotAllowed { allow: "DELETE" }),
             _ => Err(Error::NotFound),
         }
     })

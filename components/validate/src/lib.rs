@@ -24,7 +24,8 @@ async fn handle(request: Request) -> impl IntoResponse {
                     &coupons::get(store, &user, code, call.now).await?,
                 ))
             }
-            (_, "/validations", _) | (_, _, Some([_])) => Err(Error::MethodNotAllowed),
+            (_, "/validations", _) => Err(Error::MethodNotAllowed { allow: "POST" }),
+            (_, _, Some([_])) => Err(Error::MethodNotAllowed { allow: "GET" }),
             _ => Err(Error::NotFound),
         }
     })

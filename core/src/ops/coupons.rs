@@ -41,11 +41,16 @@ impl Order {
         }
         use crate::campaign::{MAX_CATEGORIES, MAX_CATEGORY_LEN};
         if self.categories.len() > MAX_CATEGORIES
-            || self.categories.iter().any(|c| c.len() > MAX_CATEGORY_LEN)
+            || self
+                .categories
+                .iter()
+                .any(|c| c.chars().count() > MAX_CATEGORY_LEN)
         {
             return Err(Error::invalid(
                 "order.categories",
-                format!("at most {MAX_CATEGORIES} categories of at most {MAX_CATEGORY_LEN} bytes"),
+                format!(
+                    "at most {MAX_CATEGORIES} categories of at most {MAX_CATEGORY_LEN} characters"
+                ),
             ));
         }
         Ok(())
@@ -54,7 +59,8 @@ impl Order {
 
 /// Order ids are 1 to 128 characters without control characters.
 pub fn check_order_id(field: &str, id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > MAX_ORDER_ID_LEN || id.chars().any(char::is_control) {
+    // Characters, not bytes: JSON Schema's maxLength counts characters.
+    if id.is_empty() || id.chars().count() > MAX_ORDER_ID_LEN || id.chars().any(char::is_control) {
         return Err(Error::invalid(
             field,
             format!("must be 1 to {MAX_ORDER_ID_LEN} characters"),
