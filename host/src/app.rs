@@ -7,7 +7,6 @@ use crate::clock::ManualClock;
 use crate::kv::host::StoreAccess;
 use crate::kv::{KeyValueStore, MemoryStore};
 use crate::manifest::Manifest;
-use crate::refusal::refusal;
 use crate::routes::{RouteMatch, Router};
 use crate::runtime::{ComponentEnv, ComponentServer, InstancePolicy, load_component};
 use crate::variables::{component_variables, resolve_app_variables};
@@ -112,27 +111,30 @@ impl App {
             .map(|matched| matched.component)
     }
 
-    /// Serves `request` as Spin would: routes it by path to a component, gives
-    /// that component the full URL (`http://localhost/...` when the request
-    /// has only a path) and Spin's `spin-*` headers, and collects its response.
+    /// Serves `request` as Spin would: answers Spin's well-known paths
+    /// itself, routes the rest by path to a component, gives that component
+    /// the full URL (authority from the `Host` header, `localhost` when there
+    /// is none) and Spin's `spin-*` headers, and collects its response.
     ///
-    /// No route: 404. The component at its limit of concurrent requests: 503
-    /// `overloaded` with `Retry-After`. The guest trapped, failed or timed
-    /// out: 500, with the error printed to stderr. An `Err` means the request
-    /// itself was unusable. At most 500 requests run at once in a process,
-    /// over all apps; more wait their turn.
+    /// As Spin (`crates/trigger-http/src/server.rs`): no route is 404 with an
+    /// empty body, and a guest that trapped, failed or timed out is 500 with
+    /// an empty body (the error goes to stderr). Beyond Spin: the component at
+    /// its limit of concurrent requests is 503 `overloaded` with
+    /// `Retry-After`. An `Err` means the request itself was unusable. At most
+    /// 500 requests run at once in a process, over all apps; more wait their
+    /// turn.
     pub async fn handle(&self, request: Request<Bytes>) -> Result<Response<Bytes>> {
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
+        if let Some(well_known) = path.strip_prefix(WELL_KNOWN_PREFIX) {
+            return Ok(self.well_known(well_known));
+        }
         let Some(matched) = self.inner.router.route(&path) else {
-            return Ok(refusal(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no component serves this path",
-            ));
+            return Ok(empty(StatusCode::NOT_FOUND));
         };
-        parts.uri = full_uri(&parts.uri)?;
-        add_spin_headers(&mut parts.headers, &parts.uri, &matched)?;
+        parts.uri = full_uri(&parts.uri, parts.headers.get(http::header::HOST))?;
+        let client = parts.extensions.get::<ClientAddr>().copied();
+        add_spin_headers(&mut parts.headers, &parts.uri, &matched, client)?;
         let (server, admission) = self
             .inner
             .servers
@@ -308,12 +310,15 @@ fn check_built(manifest: &Manifest) -> Result<()> {
 }
 
 /// The request's URI made absolute as Spin gives it to guests: scheme `http`
-/// and authority `localhost` unless it already has them.
-fn full_uri(uri: &Uri) -> Result<Uri> {
+/// and the authority of the `Host` header, or `localhost` without one (Spin
+/// drops such a request; the harness sends path-only requests).
+fn full_uri(uri: &Uri, host: Option<&HeaderValue>) -> Result<Uri> {
     let mut parts = uri.clone().into_parts();
     parts.scheme.get_or_insert(http::uri::Scheme::HTTP);
     if parts.authority.is_none() {
-        parts.authority = Some(http::uri::Authority::from_static("localhost"));
+        let from_host = host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+        parts.authority =
+            Some(from_host.unwrap_or_else(|| http::uri::Authority::from_static("localhost")));
     }
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
@@ -322,11 +327,14 @@ fn full_uri(uri: &Uri) -> Result<Uri> {
 }
 
 /// Spin's routing headers: the full URL, the matched route, the path below a
-/// wildcard route, and each `:name` segment's value.
+/// wildcard route, each `:name` segment's value, and the client's address.
+/// Like Spin (`crates/trigger-http/src/wasi.rs`), they are appended: a client
+/// that sent a `spin-*` header of its own has its value seen first.
 fn add_spin_headers(
     headers: &mut http::HeaderMap,
     uri: &Uri,
     matched: &RouteMatch<'_>,
+    client: Option<ClientAddr>,
 ) -> Result<()> {
     let route_prefix = matched.route.strip_suffix("/...").unwrap_or(matched.route);
     let mut set = |name: &str, value: &str| -> Result<()> {
@@ -334,7 +342,7 @@ fn add_spin_headers(
             .with_context(|| format!("invalid header name {name:?}"))?;
         let value = HeaderValue::from_str(value)
             .with_context(|| format!("invalid value for header {name}: {value:?}"))?;
-        headers.insert(name, value);
+        headers.append(name, value);
         Ok(())
     };
     set("spin-full-url", &uri.to_string())?;
@@ -344,19 +352,62 @@ fn add_spin_headers(
     set("spin-component-route", route_prefix)?;
     set("spin-base-path", "/")?;
     for (name, value) in &matched.params {
-        set(&format!("spin-path-match-{name}"), value)?;
+        // Spin's header names: `_` becomes `-` (`crates/trigger-http/src/headers.rs`).
+        set(
+            &format!("spin-path-match-{}", name.replace('_', "-")),
+            value,
+        )?;
+    }
+    if let Some(ClientAddr(addr)) = client {
+        set("spin-client-addr", &addr.to_string())?;
     }
     Ok(())
 }
 
-/// A guest that trapped, timed out or sent no whole response: the detail is
-/// in the host's log, not in the answer.
+/// A guest that trapped, timed out or sent no whole response: an empty 500,
+/// as Spin answers it; the detail is in the host's log.
 fn component_failed() -> Response<Bytes> {
-    refusal(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "the component failed to answer",
-    )
+    empty(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// An answer with no body, as Spin gives for no route and a failed guest.
+fn empty(status: StatusCode) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = status;
+    response
+}
+
+/// Paths Spin answers itself, before routing.
+const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
+
+/// The peer address of a request's connection, which `serve` puts in the
+/// request's extensions: Spin gives it to guests as `spin-client-addr`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl App {
+    /// Spin's own answers under `/.well-known/spin/`: `health` is 200 `OK`,
+    /// `info` the app's name and version as pretty JSON, anything else an
+    /// empty 404.
+    fn well_known(&self, path: &str) -> Response<Bytes> {
+        let manifest = &self.inner.manifest;
+        let body = match path {
+            "health" => Bytes::from_static(b"OK"),
+            "info" => {
+                let info = serde_json::json!({"name": manifest.name, "version": manifest.version});
+                Bytes::from(serde_json::to_vec_pretty(&info).unwrap_or_default())
+            }
+            _ => return empty(StatusCode::NOT_FOUND),
+        };
+        let mut response = Response::new(body);
+        if path == "info" {
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        response
+    }
 }
 
 #[cfg(test)]
@@ -371,9 +422,14 @@ mod tests {
     }
 
     #[test]
-    fn path_only_uris_become_full_urls_on_localhost() -> Result<()> {
-        let full = |uri: &str| -> Result<String> { Ok(full_uri(&uri.parse()?)?.to_string()) };
+    fn path_only_uris_take_the_host_header_or_localhost() -> Result<()> {
+        let full = |uri: &str| -> Result<String> { Ok(full_uri(&uri.parse()?, None)?.to_string()) };
         assert_eq!(full("/claims")?, "http://localhost/claims");
+        let host = HeaderValue::from_static("127.0.0.1:3000");
+        assert_eq!(
+            full_uri(&"/claims?x=1".parse()?, Some(&host))?.to_string(),
+            "http://127.0.0.1:3000/claims?x=1"
+        );
         assert_eq!(
             full("/campaigns/x?y=1")?,
             "http://localhost/campaigns/x?y=1"
@@ -398,10 +454,11 @@ mod tests {
             },
         ])?;
         let headers_for = |path: &str| -> Result<Vec<(String, String)>> {
-            let uri = full_uri(&path.parse()?)?;
+            let uri = full_uri(&path.parse()?, None)?;
             let matched = router.route(uri.path()).context("a route")?;
             let mut headers = http::HeaderMap::new();
-            add_spin_headers(&mut headers, &uri, &matched)?;
+            let client = ClientAddr("127.0.0.1:50000".parse()?);
+            add_spin_headers(&mut headers, &uri, &matched, Some(client))?;
             let mut pairs: Vec<_> = headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
@@ -414,6 +471,7 @@ mod tests {
             headers_for("/campaigns/spring/stock?x=1")?,
             [
                 pair("spin-base-path", "/"),
+                pair("spin-client-addr", "127.0.0.1:50000"),
                 pair("spin-component-route", "/campaigns"),
                 pair(
                     "spin-full-url",

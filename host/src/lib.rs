@@ -26,7 +26,7 @@ pub mod schedule;
 pub mod serve;
 mod variables;
 
-pub use app::{App, AppBuilder, DEFAULT_MAX_CONCURRENT_REQUESTS};
+pub use app::{App, AppBuilder, ClientAddr, DEFAULT_MAX_CONCURRENT_REQUESTS};
 pub use clock::ManualClock;
 pub use kv::{KeyValueStore, KvError, MemoryStore};
 pub use manifest::Manifest;

@@ -7,6 +7,7 @@ mod sweeper;
 
 use anyhow::{Context, Result, bail};
 use coupon_core::Timestamp;
+use coupon_host::kv::StoreFidelity;
 use coupon_host::{App, Schedule, serve};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +24,9 @@ options:
   -f, --from <FILE|DIR>         the app's spin.toml (or its directory) [default: spin.toml]
   --runtime-config-file <FILE>  Spin runtime config: [key_value_store.<label>] type = \"spin\" | \"redis\"
   --state-dir <DIR>             where the default SQLite store lives [default: .spin beside spin.toml]
+  --store-fidelity <host|spin>  spin: every store behaves as Spin 4's store of its kind, unsafe
+                                parts included (Redis get-many is KEYS, lost compare-and-swaps
+                                succeed, ...): a test fixture, never for production [default: host]
   --build                       run each component's build command first
   --no-instance-reuse           a fresh instance per request (default: reuse as Spin 4 does)
   --max-concurrent-requests <N> requests each component serves at once; as many again wait up
@@ -44,6 +48,7 @@ struct Up {
     runtime_config: Option<PathBuf>,
     /// `None`: `.spin` beside the manifest, as Spin does.
     state_dir: Option<PathBuf>,
+    store_fidelity: StoreFidelity,
     build: bool,
     instance_reuse: bool,
     max_concurrent_requests: usize,
@@ -58,6 +63,7 @@ impl Up {
             manifest: PathBuf::from("spin.toml"),
             runtime_config: None,
             state_dir: None,
+            store_fidelity: StoreFidelity::Host,
             build: false,
             instance_reuse: true,
             max_concurrent_requests: coupon_host::DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -81,6 +87,11 @@ impl Up {
                     up.runtime_config = Some(PathBuf::from(value("--runtime-config-file")?))
                 }
                 "--state-dir" => up.state_dir = Some(PathBuf::from(value("--state-dir")?)),
+                "--store-fidelity" => {
+                    let v = value("--store-fidelity")?;
+                    up.store_fidelity = StoreFidelity::parse(&v)
+                        .with_context(|| format!("--store-fidelity {v:?} is not host or spin"))?;
+                }
                 "--build" => up.build = true,
                 "--no-instance-reuse" => up.instance_reuse = false,
                 "--max-concurrent-requests" => {
@@ -151,6 +162,7 @@ fn run(up: Up) -> Result<()> {
             up.runtime_config.as_deref(),
             &state_dir,
             &manifest.store_labels(),
+            up.store_fidelity,
         )
         .await?;
         let mut builder = App::builder(&up.manifest)
@@ -215,8 +227,13 @@ fn run(up: Up) -> Result<()> {
 
 /// `SPIN_VARIABLE_<NAME>=value` as `name -> value`, as Spin reads them.
 fn spin_variables_from_env() -> BTreeMap<String, String> {
+    // Spin looks up exactly `SPIN_VARIABLE_` and the name in upper case
+    // (`crates/variables-env/src/lib.rs`): `SPIN_VARIABLE_admin_token` is not it.
     std::env::vars()
-        .filter_map(|(k, v)| Some((k.strip_prefix("SPIN_VARIABLE_")?.to_ascii_lowercase(), v)))
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix("SPIN_VARIABLE_")?;
+            (name == name.to_ascii_uppercase()).then(|| (name.to_ascii_lowercase(), v))
+        })
         .collect()
 }
 

@@ -22,6 +22,8 @@ pub struct Manifest {
     pub dir: PathBuf,
     /// `[application] name`.
     pub name: String,
+    /// `[application] version`, if any.
+    pub version: Option<String>,
     /// `[variables]`, by name.
     pub variables: BTreeMap<String, Variable>,
     /// `[[trigger.http]]`, in manifest order.
@@ -96,6 +98,8 @@ struct RawManifest {
 #[derive(Deserialize)]
 struct RawApplication {
     name: String,
+    #[serde(default)]
+    version: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -129,6 +133,7 @@ impl Manifest {
             path: path.to_owned(),
             dir: path.parent().map(Path::to_owned).unwrap_or_default(),
             name: raw.application.name,
+            version: raw.application.version,
             variables: raw.variables,
             http_triggers: raw.trigger.http,
             components: raw.component,

@@ -1,7 +1,7 @@
-//! The host's own answers, in the API's error shape
-//! `{"error": {"code", "message"}}`: a path no component serves, a component
-//! that failed, a request shed or too large. Clients parse one shape, whoever
-//! answered.
+//! The host's own answers where Spin has none, in the API's error shape
+//! `{"error": {"code", "message"}}`: a request shed or too large, or one the
+//! host could not serve. (No route and a failed component are answered as
+//! Spin answers them: an empty 404 and an empty 500, in `app`.)
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};

@@ -183,11 +183,11 @@ impl Route {
     }
 }
 
-/// The segments of a path or route, ignoring one trailing slash: `/` has none,
-/// `/a/b/` has `a` and `b`.
+/// The segments of a path or route, ignoring leading and trailing slashes as
+/// Spin does (`crates/routes/src/lib.rs`): `/` has none, `//a/b//` has `a`
+/// and `b`.
 fn split_segments(path: &str) -> Vec<&str> {
-    let path = path.strip_prefix('/').unwrap_or(path);
-    let path = path.strip_suffix('/').unwrap_or(path);
+    let path = path.trim_matches('/');
     if path.is_empty() {
         Vec::new()
     } else {

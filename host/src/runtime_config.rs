@@ -19,7 +19,9 @@
 //! created if missing. Only the `[key_value_store.*]` tables are read; Spin's
 //! other sections are left to Spin.
 
-use crate::kv::{KeyValueStore, MemoryStore, RedisStore, SqliteDb};
+use crate::kv::{
+    KeyValueStore, MemoryStore, RedisStore, SpinRedis, SpinSqlite, SqliteDb, StoreFidelity,
+};
 use anyhow::Context as _;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -137,14 +139,19 @@ impl RuntimeConfig {
 /// labels with the same Redis URL one connection. Fails, naming the label, if
 /// the file is invalid, a label other than `default` is not configured, a
 /// directory cannot be created, a SQLite file cannot be opened, or a Redis
-/// server cannot be reached.
+/// server cannot be reached. With [`StoreFidelity::Spin`], every store
+/// behaves as Spin 4's store of its kind (a test fixture: see `kv::spin_faithful`).
 pub async fn open_stores(
     runtime_config: Option<&Path>,
     state_dir: &Path,
     labels: &[String],
+    fidelity: StoreFidelity,
 ) -> anyhow::Result<KeyValueStores> {
     let config = runtime_config.map(RuntimeConfig::load).transpose()?;
-    let mut opener = Opener::default();
+    let mut opener = Opener {
+        fidelity,
+        ..Opener::default()
+    };
     let mut stores = HashMap::new();
     let mut description = String::new();
     let labels: BTreeSet<&String> = labels.iter().collect();
@@ -184,6 +191,7 @@ pub async fn open_stores(
 /// Opens stores, sharing a backend between labels that name the same one.
 #[derive(Default)]
 struct Opener {
+    fidelity: StoreFidelity,
     sqlite: HashMap<PathBuf, SqliteDb>,
     redis: HashMap<String, RedisStore>,
 }
@@ -191,6 +199,27 @@ struct Opener {
 impl Opener {
     /// `label`'s store as `config` places it, and where that is, in words.
     async fn open(
+        &mut self,
+        label: &str,
+        config: &StoreConfig,
+    ) -> anyhow::Result<(Arc<dyn KeyValueStore>, String)> {
+        let (store, place) = self.open_ours(label, config).await?;
+        let store: Arc<dyn KeyValueStore> = match (self.fidelity, config) {
+            (StoreFidelity::Host, _) => store,
+            (StoreFidelity::Spin, StoreConfig::Spin { .. }) => Arc::new(SpinSqlite::new(store)),
+            (StoreFidelity::Spin, StoreConfig::Redis { url }) => {
+                Arc::new(SpinRedis(self.redis[url].clone()))
+            }
+        };
+        let place = match self.fidelity {
+            StoreFidelity::Host => place,
+            StoreFidelity::Spin => format!("{place}, as Spin's store behaves"),
+        };
+        Ok((store, place))
+    }
+
+    /// `label`'s store as our own backend keeps it.
+    async fn open_ours(
         &mut self,
         label: &str,
         config: &StoreConfig,
@@ -348,7 +377,8 @@ mod tests {
     async fn the_default_store_is_sqlite_in_the_state_dir() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let state_dir = dir.path().join("state");
-        let opened = open_stores(None, &state_dir, &["default".into()]).await?;
+        let opened =
+            open_stores(None, &state_dir, &["default".into()], StoreFidelity::Host).await?;
         let file = state_dir.join("sqlite_key_value.db");
         assert_eq!(
             opened.description,
@@ -387,7 +417,13 @@ mod tests {
             "#,
         )?;
         let labels = ["archive".into(), "default".into(), "scratch".into()];
-        let opened = open_stores(Some(&config_file), &dir.path().join("state"), &labels).await?;
+        let opened = open_stores(
+            Some(&config_file),
+            &dir.path().join("state"),
+            &labels,
+            StoreFidelity::Host,
+        )
+        .await?;
         let shared = dir.path().join("data").join("shared.db");
         assert_eq!(
             opened.description,
@@ -409,7 +445,9 @@ mod tests {
     #[tokio::test]
     async fn a_label_without_configuration_is_an_error() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let Err(error) = open_stores(None, dir.path(), &["sessions".into()]).await else {
+        let Err(error) =
+            open_stores(None, dir.path(), &["sessions".into()], StoreFidelity::Host).await
+        else {
             anyhow::bail!("opened an unconfigured label");
         };
         let message = format!("{error:#}");
@@ -426,7 +464,13 @@ mod tests {
             &config_file,
             "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:1\"\n",
         )?;
-        let Err(error) = open_stores(Some(&config_file), dir.path(), &["default".into()]).await
+        let Err(error) = open_stores(
+            Some(&config_file),
+            dir.path(),
+            &["default".into()],
+            StoreFidelity::Host,
+        )
+        .await
         else {
             anyhow::bail!("connected to port 1");
         };

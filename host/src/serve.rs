@@ -1,7 +1,7 @@
 //! Serving an [`App`] over HTTP/1.1 on a TCP listener, the way `spin up` does,
 //! with a request log and a graceful stop.
 
-use crate::app::App;
+use crate::app::{App, ClientAddr};
 use crate::refusal::refusal;
 use anyhow::Result;
 use bytes::Bytes;
@@ -40,7 +40,7 @@ pub async fn serve(app: App, listener: TcpListener, stop: impl Future<Output = (
     let http = hyper::server::conn::http1::Builder::new();
     tokio::pin!(stop);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 // Out of file descriptors and the like: keep serving the others.
@@ -58,7 +58,10 @@ pub async fn serve(app: App, listener: TcpListener, stop: impl Future<Output = (
             eprintln!("coupon-host: cannot set TCP_NODELAY: {e}");
         }
         let app = app.clone();
-        let service = service_fn(move |request| answer(app.clone(), request));
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ClientAddr(peer));
+            answer(app.clone(), request)
+        });
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -103,15 +103,27 @@ pub(crate) fn resolve_app_variables(
         );
     }
     let mut values = BTreeMap::new();
+    let mut missing = Vec::new();
     for (name, variable) in &manifest.variables {
-        let value = provided.get(name).or(variable.default.as_ref());
-        let Some(value) = value else {
-            bail!(
-                "variable {name:?} is required by {} but has no value: provide it with .variable({name:?}, ...)",
-                manifest.path.display()
-            );
-        };
-        values.insert(name.clone(), value.clone());
+        match provided.get(name).or(variable.default.as_ref()) {
+            Some(value) => {
+                values.insert(name.clone(), value.clone());
+            }
+            None => missing.push(name.as_str()),
+        }
+    }
+    // Like Spin, name every missing variable at once (Spin: "no provider
+    // resolved required variable(s): [...]"), and say how to give each.
+    if !missing.is_empty() {
+        let how: Vec<String> = missing
+            .iter()
+            .map(|name| format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()))
+            .collect();
+        bail!(
+            "no value for required variable(s) {missing:?} of {}: set {}",
+            manifest.path.display(),
+            how.join(", ")
+        );
     }
     Ok(values)
 }
@@ -221,7 +233,11 @@ source = "c.wasm"
     fn missing_required_or_undeclared_variables_fail() -> Result<()> {
         let m = manifest("secret = { required = true }", "")?;
         let missing = resolve_app_variables(&m, &BTreeMap::new()).expect_err("missing");
-        assert!(missing.to_string().contains("\"secret\" is required"));
+        assert!(missing.to_string().contains("[\"secret\"]"), "{missing}");
+        assert!(
+            missing.to_string().contains("SPIN_VARIABLE_SECRET"),
+            "{missing}"
+        );
         let typo = resolve_app_variables(&m, &values(&[("secret", "s"), ("secrte", "s")]))
             .expect_err("undeclared");
         assert!(typo.to_string().contains("\"secrte\" is not declared"));

@@ -1,15 +1,10 @@
-//! Every endpoint and error path, through the real `.wasm` components on the
-//! wasmtime host: one module per operation, then stories across them and the
-//! invariants under concurrency.
+//! What crosses components, through the real `.wasm` components on the
+//! wasmtime host: routing, round trips, shedding, stories across operations
+//! and the invariants under concurrency. Each operation's own tests live
+//! with its component (`components/<name>/tests/`, `cargo test -p <name>`).
 
-mod campaigns;
-mod claim;
-mod expire;
 mod invariants;
 mod overload;
-mod redating;
-mod redeem;
 mod round_trips;
 mod routing;
 mod stories;
-mod validate;

@@ -31,10 +31,9 @@ async fn wrong_methods_are_405_and_unknown_paths_404() {
     t.operator("POST", "/redemptions/a/b", Value::Null)
         .await
         .assert_error(404, "not_found");
-    // Paths no component is routed to are the host's 404, in the same shape.
-    t.operator("GET", "/nothing-here", Value::Null)
-        .await
-        .assert_error(404, "not_found");
+    // Paths no component is routed to are Spin's own 404: no body.
+    let nowhere = t.operator("GET", "/nothing-here", Value::Null).await;
+    assert_eq!((nowhere.status, &nowhere.body), (404, &Value::Null));
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use bytes::Bytes;
 use coupon_host::clock::ManualClock;
-use coupon_host::kv::MemoryStore;
+use coupon_host::kv::{MemoryStore, SpinSqlite};
 use coupon_host::{App, KeyValueStore, KvError};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -86,9 +86,12 @@ impl TestApp {
         TestApp::with_reuse(true).await
     }
 
+    /// The store behaves as Spin 4's SQLite store (`spin up`'s default): see
+    /// `coupon_host::kv::SpinSqlite`.
     pub async fn with_reuse(reuse: bool) -> TestApp {
         let store = MemoryStore::new();
-        TestApp::try_new(reuse, Arc::new(store.clone()), store)
+        let spin_sqlite = Arc::new(SpinSqlite::new(Arc::new(store.clone())));
+        TestApp::try_new(reuse, spin_sqlite, store)
             .await
             .expect("the app starts")
     }
@@ -119,7 +122,8 @@ impl TestApp {
         let store = MemoryStore::new();
         let counting = Arc::new(Counting {
             store: store.clone(),
-            calls: std::sync::atomic::AtomicUsize::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            trips: std::sync::atomic::AtomicUsize::new(0),
         });
         let app = TestApp::try_new(true, counting.clone(), store)
             .await
@@ -477,47 +481,66 @@ impl KeyValueStore for Gated {
     }
 }
 
-/// A memory store that counts the calls made to it.
+/// A memory store that counts round trips: calls in flight together (a
+/// request's concurrent gets) share one, as they would on a remote store.
 pub struct Counting {
     store: MemoryStore,
-    calls: std::sync::atomic::AtomicUsize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    trips: std::sync::atomic::AtomicUsize,
 }
 
 impl Counting {
-    /// Calls since the last `take`.
+    /// Round trips since the last `take`.
     pub fn take(&self) -> usize {
-        self.calls.swap(0, std::sync::atomic::Ordering::SeqCst)
+        self.trips.swap(0, std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn count(&self) {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    /// One call: a new round trip unless another is in flight. Each call
+    /// takes a few milliseconds, as on the network, so that calls the guest
+    /// issues together overlap.
+    async fn count(&self) -> InFlight<'_> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.in_flight.fetch_add(1, SeqCst) == 0 {
+            self.trips.fetch_add(1, SeqCst);
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        InFlight(&self.in_flight)
+    }
+}
+
+/// A call of [`Counting`] still in flight.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 #[async_trait::async_trait]
 impl KeyValueStore for Counting {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.count();
+        let _trip = self.count().await;
         KeyValueStore::get(&self.store, key).await
     }
     async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.count();
+        let _trip = self.count().await;
         KeyValueStore::set(&self.store, key, value).await
     }
     async fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.count();
+        let _trip = self.count().await;
         KeyValueStore::delete(&self.store, key).await
     }
     async fn exists(&self, key: &str) -> Result<bool, KvError> {
-        self.count();
+        let _trip = self.count().await;
         KeyValueStore::exists(&self.store, key).await
     }
     async fn get_keys(&self) -> Result<Vec<String>, KvError> {
-        self.count();
+        let _trip = self.count().await;
         KeyValueStore::get_keys(&self.store).await
     }
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
-        self.count();
+        let _trip = self.count().await;
         KeyValueStore::increment(&self.store, key, delta).await
     }
     async fn compare_and_swap(
@@ -526,15 +549,15 @@ impl KeyValueStore for Counting {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, KvError> {
-        self.count();
+        let _trip = self.count().await;
         KeyValueStore::compare_and_swap(&self.store, key, expected, new).await
     }
     async fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
-        self.count();
+        let _trip = self.count().await;
         KeyValueStore::get_many(&self.store, keys).await
     }
     async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
-        self.count();
+        let _trip = self.count().await;
         KeyValueStore::set_many(&self.store, entries).await
     }
 }

@@ -121,7 +121,7 @@ pub fn respond(reply: Reply) -> http::Response<Full<Bytes>> {
 }
 
 /// The `default` key-value store: `spin:key-value` for plain reads and writes,
-/// `wasi:keyvalue` for atomic increments and batches.
+/// `wasi:keyvalue` for atomic increments and batched writes.
 pub struct KvStore {
     kv: key_value::Store,
     bucket: wasi_store::Bucket,
@@ -150,18 +150,17 @@ impl Store for KvStore {
         self.kv.get(key).await.map_err(kv_error)
     }
 
+    /// Concurrent `spin:key-value` gets, not `wasi:keyvalue/batch.get-many`:
+    /// Spin 4's Redis store answers `get-many` with the `KEYS` command, which
+    /// fails for two keys or more and, for one, reads key names as values
+    /// (`crates/key-value-redis/src/store.rs`, `get_many`). The gets are in
+    /// flight together, so on a remote store they cost one round trip.
     async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>> {
-        let found = batch::get_many(&self.bucket, keys).map_err(kv_error)?;
-        // Match by key: a backend may leave missing keys out or reorder.
-        Ok(keys
-            .iter()
-            .map(|key| {
-                found
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .and_then(|(_, v)| v.clone())
-            })
-            .collect())
+        futures::future::join_all(keys.iter().map(|key| self.kv.get(key)))
+            .await
+            .into_iter()
+            .map(|value| value.map_err(kv_error))
+            .collect()
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {

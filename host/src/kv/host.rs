@@ -107,6 +107,19 @@ fn spin_error(error: KvError) -> spin_kv::Error {
     spin_kv::Error::Other(error.to_string())
 }
 
+/// A backend's result as the guest gets it: its error as the interface's
+/// error, except a [`KvError::Fatal`], which traps the guest's call as a
+/// panic in Spin's host would end it.
+fn answer<T, E>(
+    result: Result<T, KvError>,
+    error: fn(KvError) -> E,
+) -> wasmtime::Result<Result<T, E>> {
+    match result {
+        Err(KvError::Fatal(message)) => Err(wasmtime::Error::msg(message)),
+        other => Ok(other.map_err(error)),
+    }
+}
+
 /// The backend behind an open `spin:key-value` store.
 fn spin_store<T>(
     accessor: &Accessor<T, Kv>,
@@ -144,7 +157,7 @@ impl<T> spin_kv::HostStoreWithStore<T> for Kv {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, spin_kv::Error>> {
         let store = spin_store(accessor, &store)?;
-        Ok(store.get(&key).await.map_err(spin_error))
+        answer(store.get(&key).await, spin_error)
     }
 
     async fn set(
@@ -154,7 +167,7 @@ impl<T> spin_kv::HostStoreWithStore<T> for Kv {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let store = spin_store(accessor, &store)?;
-        Ok(store.set(&key, &value).await.map_err(spin_error))
+        answer(store.set(&key, &value).await, spin_error)
     }
 
     async fn delete(
@@ -163,7 +176,7 @@ impl<T> spin_kv::HostStoreWithStore<T> for Kv {
         key: String,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
         let store = spin_store(accessor, &store)?;
-        Ok(store.delete(&key).await.map_err(spin_error))
+        answer(store.delete(&key).await, spin_error)
     }
 
     async fn exists(
@@ -172,7 +185,7 @@ impl<T> spin_kv::HostStoreWithStore<T> for Kv {
         key: String,
     ) -> wasmtime::Result<Result<bool, spin_kv::Error>> {
         let store = spin_store(accessor, &store)?;
-        Ok(store.exists(&key).await.map_err(spin_error))
+        answer(store.exists(&key).await, spin_error)
     }
 
     /// Streams every key, then reports on the future whether listing them
@@ -187,6 +200,7 @@ impl<T> spin_kv::HostStoreWithStore<T> for Kv {
         let store = spin_store(accessor, &store)?;
         let (keys, outcome) = match store.get_keys().await {
             Ok(keys) => (keys, Ok(())),
+            Err(KvError::Fatal(message)) => return Err(wasmtime::Error::msg(message)),
             Err(error) => (Vec::new(), Err(spin_error(error))),
         };
         accessor.with(|mut access| {
@@ -230,6 +244,7 @@ impl KvView<'_> {
     ) -> wasmtime::Result<Result<Resource<Cas>, wasi_store::Error>> {
         let current = match store.get(&key).await {
             Ok(current) => current,
+            Err(KvError::Fatal(message)) => return Err(wasmtime::Error::msg(message)),
             Err(error) => return Ok(Err(wasi_error(error))),
         };
         Ok(Ok(self.table.push(Cas {
@@ -258,7 +273,7 @@ impl wasi_store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
-        Ok(self.bucket(&bucket)?.get(&key).await.map_err(wasi_error))
+        answer(self.bucket(&bucket)?.get(&key).await, wasi_error)
     }
 
     async fn set(
@@ -267,11 +282,7 @@ impl wasi_store::HostBucket for KvView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        Ok(self
-            .bucket(&bucket)?
-            .set(&key, &value)
-            .await
-            .map_err(wasi_error))
+        answer(self.bucket(&bucket)?.set(&key, &value).await, wasi_error)
     }
 
     async fn delete(
@@ -279,7 +290,7 @@ impl wasi_store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        Ok(self.bucket(&bucket)?.delete(&key).await.map_err(wasi_error))
+        answer(self.bucket(&bucket)?.delete(&key).await, wasi_error)
     }
 
     async fn exists(
@@ -287,7 +298,7 @@ impl wasi_store::HostBucket for KvView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, wasi_store::Error>> {
-        Ok(self.bucket(&bucket)?.exists(&key).await.map_err(wasi_error))
+        answer(self.bucket(&bucket)?.exists(&key).await, wasi_error)
     }
 
     /// Every key in one page: there is never a next cursor.
@@ -297,9 +308,10 @@ impl wasi_store::HostBucket for KvView<'_> {
         _cursor: Option<String>,
     ) -> wasmtime::Result<Result<wasi_store::KeyResponse, wasi_store::Error>> {
         let keys = self.bucket(&bucket)?.get_keys().await;
-        Ok(keys
-            .map(|keys| wasi_store::KeyResponse { keys, cursor: None })
-            .map_err(wasi_error))
+        answer(
+            keys.map(|keys| wasi_store::KeyResponse { keys, cursor: None }),
+            wasi_error,
+        )
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
@@ -315,11 +327,10 @@ impl atomics::Host for KvView<'_> {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, wasi_store::Error>> {
-        Ok(self
-            .bucket(&bucket)?
-            .increment(&key, delta)
-            .await
-            .map_err(wasi_error))
+        answer(
+            self.bucket(&bucket)?.increment(&key, delta).await,
+            wasi_error,
+        )
     }
 
     /// Writes `value` if the key still holds what the `cas` read; otherwise
@@ -343,6 +354,7 @@ impl atomics::Host for KvView<'_> {
                 Ok(retry) => Err(atomics::CasError::CasFailed(retry)),
                 Err(error) => Err(atomics::CasError::StoreError(error)),
             }),
+            Err(KvError::Fatal(message)) => Err(wasmtime::Error::msg(message)),
             Err(error) => Ok(Err(atomics::CasError::StoreError(wasi_error(error)))),
         }
     }
@@ -377,11 +389,7 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wasi_store::Error>> {
-        Ok(self
-            .bucket(&bucket)?
-            .get_many(&keys)
-            .await
-            .map_err(wasi_error))
+        answer(self.bucket(&bucket)?.get_many(&keys).await, wasi_error)
     }
 
     async fn set_many(
@@ -389,11 +397,10 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        Ok(self
-            .bucket(&bucket)?
-            .set_many(&key_values)
-            .await
-            .map_err(wasi_error))
+        answer(
+            self.bucket(&bucket)?.set_many(&key_values).await,
+            wasi_error,
+        )
     }
 
     async fn delete_many(
@@ -401,10 +408,6 @@ impl batch::Host for KvView<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        Ok(self
-            .bucket(&bucket)?
-            .delete_many(&keys)
-            .await
-            .map_err(wasi_error))
+        answer(self.bucket(&bucket)?.delete_many(&keys).await, wasi_error)
     }
 }

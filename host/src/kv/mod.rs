@@ -12,10 +12,12 @@ mod detached;
 pub(crate) mod host;
 mod memory;
 mod redis;
+mod spin_faithful;
 mod sqlite;
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
+pub use spin_faithful::{SpinRedis, SpinSqlite, StoreFidelity};
 pub use sqlite::{SqliteDb, SqliteStore};
 
 use async_trait::async_trait;
@@ -106,6 +108,9 @@ pub enum KvError {
     },
     /// The backend itself failed (I/O, connection, ...).
     Backend(String),
+    /// The backend would have panicked inside Spin (a Spin-faithful fixture,
+    /// see `spin_faithful`): the guest's call traps instead of answering.
+    Fatal(String),
 }
 
 impl fmt::Display for KvError {
@@ -117,6 +122,7 @@ impl fmt::Display for KvError {
             ),
             Self::Overflow { key } => write!(f, "cannot increment {key:?}: i64 overflow"),
             Self::Backend(message) => write!(f, "key-value backend error: {message}"),
+            Self::Fatal(message) => write!(f, "the key-value host panicked: {message}"),
         }
     }
 }

@@ -105,7 +105,10 @@ impl RedisStore {
     }
 
     /// Runs `command`, mapping a failure to [`KvError::Backend`].
-    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, KvError> {
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, KvError> {
         command
             .query_async(&mut self.connection.clone())
             .await
@@ -263,7 +266,7 @@ fn redacted(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kv::conformance::{Backend, CounterEncoding, check_backend, measure_throughput};
     use std::net::{Ipv4Addr, TcpListener};
@@ -273,13 +276,13 @@ mod tests {
     /// A `redis-server` of its own on a free loopback port, with persistence
     /// off; killed when dropped. Panics, failing the test, if Redis is not
     /// installed: these tests are never skipped.
-    struct RedisServer {
+    pub(crate) struct RedisServer {
         process: Child,
         url: String,
     }
 
     impl RedisServer {
-        async fn start() -> anyhow::Result<Self> {
+        pub(crate) async fn start() -> anyhow::Result<Self> {
             let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
                 .local_addr()?
                 .port();
@@ -303,7 +306,7 @@ mod tests {
             Ok(server)
         }
 
-        fn url(&self) -> &str {
+        pub(crate) fn url(&self) -> &str {
             &self.url
         }
 

@@ -1,0 +1,581 @@
+//! The contract: every operation of `openapi.yaml`, the stories across them
+//! and the invariants under concurrent clients, as any HTTP client sees them.
+//! Nothing here reads the store or sets the clock: the server's own clock
+//! runs, so campaigns are open around now and the month-end sweep is driven
+//! through its `as_of`.
+
+use crate::client::{Answer, Target, Who};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+type Outcome = Result<(), String>;
+
+/// Every case, by name.
+pub const CASES: &[(&str, fn(&Target) -> Outcome)] = &[
+    (
+        "campaigns_are_created_once_and_read_back",
+        campaigns_are_created_once_and_read_back,
+    ),
+    (
+        "bad_input_is_4xx_with_a_stable_code",
+        bad_input_is_4xx_with_a_stable_code,
+    ),
+    (
+        "claim_validate_redeem_cancel_redeem_again",
+        claim_validate_redeem_cancel_redeem_again,
+    ),
+    (
+        "limits_answer_sold_out_and_per_user",
+        limits_answer_sold_out_and_per_user,
+    ),
+    (
+        "pause_stops_claims_and_resume_lets_the_same_key_through",
+        pause_stops_claims_and_resume_lets_the_same_key_through,
+    ),
+    (
+        "redating_moves_every_outstanding_coupon",
+        redating_moves_every_outstanding_coupon,
+    ),
+    (
+        "the_sweep_pages_through_as_of_and_expires_nothing_valid",
+        the_sweep_pages_through_as_of_and_expires_nothing_valid,
+    ),
+    (
+        "parallel_claims_never_exceed_the_stock",
+        parallel_claims_never_exceed_the_stock,
+    ),
+    (
+        "parallel_claims_by_one_user_stop_at_the_limit",
+        parallel_claims_by_one_user_stop_at_the_limit,
+    ),
+    (
+        "parallel_redemptions_of_one_coupon_redeem_it_once",
+        parallel_redemptions_of_one_coupon_redeem_it_once,
+    ),
+    (
+        "parallel_retries_of_one_claim_issue_one_coupon",
+        parallel_retries_of_one_claim_issue_one_coupon,
+    ),
+];
+
+/// A name no earlier run used, so the suite can run again on a kept store.
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let now = coupon_core::Timestamp::now().as_millisecond();
+    format!("{prefix}-{now}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A campaign open from a day ago to a day from now in Shanghai: 500 off
+/// orders of 2000 or more, 10 coupons, 2 per user.
+fn campaign(id: &str, changes: Value) -> Value {
+    let now = coupon_core::Timestamp::now();
+    let day = jiff::SignedDuration::from_hours(24);
+    let mut body = json!({
+        "id": id,
+        "name": "Contract",
+        "currency": "CNY",
+        "discount": {"kind": "fixed", "amount": 500},
+        "min_order_amount": 2000,
+        "stock": 10,
+        "per_user_limit": 2,
+        "claim_starts_at": (now - day).to_string(),
+        "claim_ends_at": (now + day).to_string(),
+        "time_zone": "Asia/Shanghai",
+        "expiry": {"kind": "end_of_claim_month"}
+    });
+    if let (Some(body), Value::Object(changes)) = (body.as_object_mut(), changes) {
+        body.extend(changes);
+    }
+    body
+}
+
+fn create(t: &Target, changes: Value) -> Result<String, String> {
+    let id = unique("c");
+    t.post(Who::Operator, "/campaigns", &campaign(&id, changes))?
+        .expect_status(201)?;
+    Ok(id)
+}
+
+fn stats(t: &Target, id: &str) -> Result<Value, String> {
+    Ok(t.get(Who::Operator, &format!("/campaigns/{id}"))?
+        .expect_status(200)?["stats"]
+        .clone())
+}
+
+fn claimed(t: &Target, user: &str, campaign: &str) -> Result<String, String> {
+    let answer = t.claim(user, campaign, &unique("k"))?;
+    code_of(&answer)
+}
+
+fn code_of(answer: &Answer) -> Result<String, String> {
+    answer.expect_status(201)?["code"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no code in {}", answer.body))
+}
+
+fn order(id: &str, amount: i64) -> Value {
+    json!({"id": id, "amount": amount, "currency": "CNY"})
+}
+
+fn redeem(t: &Target, user: &str, code: &str, order: Value) -> Result<Answer, String> {
+    t.post(
+        Who::User(user),
+        "/redemptions",
+        &json!({"code": code, "order": order}),
+    )
+}
+
+fn ensure(condition: bool, what: impl FnOnce() -> String) -> Outcome {
+    if condition { Ok(()) } else { Err(what()) }
+}
+
+fn ensure_eq<T: PartialEq + std::fmt::Debug>(found: T, expected: T, what: &str) -> Outcome {
+    ensure(found == expected, || {
+        format!("{what}: expected {expected:?}, found {found:?}")
+    })
+}
+
+/// The first instant of the month after `now`'s month in `zone`, as the API
+/// writes it (the zone's offset).
+fn next_month_start(zone: &str) -> Result<String, String> {
+    let zoned = coupon_core::Timestamp::now()
+        .in_tz(zone)
+        .map_err(|e| e.to_string())?;
+    let first = zoned
+        .date()
+        .first_of_month()
+        .checked_add(jiff::Span::new().months(1))
+        .map_err(|e| e.to_string())?;
+    let start = first.in_tz(zone).map_err(|e| e.to_string())?;
+    Ok(start
+        .timestamp()
+        .display_with_offset(start.offset())
+        .to_string())
+}
+
+/// Runs `count` copies of `task` at once, each on its own thread and
+/// connection, and returns their answers.
+fn together<F>(count: usize, task: F) -> Result<Vec<Answer>, String>
+where
+    F: Fn(usize) -> Result<Answer, String> + Sync,
+{
+    let barrier = std::sync::Barrier::new(count);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .map(|i| {
+                let (task, barrier) = (&task, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    task(i)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| "a client thread panicked".to_owned())?
+            })
+            .collect()
+    })
+}
+
+fn count_status(answers: &[Answer], status: u16) -> usize {
+    answers.iter().filter(|a| a.status == status).count()
+}
+
+// ---- campaigns ----
+
+fn campaigns_are_created_once_and_read_back(t: &Target) -> Outcome {
+    let id = unique("c");
+    let body = campaign(&id, json!({}));
+    let created = t.post(Who::Operator, "/campaigns", &body)?;
+    let created_body = created.expect_status(201)?.clone();
+    ensure_eq(&created_body["paused"], &json!(false), "paused")?;
+    ensure_eq(
+        &created_body["stats"],
+        &json!({"claimed": 0, "redeemed": 0, "expired": 0, "expired_value": 0, "remaining_stock": 10, "budget_used": 0}),
+        "stats",
+    )?;
+    // The same body again is 200 with the same campaign; another body is 409.
+    let again = t.post(Who::Operator, "/campaigns", &body)?;
+    ensure_eq(again.expect_status(200)?, &created_body, "identical create")?;
+    let mut other = body.clone();
+    other["stock"] = json!(11);
+    t.post(Who::Operator, "/campaigns", &other)?
+        .expect_error(409, "campaign_exists")?;
+    let read = t.get(Who::Operator, &format!("/campaigns/{id}"))?;
+    ensure_eq(read.expect_status(200)?, &created_body, "GET")?;
+    t.get(Who::Operator, &format!("/campaigns/{}", unique("missing")))?
+        .expect_error(404, "campaign_not_found")?;
+    t.get(Who::Anonymous, &format!("/campaigns/{id}"))?
+        .expect_error(401, "unauthorized")?;
+    t.get(Who::User("alice"), &format!("/campaigns/{id}"))?
+        .expect_error(401, "unauthorized")?;
+    Ok(())
+}
+
+fn bad_input_is_4xx_with_a_stable_code(t: &Target) -> Outcome {
+    let id = unique("c");
+    let mut no_stock = campaign(&id, json!({}));
+    no_stock["stock"] = json!(0);
+    let refused = t.post(Who::Operator, "/campaigns", &no_stock)?;
+    refused.expect_error(400, "invalid_request")?;
+    ensure_eq(
+        refused.body["error"]["field"].as_str(),
+        Some("stock"),
+        "field",
+    )?;
+    // Nothing was created.
+    t.get(Who::Operator, &format!("/campaigns/{id}"))?
+        .expect_error(404, "campaign_not_found")?;
+    let raw = t.send(
+        Who::Operator,
+        "POST",
+        "/campaigns",
+        &[],
+        Some(&json!("not an object")),
+    )?;
+    raw.expect_error(400, "invalid_request")?;
+    // A claim without an idempotency key, and one for no campaign.
+    t.send(
+        Who::User("alice"),
+        "POST",
+        "/claims",
+        &[],
+        Some(&json!({"campaign_id": id})),
+    )?
+    .expect_error(400, "invalid_request")?;
+    t.claim("alice", &id, "k")?
+        .expect_error(404, "campaign_not_found")?;
+    // Unknown routes and wrong methods.
+    t.get(Who::Operator, "/nowhere")?.expect_status(404)?;
+    let wrong = t.send(Who::User("alice"), "GET", "/claims", &[], None)?;
+    wrong.expect_error(405, "method_not_allowed")?;
+    ensure_eq(wrong.header("allow"), Some("POST"), "Allow")?;
+    // A mistyped code is 404 like any code the user does not hold.
+    t.get(Who::User("alice"), "/coupons/AAAAAAAAAAAAAAAAAAAAA")?
+        .expect_error(404, "coupon_not_found")?;
+    Ok(())
+}
+
+// ---- stories ----
+
+fn claim_validate_redeem_cancel_redeem_again(t: &Target) -> Outcome {
+    let id = create(t, json!({}))?;
+    let key = unique("k");
+    let first = t.claim("alice", &id, &key)?;
+    let code = code_of(&first)?;
+    ensure_eq(
+        first.header("idempotent-replayed"),
+        None,
+        "first claim replayed",
+    )?;
+    ensure_eq(&first.body["state"], &json!("issued"), "state")?;
+    ensure_eq(
+        first.body["expires_at"].as_str(),
+        Some(next_month_start("Asia/Shanghai")?.as_str()),
+        "expires_at",
+    )?;
+    // The same key replays the same coupon.
+    let replay = t.claim("alice", &id, &key)?;
+    ensure_eq(replay.status, 201, "replay status")?;
+    ensure_eq(
+        replay.header("idempotent-replayed"),
+        Some("true"),
+        "replayed header",
+    )?;
+    ensure_eq(&replay.body, &first.body, "replayed body")?;
+
+    let read = t.get(Who::User("alice"), &format!("/coupons/{code}"))?;
+    ensure_eq(read.expect_status(200)?, &first.body, "GET /coupons")?;
+    t.get(Who::User("bob"), &format!("/coupons/{code}"))?
+        .expect_error(404, "coupon_not_found")?;
+
+    let validation = t.post(
+        Who::User("alice"),
+        "/validations",
+        &json!({"code": code, "order": {"amount": 8800, "currency": "CNY"}}),
+    )?;
+    let v = validation.expect_status(200)?;
+    ensure_eq(
+        (&v["valid"], &v["discount_amount"], &v["payable_amount"]),
+        (&json!(true), &json!(500), &json!(8300)),
+        "validation",
+    )?;
+    let small = t.post(
+        Who::User("alice"),
+        "/validations",
+        &json!({"code": code, "order": {"amount": 100, "currency": "CNY"}}),
+    )?;
+    ensure_eq(
+        &small.expect_status(200)?["valid"],
+        &json!(false),
+        "small order",
+    )?;
+
+    let redeemed = redeem(t, "alice", &code, order("o1", 8800))?;
+    let receipt = redeemed.expect_status(201)?.clone();
+    ensure_eq(&receipt["payable_amount"], &json!(8300), "payable")?;
+    let again = redeem(t, "alice", &code, order("o1", 8800))?;
+    ensure_eq(again.expect_status(200)?, &receipt, "redeem replay")?;
+    redeem(t, "alice", &code, order("o2", 8800))?.expect_error(409, "already_redeemed")?;
+    let state = t.get(Who::User("alice"), &format!("/coupons/{code}"))?;
+    ensure_eq(
+        &state.expect_status(200)?["state"],
+        &json!("redeemed"),
+        "state",
+    )?;
+    ensure_eq(&stats(t, &id)?["redeemed"], &json!(1), "stats.redeemed")?;
+
+    // The order is cancelled: the coupon is issued again and redeems anew.
+    let cancel_path = format!("/redemptions/{code}?order_id=o1");
+    t.send(Who::User("alice"), "DELETE", &cancel_path, &[], None)?
+        .expect_error(401, "unauthorized")?;
+    let cancelled = t.send(Who::Operator, "DELETE", &cancel_path, &[], None)?;
+    ensure_eq(
+        &cancelled.expect_status(200)?["state"],
+        &json!("issued"),
+        "cancelled",
+    )?;
+    redeem(t, "alice", &code, order("o2", 8800))?.expect_status(201)?;
+    let s = stats(t, &id)?;
+    ensure_eq(
+        (&s["claimed"], &s["redeemed"], &s["remaining_stock"]),
+        (&json!(1), &json!(1), &json!(9)),
+        "stats",
+    )?;
+    Ok(())
+}
+
+fn limits_answer_sold_out_and_per_user(t: &Target) -> Outcome {
+    let id = create(t, json!({"stock": 3, "per_user_limit": 2, "shards": 2}))?;
+    claimed(t, "alice", &id)?;
+    claimed(t, "alice", &id)?;
+    t.claim("alice", &id, &unique("k"))?
+        .expect_error(409, "per_user_limit_reached")?;
+    claimed(t, "bob", &id)?;
+    t.claim("carol", &id, &unique("k"))?
+        .expect_error(410, "sold_out")?;
+    let s = stats(t, &id)?;
+    ensure_eq(
+        (&s["claimed"], &s["remaining_stock"]),
+        (&json!(3), &json!(0)),
+        "stats",
+    )
+}
+
+fn pause_stops_claims_and_resume_lets_the_same_key_through(t: &Target) -> Outcome {
+    let id = create(t, json!({}))?;
+    claimed(t, "alice", &id)?;
+    let paused = t.post(
+        Who::Operator,
+        &format!("/campaigns/{id}/pause"),
+        &Value::Null,
+    )?;
+    ensure_eq(
+        &paused.expect_status(200)?["paused"],
+        &json!(true),
+        "paused",
+    )?;
+    let key = unique("k");
+    let refused = t.claim("bob", &id, &key)?;
+    refused.expect_error(503, "campaign_paused")?;
+    ensure(refused.header("retry-after").is_some(), || {
+        "no Retry-After".into()
+    })?;
+    ensure_eq(
+        &stats(t, &id)?["claimed"],
+        &json!(1),
+        "claimed while paused",
+    )?;
+    let resumed = t.post(
+        Who::Operator,
+        &format!("/campaigns/{id}/resume"),
+        &Value::Null,
+    )?;
+    ensure_eq(
+        &resumed.expect_status(200)?["paused"],
+        &json!(false),
+        "resumed",
+    )?;
+    code_of(&t.claim("bob", &id, &key)?)?;
+    let s = stats(t, &id)?;
+    ensure_eq(
+        (&s["claimed"], &s["remaining_stock"]),
+        (&json!(2), &json!(8)),
+        "stats",
+    )
+}
+
+fn redating_moves_every_outstanding_coupon(t: &Target) -> Outcome {
+    let id = create(t, json!({}))?;
+    let code = claimed(t, "alice", &id)?;
+    // Two months on from the current month in Shanghai: a month that surely
+    // ends after the claim window.
+    let now = coupon_core::Timestamp::now()
+        .in_tz("Asia/Shanghai")
+        .map_err(|e| e.to_string())?;
+    let later = now
+        .date()
+        .first_of_month()
+        .checked_add(jiff::Span::new().months(2))
+        .map_err(|e| e.to_string())?;
+    let month = format!("{:04}-{:02}", later.year(), later.month());
+    let change =
+        json!({"expiry": {"kind": "end_of_month", "month": month}, "changed_by": "contract"});
+    let path = format!("/campaigns/{id}/expiry");
+    t.send(Who::User("alice"), "PUT", &path, &[], Some(&change))?
+        .expect_error(401, "unauthorized")?;
+    t.send(Who::Operator, "PUT", &path, &[], Some(&change))?
+        .expect_status(200)?;
+    let after = later
+        .checked_add(jiff::Span::new().months(1))
+        .map_err(|e| e.to_string())?
+        .in_tz("Asia/Shanghai")
+        .map_err(|e| e.to_string())?;
+    let expected = after
+        .timestamp()
+        .display_with_offset(after.offset())
+        .to_string();
+    let coupon = t.get(Who::User("alice"), &format!("/coupons/{code}"))?;
+    ensure_eq(
+        coupon.expect_status(200)?["expires_at"].as_str(),
+        Some(expected.as_str()),
+        "expires_at after re-dating",
+    )?;
+    let history = t.get(Who::Operator, &path)?;
+    let changes = &history.expect_status(200)?["changes"];
+    ensure_eq(changes.as_array().map(Vec::len), Some(1), "changes")?;
+    ensure_eq(&changes[0]["changed_by"], &json!("contract"), "changed_by")?;
+    ensure_eq(&changes[0]["to"]["month"], &json!(month), "new rule")
+}
+
+fn the_sweep_pages_through_as_of_and_expires_nothing_valid(t: &Target) -> Outcome {
+    let id = create(t, json!({}))?;
+    let codes: Vec<String> = (0..3)
+        .map(|i| claimed(t, &format!("u{i}"), &id))
+        .collect::<Result<_, _>>()?;
+    // The sweep refuses a future as_of: it would expire valid coupons.
+    let tomorrow = coupon_core::Timestamp::now() + jiff::SignedDuration::from_hours(24);
+    let future = t.post(
+        Who::Operator,
+        "/expirations",
+        &json!({"as_of": tomorrow.to_string()}),
+    )?;
+    future.expect_error(400, "invalid_request")?;
+    ensure_eq(
+        future.body["error"]["field"].as_str(),
+        Some("as_of"),
+        "field",
+    )?;
+    t.post(Who::User("alice"), "/expirations", &json!({}))?
+        .expect_error(401, "unauthorized")?;
+    // At now, page by page: every step bounded, the walk ends, and nothing
+    // that is still valid expires.
+    let as_of = coupon_core::Timestamp::now().to_string();
+    let mut body = json!({"as_of": as_of, "limit": 1});
+    for step in 0.. {
+        ensure(step < 10_000, || "the sweep did not end".into())?;
+        let answer = t.post(Who::Operator, "/expirations", &body)?;
+        let page = answer.expect_status(200)?;
+        ensure(page["examined"].as_u64().is_some_and(|n| n <= 1), || {
+            format!("a step of limit 1 examined {}", page["examined"])
+        })?;
+        match &page["next_cursor"] {
+            Value::Null => break,
+            cursor => body = json!({"as_of": as_of, "limit": 1, "cursor": cursor}),
+        }
+    }
+    for (i, code) in codes.iter().enumerate() {
+        let coupon = t.get(Who::User(&format!("u{i}")), &format!("/coupons/{code}"))?;
+        ensure_eq(
+            &coupon.expect_status(200)?["state"],
+            &json!("issued"),
+            "state after sweep",
+        )?;
+    }
+    ensure_eq(&stats(t, &id)?["expired"], &json!(0), "stats.expired")
+}
+
+// ---- invariants under concurrent clients ----
+
+fn parallel_claims_never_exceed_the_stock(t: &Target) -> Outcome {
+    let id = create(t, json!({"stock": 5, "per_user_limit": 1, "shards": 2}))?;
+    let answers = together(40, |i| t.claim(&format!("user{i}"), &id, &unique("k")))?;
+    let issued = count_status(&answers, 201);
+    let sold_out = answers.iter().filter(|a| a.code() == "sold_out").count();
+    ensure_eq(
+        (issued, sold_out),
+        (5, 35),
+        "issued and sold out of 40 claims on 5",
+    )?;
+    let s = stats(t, &id)?;
+    ensure_eq(
+        (&s["claimed"], &s["remaining_stock"]),
+        (&json!(5), &json!(0)),
+        "stats",
+    )
+}
+
+fn parallel_claims_by_one_user_stop_at_the_limit(t: &Target) -> Outcome {
+    let id = create(t, json!({"stock": 100, "per_user_limit": 2}))?;
+    let answers = together(20, |_| t.claim("alice", &id, &unique("k")))?;
+    let issued = count_status(&answers, 201);
+    let limited = answers
+        .iter()
+        .filter(|a| a.code() == "per_user_limit_reached")
+        .count();
+    ensure_eq(
+        (issued, limited),
+        (2, 18),
+        "issued and limited of 20 claims by one user",
+    )?;
+    ensure_eq(&stats(t, &id)?["claimed"], &json!(2), "stats.claimed")
+}
+
+fn parallel_redemptions_of_one_coupon_redeem_it_once(t: &Target) -> Outcome {
+    let id = create(t, json!({}))?;
+    let code = claimed(t, "alice", &id)?;
+    let order_of = |i: usize| order(&format!("o{i}"), 3000);
+    let answers = together(20, |i| redeem(t, "alice", &code, order_of(i)))?;
+    let winners: Vec<usize> = (0..answers.len())
+        .filter(|&i| answers[i].status == 201)
+        .collect();
+    ensure(winners.len() == 1, || {
+        format!("{} of 20 orders redeemed one coupon", winners.len())
+    })?;
+    // The others lost, or met the winner still recording itself (409
+    // request_in_progress, retry): a retry now is final.
+    for (i, answer) in answers.iter().enumerate().filter(|(i, _)| *i != winners[0]) {
+        if answer.code() != "already_redeemed" {
+            answer.expect_error(409, "request_in_progress")?;
+            redeem(t, "alice", &code, order_of(i))?.expect_error(409, "already_redeemed")?;
+        }
+    }
+    let again = redeem(t, "alice", &code, order_of(winners[0]))?;
+    ensure_eq(again.status, 200, "the winner's retry")?;
+    ensure_eq(&stats(t, &id)?["redeemed"], &json!(1), "stats.redeemed")
+}
+
+fn parallel_retries_of_one_claim_issue_one_coupon(t: &Target) -> Outcome {
+    let id = create(t, json!({}))?;
+    let key = unique("k");
+    let answers = together(10, |_| t.claim("alice", &id, &key))?;
+    let codes: std::collections::BTreeSet<_> = answers
+        .iter()
+        .filter(|a| a.status == 201)
+        .map(|a| a.body["code"].to_string())
+        .collect();
+    ensure(codes.len() == 1, || {
+        format!("one key gave {} coupons", codes.len())
+    })?;
+    // The others were told to retry: in progress, and the retry replays.
+    for answer in answers.iter().filter(|a| a.status != 201) {
+        answer.expect_error(409, "request_in_progress")?;
+    }
+    let replay = t.claim("alice", &id, &key)?;
+    ensure_eq(replay.header("idempotent-replayed"), Some("true"), "replay")?;
+    ensure_eq(&stats(t, &id)?["claimed"], &json!(1), "stats.claimed")
+}
