@@ -1,6 +1,7 @@
 //! Store round trips on each operation's success path, counted below the real
-//! components: every store call is one round trip to Redis or SQLite, so
-//! these counts bound latency under load. A new call on a hot path fails here.
+//! components: store calls in flight together (a batch of concurrent gets)
+//! are one round trip, each other call one more, so these counts bound
+//! latency under load. A new call on a hot path fails here.
 
 use coupon_tests::*;
 
