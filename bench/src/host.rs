@@ -173,6 +173,61 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Starts `spin up` (the binary at `spin`) on a free loopback port with
+    /// the same variables, state and runtime config a host gets, and waits
+    /// until it accepts connections.
+    pub fn start_spin(spin: &Path, options: &HostOptions) -> Result<Host> {
+        let log = std::fs::File::create(&options.log)
+            .with_context(|| format!("cannot create {}", options.log.display()))?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("no free loopback port")?
+            .port();
+        let mut command = Command::new(spin);
+        command
+            .arg("up")
+            .args(["--listen", &format!("127.0.0.1:{port}"), "-f"])
+            .arg(options.manifest)
+            .arg("--state-dir")
+            .arg(options.state_dir)
+            .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("SPIN_VARIABLE_USER_TOKEN_SECRET", USER_TOKEN_SECRET)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("the log")?)
+            .stderr(log);
+        if let Some(config) = options.runtime_config {
+            command.arg("--runtime-config-file").arg(config);
+        }
+        let spawned_at = Instant::now();
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", spin.display()))?;
+        let mut host = Host {
+            child,
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            spawned_at,
+        };
+        while TcpStream::connect(host.address).is_err() {
+            if let Ok(Some(status)) = host.child.try_wait() {
+                bail!(
+                    "spin up exited with {status}; its log, {}:\n{}",
+                    options.log.display(),
+                    tail(&options.log)
+                );
+            }
+            ensure!(
+                spawned_at.elapsed() < START_TIMEOUT,
+                "spin up did not listen within {START_TIMEOUT:?}; its log, {}:\n{}",
+                options.log.display(),
+                tail(&options.log)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(host)
+    }
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -15,6 +15,7 @@ mod client;
 mod host;
 mod open_loop;
 mod report;
+mod versus;
 mod workload;
 mod wrk;
 
@@ -34,6 +35,10 @@ usage: cargo run --release -p coupon-bench -- [--quick] [--out FILE]
 
   --quick       a seconds-long run on SQLite only: checks the benchmark works
   --out FILE    where the Markdown table goes [default: bench/results.md]
+
+With SPIN=/path/to/spin, also claim, validate and redeem on `spin up` beside
+`coupon-host up` (each on a fresh store, at 64 connections and at 1), and the
+empty component on both.
 
 Needs wrk and redis-server (with redis-benchmark) on the PATH.";
 
@@ -167,6 +172,7 @@ fn run() -> Result<()> {
         redis: None,
         wasm_sizes: wasm_sizes(&app)?,
         warm_start: None,
+        versus: Vec::new(),
     };
     let bench = Bench {
         runtime: &runtime,
@@ -178,6 +184,23 @@ fn run() -> Result<()> {
         bench.store(store, &app.path, &mut results)?;
     }
     bench.ceilings(&empty_app.path, &mut results)?;
+    if let Some(spin) = std::env::var_os("SPIN").map(PathBuf::from) {
+        let setup = versus::Setup {
+            runtime: &runtime,
+            host_binary: &binary,
+            spin: &spin,
+            scratch: &scratch,
+        };
+        for &store in &plan.stores {
+            results
+                .versus
+                .extend(versus::operations(&setup, store, &app.path)?);
+        }
+        let requests = scratch.join("hello.requests");
+        results
+            .versus
+            .extend(versus::empty_component(&setup, &empty_app.path, &requests)?);
+    }
 
     let markdown = results.to_markdown();
     print!("{markdown}");

@@ -26,6 +26,8 @@ pub struct Results {
     pub wasm_sizes: Vec<(String, u64)>,
     /// Spawn to the first 200 of a second `up` on the same state directory.
     pub warm_start: Option<Duration>,
+    /// With `SPIN=`: the same operations on `spin up`.
+    pub versus: Vec<crate::versus::Versus>,
 }
 
 /// One operation under wrk.
@@ -116,6 +118,7 @@ impl Results {
             let _ = writeln!(page, "- {line}");
         }
         self.closed_loop_table(&mut page);
+        crate::versus::table(&self.versus, &mut page);
         self.open_loop_table(&mut page);
         self.ceilings_table(&mut page);
         self.targets_table(&mut page);
@@ -401,7 +404,7 @@ pub fn thousands(value: f64) -> String {
 }
 
 /// A latency in microseconds, as [`millis`] writes it.
-fn micros(us: f64) -> String {
+pub fn micros(us: f64) -> String {
     millis(Duration::from_secs_f64(us.max(0.0) / 1e6))
 }
 

@@ -51,26 +51,38 @@ impl WrkRun {
     }
 }
 
-/// Runs wrk against `address` for `duration`, replaying `requests`.
+/// Runs wrk against `address` for `duration` at [`CONNECTIONS`], replaying `requests`.
 pub fn run(
     address: SocketAddr,
     requests: &Path,
     lines: Lines,
     duration: Duration,
 ) -> Result<WrkRun> {
+    run_with(address, requests, lines, duration, CONNECTIONS)
+}
+
+/// [`run`] at `connections` (wrk's threads are at most that many).
+pub fn run_with(
+    address: SocketAddr,
+    requests: &Path,
+    lines: Lines,
+    duration: Duration,
+    connections: u32,
+) -> Result<WrkRun> {
+    let threads = THREADS.min(connections);
     let mode = match lines {
         Lines::Once => "once",
         Lines::Cycle => "cycle",
     };
     let output = Command::new("wrk")
-        .arg(format!("-t{THREADS}"))
-        .arg(format!("-c{CONNECTIONS}"))
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
         .arg(format!("-d{}s", duration.as_secs().max(1)))
         .args(["--timeout", "5s", "-s", SCRIPT])
         .arg(format!("http://{address}"))
         .arg("--")
         .arg(requests)
-        .args([&THREADS.to_string(), mode])
+        .args([&threads.to_string(), mode])
         .output()
         .context("cannot run wrk (is it installed? apt-get install wrk)")?;
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -10,52 +10,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 type Outcome = Result<(), String>;
 
+/// `(name, function)` for each function named.
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        &[$((stringify!($case), $case as fn(&Target) -> Outcome)),*]
+    };
+}
+
 /// Every case, by name.
-pub const CASES: &[(&str, fn(&Target) -> Outcome)] = &[
-    (
-        "campaigns_are_created_once_and_read_back",
-        campaigns_are_created_once_and_read_back,
-    ),
-    (
-        "bad_input_is_4xx_with_a_stable_code",
-        bad_input_is_4xx_with_a_stable_code,
-    ),
-    (
-        "claim_validate_redeem_cancel_redeem_again",
-        claim_validate_redeem_cancel_redeem_again,
-    ),
-    (
-        "limits_answer_sold_out_and_per_user",
-        limits_answer_sold_out_and_per_user,
-    ),
-    (
-        "pause_stops_claims_and_resume_lets_the_same_key_through",
-        pause_stops_claims_and_resume_lets_the_same_key_through,
-    ),
-    (
-        "redating_moves_every_outstanding_coupon",
-        redating_moves_every_outstanding_coupon,
-    ),
-    (
-        "the_sweep_pages_through_as_of_and_expires_nothing_valid",
-        the_sweep_pages_through_as_of_and_expires_nothing_valid,
-    ),
-    (
-        "parallel_claims_never_exceed_the_stock",
-        parallel_claims_never_exceed_the_stock,
-    ),
-    (
-        "parallel_claims_by_one_user_stop_at_the_limit",
-        parallel_claims_by_one_user_stop_at_the_limit,
-    ),
-    (
-        "parallel_redemptions_of_one_coupon_redeem_it_once",
-        parallel_redemptions_of_one_coupon_redeem_it_once,
-    ),
-    (
-        "parallel_retries_of_one_claim_issue_one_coupon",
-        parallel_retries_of_one_claim_issue_one_coupon,
-    ),
+pub const CASES: &[(&str, fn(&Target) -> Outcome)] = cases![
+    campaigns_are_created_once_and_read_back,
+    bad_input_is_4xx_with_a_stable_code,
+    the_platform_answers_as_spin_does,
+    claim_validate_redeem_cancel_redeem_again,
+    limits_answer_sold_out_and_per_user,
+    pause_stops_claims_and_resume_lets_the_same_key_through,
+    redating_moves_every_outstanding_coupon,
+    the_sweep_pages_through_as_of_and_expires_nothing_valid,
+    parallel_claims_never_exceed_the_stock,
+    parallel_claims_by_one_user_stop_at_the_limit,
+    parallel_redemptions_of_one_coupon_redeem_it_once,
+    parallel_retries_of_one_claim_issue_one_coupon,
 ];
 
 /// A name no earlier run used, so the suite can run again on a kept store.
@@ -249,14 +224,41 @@ fn bad_input_is_4xx_with_a_stable_code(t: &Target) -> Outcome {
     .expect_error(400, "invalid_request")?;
     t.claim("alice", &id, "k")?
         .expect_error(404, "campaign_not_found")?;
-    // Unknown routes and wrong methods.
-    t.get(Who::Operator, "/nowhere")?.expect_status(404)?;
+    // Wrong methods are the component's 405.
     let wrong = t.send(Who::User("alice"), "GET", "/claims", &[], None)?;
     wrong.expect_error(405, "method_not_allowed")?;
     ensure_eq(wrong.header("allow"), Some("POST"), "Allow")?;
     // A mistyped code is 404 like any code the user does not hold.
     t.get(Who::User("alice"), "/coupons/AAAAAAAAAAAAAAAAAAAAA")?
         .expect_error(404, "coupon_not_found")?;
+    Ok(())
+}
+
+/// What Spin itself answers, before any component: its health and info
+/// paths, an empty 404 for a path no route serves, routing that ignores
+/// extra slashes (the component then sees the path as sent).
+fn the_platform_answers_as_spin_does(t: &Target) -> Outcome {
+    let health = t.get(Who::Anonymous, "/.well-known/spin/health")?;
+    ensure_eq(health.expect_status(200)?, &json!("OK"), "health")?;
+    let info = t.get(Who::Anonymous, "/.well-known/spin/info")?;
+    ensure_eq(
+        info.expect_status(200)?,
+        &json!({"name": "coupons", "version": "0.1.0"}),
+        "info",
+    )?;
+    for path in ["/nowhere", "/.well-known/spin/other", "/claimsx"] {
+        let nothing = t.get(Who::Operator, path)?;
+        ensure_eq((nothing.status, &nothing.body), (404, &Value::Null), path)?;
+    }
+    // `/claims/` is routed to the claim component, which serves only `/claims`.
+    t.send(
+        Who::User("alice"),
+        "POST",
+        "/claims/",
+        &[],
+        Some(&json!({})),
+    )?
+    .expect_error(404, "not_found")?;
     Ok(())
 }
 
