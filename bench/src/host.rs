@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail, ensure};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -105,6 +106,8 @@ pub struct Host {
     pub address: SocketAddr,
     /// When the process was spawned: start-up time is measured from here.
     pub spawned_at: Instant,
+    /// Whether it leads a process group of its own, killed with it.
+    own_group: bool,
 }
 
 impl Host {
@@ -152,6 +155,7 @@ impl Host {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             spawned_at,
+            own_group: false,
         };
         let url = match url.recv_timeout(START_TIMEOUT) {
             Ok(url) => url,
@@ -186,6 +190,7 @@ impl Host {
             .port();
         let mut command = Command::new(spin);
         command
+            .process_group(0)
             .arg("up")
             .args(["--listen", &format!("127.0.0.1:{port}"), "-f"])
             .arg(options.manifest)
@@ -207,6 +212,7 @@ impl Host {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], port)),
             spawned_at,
+            own_group: true,
         };
         while TcpStream::connect(host.address).is_err() {
             if let Ok(Some(status)) = host.child.try_wait() {
@@ -229,7 +235,13 @@ impl Host {
 }
 
 impl Drop for Host {
+    /// Kills the host's whole process group where it has one of its own:
+    /// `spin up` runs the app in a child process that outlives it otherwise.
     fn drop(&mut self) {
+        if self.own_group {
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -21,6 +21,7 @@ mod common;
 use client::Target;
 use common::{ADMIN, Redis, SECRET};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -90,9 +91,12 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Kills the server's whole process group: `spin up` runs the app in a
+    /// child process (`spin trigger http`) that outlives it otherwise.
     fn drop(&mut self) {
         if let Server::Started { process, .. } = self {
-            let _ = process.kill();
+            let group = format!("-{}", process.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = process.wait();
         }
     }
@@ -209,6 +213,7 @@ fn spin_up(spin: &std::path::Path, name: &str, redis: bool) -> Server {
 /// Starts `command` with the suite's secrets and waits until `port` accepts.
 fn start(name: &str, mut command: Command, port: u16, redis: Option<Redis>) -> Server {
     let mut process = command
+        .process_group(0)
         .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN)
         .env("SPIN_VARIABLE_USER_TOKEN_SECRET", SECRET)
         .stdout(Stdio::null())
