@@ -173,19 +173,19 @@ impl Store for KvStore {
         if keys.len() == 1 {
             return Ok(vec![self.get(&keys[0]).await?]);
         }
-        if !GET_MANY_BROKEN.load(Ordering::Relaxed) {
-            if let Ok(found) = batch::get_many(&self.bucket, keys) {
-                // Match by key: Spin's SQLite store leaves missing keys out and reorders.
-                return Ok(keys
-                    .iter()
-                    .map(|key| {
-                        found
-                            .iter()
-                            .find(|(k, _)| k == key)
-                            .and_then(|(_, v)| v.clone())
-                    })
-                    .collect());
-            }
+        if !GET_MANY_BROKEN.load(Ordering::Relaxed)
+            && let Ok(found) = batch::get_many(&self.bucket, keys)
+        {
+            // Match by key: Spin's SQLite store leaves missing keys out and reorders.
+            return Ok(keys
+                .iter()
+                .map(|key| {
+                    found
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .and_then(|(_, v)| v.clone())
+                })
+                .collect());
         }
         let values = futures::future::join_all(keys.iter().map(|key| self.kv.get(key)))
             .await

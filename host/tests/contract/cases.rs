@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 type Outcome = Result<(), String>;
 
+/// A case: its name and what it runs against a server.
+pub type Case = (&'static str, fn(&Target) -> Outcome);
+
 /// `(name, function)` for each function named.
 macro_rules! cases {
     ($($case:ident),* $(,)?) => {
@@ -18,7 +21,7 @@ macro_rules! cases {
 }
 
 /// Every case, by name.
-pub const CASES: &[(&str, fn(&Target) -> Outcome)] = cases![
+pub const CASES: &[Case] = cases![
     campaigns_are_created_once_and_read_back,
     bad_input_is_4xx_with_a_stable_code,
     the_platform_answers_as_spin_does,
