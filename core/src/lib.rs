@@ -18,6 +18,8 @@ pub mod fuzzing;
 pub mod keys;
 pub mod money;
 pub mod ops;
+#[cfg(test)]
+mod sim;
 pub mod store;
 pub mod time;
 

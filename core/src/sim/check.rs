@@ -1,0 +1,346 @@
+//! The checker: what must hold after any run, asked of the store's records
+//! and, where it can, of the API itself (so it knows the guarantees, not the
+//! implementation).
+
+use super::clients::{Ctx, Event, Scenario, sweep_to_end};
+use super::exec::{Call, Executor};
+use crate::auth::UserId;
+use crate::campaign::CampaignId;
+use crate::code::{CouponCode, RANDOM_BYTES};
+use crate::coupon::{CouponRecord, CouponState, Ending};
+use crate::error::Error;
+use crate::ops::campaigns::{self, CampaignView};
+use crate::ops::claim::{ClaimRequest, claim};
+use crate::ops::coupons::Order;
+use crate::ops::redeem::{RedemptionRequest, redeem};
+use crate::ops::load_held;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+/// How long after the last client the checker waits before it asks: longer
+/// than any lease, so recovery has had its chance.
+const RECOVERY_WAIT_MS: i64 = 180_000;
+
+pub fn recover_and_check(
+    exec: &mut Executor,
+    ctx: &Rc<Ctx>,
+    scenario: &Scenario,
+    violations: &mut Vec<String>,
+) {
+    let task = exec.next_task();
+    let c = ctx.clone();
+    exec.spawn(async move {
+        c.store
+            .sleep_until(c.store.now_ms() + RECOVERY_WAIT_MS)
+            .await;
+        sweep_to_end(&c, task).await;
+    });
+    if !exec.run(u64::MAX) {
+        violations.push("recovery did not finish".into());
+    }
+    records(exec, ctx, scenario, violations);
+    let task = exec.next_task();
+    let (c, found) = (ctx.clone(), Rc::new(std::cell::RefCell::new(Vec::new())));
+    let out = found.clone();
+    let coupons = coupons_in(exec);
+    let users: Vec<(usize, String)> = scenario
+        .claims
+        .iter()
+        .map(|(c, u, _)| (*c, u.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    exec.spawn(async move {
+        let problems = probe(&c, task, &coupons, &users).await;
+        out.borrow_mut().extend(problems);
+    });
+    if !exec.run(u64::MAX) {
+        violations.push("probes did not finish".into());
+    }
+    violations.extend(found.borrow().iter().cloned());
+}
+
+/// Every coupon record in the store, by code.
+fn coupons_in(exec: &Executor) -> BTreeMap<String, CouponRecord> {
+    let world = exec.store.0.borrow();
+    world
+        .map
+        .iter()
+        .filter(|(k, _)| k.starts_with("k:") && k.matches(':').count() == 1)
+        .filter_map(|(k, v)| Some((k[2..].to_owned(), serde_json::from_slice(v).ok()?)))
+        .collect()
+}
+
+/// The invariants read off the records and the clients' answers.
+fn records(exec: &Executor, ctx: &Ctx, scenario: &Scenario, violations: &mut Vec<String>) {
+    let coupons = coupons_in(exec);
+    let world = exec.store.0.borrow();
+    for campaign in &scenario.campaigns {
+        let held: Vec<&CouponRecord> = coupons
+            .values()
+            .filter(|r| r.campaign_id == campaign.id)
+            .collect();
+        let count = held.len() as i64;
+        let capacity = campaign.capacity() as i64;
+        if count > capacity {
+            violations.push(format!(
+                "{}: {count} coupons issued over a capacity of {capacity} (stock {}, budget {:?})",
+                campaign.id,
+                campaign.stock,
+                campaign.budget.map(|b| b.minor())
+            ));
+        }
+        let mut per_user: BTreeMap<&str, u32> = BTreeMap::new();
+        for r in &held {
+            *per_user.entry(&r.user_id).or_default() += 1;
+        }
+        for (user, n) in per_user {
+            if n > campaign.per_user_limit {
+                violations.push(format!(
+                    "{}: {user} holds {n} coupons over the limit of {}",
+                    campaign.id, campaign.per_user_limit
+                ));
+            }
+        }
+    }
+    // Each generation's ending is written once.
+    let mut endings: BTreeMap<&str, BTreeSet<&[u8]>> = BTreeMap::new();
+    for applied in &world.applied {
+        if let Call::Set(entries) = &applied.call {
+            for (k, v) in entries {
+                if k.starts_with("k:") && k.contains(":end:") {
+                    endings.entry(k).or_default().insert(v);
+                }
+            }
+        }
+    }
+    for (key, values) in &endings {
+        if values.len() > 1 {
+            violations.push(format!("{key} was written {} ways", values.len()));
+        }
+    }
+    let ended_by = |code: &str, order: &str| {
+        world.map.iter().any(|(k, v)| {
+            k.starts_with(&format!("k:{code}:end:"))
+                && matches!(serde_json::from_slice(v), Ok(Ending::Redeemed(r)) if r.order_id == order)
+        })
+    };
+    let events = ctx.events.borrow();
+    let mut cancelled: BTreeSet<(String, String)> = BTreeSet::new();
+    for event in events.iter() {
+        match event {
+            Event::Claimed {
+                campaign,
+                user,
+                code,
+                ..
+            } => match coupons.get(code) {
+                Some(r) if r.user_id == *user && r.campaign_id == *campaign => {}
+                _ => violations.push(format!("claim answered 201 with {code}, not in the store")),
+            },
+            Event::Redeemed {
+                code,
+                order,
+                replayed,
+            } => {
+                if !ended_by(code, order) {
+                    violations.push(format!("redemption of {code} by {order} answered, not stored"));
+                }
+                if !replayed && cancelled.contains(&(code.clone(), order.clone())) {
+                    violations.push(format!(
+                        "{code}: order {order}'s redemption was cancelled, and a retry consumed the coupon again"
+                    ));
+                }
+            }
+            Event::Cancelled { code, order } => {
+                cancelled.insert((code.clone(), order.clone()));
+            }
+            _ => {}
+        }
+    }
+    // Once a pause has answered, no claim takes stock until a resume starts.
+    for event in events.iter() {
+        let Event::Claimed {
+            task,
+            campaign,
+            replayed: false,
+            steps: (from, to),
+            code,
+            ..
+        } = event
+        else {
+            continue;
+        };
+        let took = world
+            .applied
+            .iter()
+            .filter(|a| a.task == *task && a.step > *from && a.step <= *to)
+            .filter_map(|a| match &a.call {
+                Call::Increment(k, 1) if k.contains(":claimed:") => Some(a.step),
+                _ => None,
+            })
+            .next_back();
+        let Some(took) = took else { continue };
+        for pause in events.iter() {
+            let Event::PauseAnswered { campaign: c, step } = pause else {
+                continue;
+            };
+            if c == campaign && *step < took && !resume_started(&events, c, took) {
+                violations.push(format!(
+                    "{code}: claimed from stock at step {took}, after a pause answered at step {step}"
+                ));
+            }
+        }
+    }
+}
+
+/// Whether a resume of `campaign` started before step `until` (it may have
+/// taken effect after a pause that answered before it).
+fn resume_started(events: &[Event], campaign: &CampaignId, until: u64) -> bool {
+    events.iter().any(
+        |e| matches!(e, Event::ResumeStarted { campaign: c, step } if c == campaign && *step <= until),
+    )
+}
+
+fn probe_user(name: &str) -> UserId {
+    UserId(name.to_owned())
+}
+
+/// A fresh code whose stock shard is `shard` of `shards`.
+fn code_in_shard(ctx: &Ctx, shard: u32, shards: u32) -> CouponCode {
+    loop {
+        let mut bytes = [0u8; RANDOM_BYTES];
+        for b in &mut bytes {
+            *b = ctx.rng.borrow_mut().below(256) as u8;
+        }
+        let code = CouponCode::from_random(bytes);
+        if code.shard(shards) == shard {
+            return code;
+        }
+    }
+}
+
+/// The invariants asked of the API after recovery, without faults.
+async fn probe(
+    ctx: &Ctx,
+    task: usize,
+    coupons: &BTreeMap<String, CouponRecord>,
+    users: &[(usize, String)],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let now = ctx.now(task);
+    let mut views: Vec<CampaignView> = Vec::new();
+    for campaign in &ctx.campaigns {
+        match campaigns::get(&ctx.store, &campaign.id).await {
+            Ok(view) => views.push(view),
+            Err(e) => {
+                problems.push(format!("{}: get answered {}", campaign.id, e.code()));
+                return problems;
+            }
+        }
+    }
+    // Stats equal the coupons.
+    let mut redeemed: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut unredeemed = Vec::new();
+    for (code, record) in coupons {
+        match load_held(&ctx.store, code, None).await {
+            Ok(held) => match held.state(now) {
+                CouponState::Redeemed => *redeemed.entry(record.campaign_id.as_str()).or_default() += 1,
+                CouponState::Issued => unredeemed.push((code, record)),
+                CouponState::Expired => {
+                    if held.ending.is_none() {
+                        problems.push(format!("{code} is past its expiry and the sweep did not record it"));
+                    }
+                }
+            },
+            Err(e) => problems.push(format!("{code}: load answered {}", e.code())),
+        }
+    }
+    for (campaign, view) in ctx.campaigns.iter().zip(&views) {
+        let issued = coupons
+            .values()
+            .filter(|r| r.campaign_id == campaign.id)
+            .count() as i64;
+        let stats = &view.stats;
+        if stats.claimed != issued {
+            problems.push(format!(
+                "{}: stats.claimed {} but {issued} coupons stored",
+                campaign.id, stats.claimed
+            ));
+        }
+        let redeemed = redeemed.get(campaign.id.as_str()).copied().unwrap_or(0);
+        if stats.redeemed != redeemed {
+            problems.push(format!(
+                "{}: stats.redeemed {} but {redeemed} coupons redeemed",
+                campaign.id, stats.redeemed
+            ));
+        }
+        if view.paused {
+            problems.push(format!(
+                "{}: paused after every operator's last call was a resume",
+                campaign.id
+            ));
+        }
+    }
+    // Every issued coupon redeems (no lock is left behind).
+    for (code, record) in unredeemed {
+        let request = RedemptionRequest {
+            code: code.clone(),
+            order: Order {
+                id: Some(format!("probe-{code}")),
+                amount: crate::money::Amount::new(3_000).expect("amount"),
+                currency: crate::money::Currency::parse("CNY").expect("currency"),
+                categories: vec![],
+            },
+        };
+        if let Err(e) = redeem(&ctx.store, &probe_user(&record.user_id), request, now).await {
+            problems.push(format!("{code}: issued, yet a redemption answered {}", e.code()));
+        }
+    }
+    // Every unit and per-user slot not used was given back: a user below
+    // the limit claims while capacity is left; once it is gone, sold out.
+    let mut probed: BTreeMap<usize, i64> = BTreeMap::new();
+    for (c, user) in users {
+        let campaign = &ctx.campaigns[*c];
+        let holds = coupons
+            .values()
+            .filter(|r| r.campaign_id == campaign.id && r.user_id == *user)
+            .count() as u32;
+        if holds >= campaign.per_user_limit {
+            continue;
+        }
+        let request = ClaimRequest {
+            campaign_id: campaign.id.clone(),
+        };
+        let issued = coupons
+            .values()
+            .filter(|r| r.campaign_id == campaign.id)
+            .count() as i64;
+        let left = campaign.capacity() as i64 - issued - probed.get(c).copied().unwrap_or(0);
+        let expected_issue = left > 0;
+        let code = code_in_shard(ctx, 0, 1);
+        let answer = claim(
+            &ctx.store,
+            &probe_user(user),
+            &format!("probe-{}", campaign.id),
+            request,
+            now.min(campaign.claim_ends_at),
+            code,
+        )
+        .await;
+        if answer.is_ok() {
+            *probed.entry(*c).or_default() += 1;
+        }
+        match (&answer, expected_issue) {
+            (Ok(_), true) | (Err(Error::SoldOut), false) => {}
+            (Err(Error::CampaignNotActive), _) => {}
+            _ => problems.push(format!(
+                "{}: {user} holds {holds} of {}, {left} left, and a claim answered {}",
+                campaign.id,
+                campaign.per_user_limit,
+                answer.as_ref().map_or_else(|e| e.code(), |_| "201")
+            )),
+        }
+    }
+    problems
+}

@@ -1,0 +1,463 @@
+//! The simulated clients: each a task that calls one operation after another
+//! and retries as the README tells it to.
+
+use super::exec::{Crashed, Executor, Rng, SimStore, World};
+use crate::auth::UserId;
+use crate::campaign::{Campaign, CampaignId};
+use crate::code::{CouponCode, RANDOM_BYTES};
+use crate::error::Error;
+use crate::expiry::{ExpiryRule, YearMonth};
+use crate::money::{Amount, Currency};
+use crate::ops::claim::{ClaimRequest, claim};
+use crate::ops::coupons::{Order, ValidationRequest, validate};
+use crate::ops::dating::{RedatingRequest, redate};
+use crate::ops::expire::{ExpirationRequest, sweep};
+use crate::ops::redeem::{RedemptionRequest, cancel, redeem};
+use crate::ops::{campaigns, claim::Claimed};
+use jiff::Timestamp;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// Attempts a client makes before it calls the operation stuck: with its
+/// backoff (up to 8 s) that is minutes, longer than any lease.
+const MAX_ATTEMPTS: u32 = 60;
+
+/// What a run is made of, drawn from the seed.
+pub struct Scenario {
+    pub campaigns: Vec<Campaign>,
+    /// (campaign index, user, idempotency key)
+    pub claims: Vec<(usize, String, String)>,
+    /// Operators per campaign, each one pause then one resume.
+    pub operators: Vec<usize>,
+    pub redatings: Vec<usize>,
+    pub fault_steps: u64,
+}
+
+impl Scenario {
+    pub fn draw(rng: &mut Rng) -> Scenario {
+        let mut campaigns = Vec::new();
+        for i in 0..rng.range(1, 2) {
+            let stock = rng.range(1, 6);
+            let budget = rng.chance(300).then(|| 500 * rng.range(1, stock));
+            let json = serde_json::json!({
+                "id": format!("c{i}"), "name": "Simulated", "currency": "CNY",
+                "discount": {"kind": "fixed", "amount": 500},
+                "min_order_amount": 1000, "stock": stock,
+                "per_user_limit": rng.range(1, 3), "shards": rng.range(1, 3),
+                "budget": budget,
+                "claim_starts_at": "2028-02-01T00:00:00+08:00",
+                "claim_ends_at": "2028-03-10T00:00:00+08:00",
+                "time_zone": "Asia/Shanghai", "expiry": {"kind": "end_of_claim_month"}
+            });
+            campaigns.push(
+                crate::api::parse_json::<Campaign>(json.to_string().as_bytes())
+                    .expect("a valid campaign"),
+            );
+        }
+        let mut claims = Vec::new();
+        for (c, _) in campaigns.iter().enumerate() {
+            for u in 0..rng.range(2, 5) {
+                for k in 0..rng.range(1, 3) {
+                    claims.push((c, format!("u{u}"), format!("key-{c}-{u}-{k}")));
+                }
+            }
+        }
+        let operators = (0..campaigns.len())
+            .flat_map(|c| std::iter::repeat_n(c, rng.range(0, 2) as usize))
+            .collect();
+        let redatings = (0..campaigns.len()).filter(|_| rng.chance(250)).collect();
+        Scenario {
+            campaigns,
+            claims,
+            operators,
+            redatings,
+            fault_steps: rng.range(50, 400) as u64,
+        }
+    }
+}
+
+/// What clients were answered, for the checker.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Claimed {
+        task: usize,
+        campaign: CampaignId,
+        user: String,
+        code: String,
+        replayed: bool,
+        /// Store steps the answering attempt ran between.
+        steps: (u64, u64),
+    },
+    Redeemed {
+        code: String,
+        order: String,
+        replayed: bool,
+    },
+    Cancelled {
+        code: String,
+        order: String,
+    },
+    PauseAnswered {
+        campaign: CampaignId,
+        step: u64,
+    },
+    ResumeStarted {
+        campaign: CampaignId,
+        step: u64,
+    },
+}
+
+/// Shared by every client of a run.
+pub struct Ctx {
+    pub store: SimStore,
+    pub rng: RefCell<Rng>,
+    skews: RefCell<BTreeMap<usize, i64>>,
+    pub events: RefCell<Vec<Event>>,
+    pub stuck: RefCell<Vec<String>>,
+    pub trace: RefCell<Vec<String>>,
+    pub campaigns: Vec<Campaign>,
+}
+
+impl Ctx {
+    pub fn new(exec: &Executor, seed: u64, scenario: &Scenario) -> Rc<Ctx> {
+        Rc::new(Ctx {
+            store: exec.store.clone(),
+            rng: RefCell::new(Rng::new(seed.rotate_left(32) ^ 0xC0FFEE)),
+            skews: RefCell::default(),
+            events: RefCell::default(),
+            stuck: RefCell::default(),
+            trace: RefCell::default(),
+            campaigns: scenario.campaigns.clone(),
+        })
+    }
+
+    fn world(&self) -> Rc<RefCell<World>> {
+        self.store.0.clone()
+    }
+
+    pub fn step(&self) -> u64 {
+        self.store.0.borrow().step
+    }
+
+    /// The task's clock: the virtual time plus its host's skew.
+    pub fn now(&self, task: usize) -> Timestamp {
+        let skew = *self
+            .skews
+            .borrow_mut()
+            .entry(task)
+            .or_insert_with(|| self.rng.borrow_mut().range(-super::MAX_SKEW_MS, super::MAX_SKEW_MS));
+        Timestamp::from_millisecond(self.store.now_ms() + skew).expect("a time in range")
+    }
+
+    fn code(&self) -> CouponCode {
+        let mut bytes = [0u8; RANDOM_BYTES];
+        for b in &mut bytes {
+            *b = self.rng.borrow_mut().below(256) as u8;
+        }
+        CouponCode::from_random(bytes)
+    }
+
+    fn note(&self, task: usize, line: String) {
+        let step = self.step();
+        self.trace.borrow_mut().push(format!("[{step:>6}] t{task}: {line}"));
+    }
+
+    /// Sleeps `ms` of virtual time, with jitter.
+    async fn sleep(&self, ms: i64) {
+        let jitter = self.rng.borrow_mut().range(0, ms / 2 + 1);
+        self.store.sleep_until(self.store.now_ms() + ms + jitter).await;
+    }
+
+    /// Sleeps a random time between `from` and `to` ms.
+    async fn sleep_between(&self, from: i64, to: i64) {
+        let ms = self.rng.borrow_mut().range(from, to);
+        self.sleep(ms).await;
+    }
+
+    async fn backoff(&self, attempt: u32) {
+        self.sleep((250i64 << attempt.min(5)).min(8_000)).await;
+    }
+}
+
+/// Answers a client retries, as the README says: the store failed, the
+/// same request is in progress, the brake is on, the rate ceiling.
+fn retryable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::StoreUnavailable(_)
+            | Error::RequestInProgress
+            | Error::CampaignPaused
+            | Error::RateLimited
+    )
+}
+
+/// Runs `op` with retries; `Some(answer)` once it is definitive.
+async fn with_retries<T, F, Fut>(
+    ctx: &Ctx,
+    task: usize,
+    what: &str,
+    mut op: F,
+) -> Option<(Result<T, Error>, (u64, u64))>
+where
+    F: FnMut(Timestamp) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    for attempt in 0..MAX_ATTEMPTS {
+        let start = ctx.step();
+        let answer = Executor::crashable(&ctx.world(), task, op(ctx.now(task))).await;
+        let steps = (start, ctx.step());
+        match answer {
+            Err(Crashed) => ctx.note(task, format!("{what}: crashed")),
+            Ok(Err(e)) if retryable(&e) => ctx.note(task, format!("{what}: {}", e.code())),
+            Ok(Err(Error::Internal(detail))) => {
+                ctx.stuck
+                    .borrow_mut()
+                    .push(format!("t{task} {what}: internal error: {detail}"));
+                return None;
+            }
+            Ok(answer) => {
+                ctx.note(
+                    task,
+                    format!(
+                        "{what}: {}",
+                        answer.as_ref().map_or_else(|e| e.code(), |_| "ok")
+                    ),
+                );
+                return Some((answer, steps));
+            }
+        }
+        ctx.backoff(attempt).await;
+    }
+    ctx.stuck.borrow_mut().push(format!(
+        "t{task} {what}: no definitive answer after {MAX_ATTEMPTS} attempts"
+    ));
+    None
+}
+
+/// Creates the campaigns, without faults.
+pub fn setup(exec: &mut Executor, ctx: &Rc<Ctx>) {
+    for campaign in ctx.campaigns.clone() {
+        let store = ctx.store.clone();
+        exec.spawn(async move {
+            campaigns::create(&store, campaign).await.expect("setup");
+        });
+    }
+    assert!(exec.run(u64::MAX), "setup finishes");
+}
+
+pub fn spawn_all(exec: &mut Executor, ctx: &Rc<Ctx>, scenario: &Scenario) {
+    for (c, user, key) in scenario.claims.clone() {
+        let (task, ctx) = (exec.next_task(), ctx.clone());
+        exec.spawn(async move { claimer(&ctx, task, c, user, key).await });
+    }
+    for &c in &scenario.operators {
+        let (task, ctx) = (exec.next_task(), ctx.clone());
+        exec.spawn(async move { operator(&ctx, task, c).await });
+    }
+    for &c in &scenario.redatings {
+        let (task, ctx) = (exec.next_task(), ctx.clone());
+        exec.spawn(async move { redater(&ctx, task, c).await });
+    }
+    let (task, ctx) = (exec.next_task(), ctx.clone());
+    exec.spawn(async move { sweeper(&ctx, task).await });
+}
+
+async fn claimer(ctx: &Ctx, task: usize, c: usize, user: String, key: String) {
+    ctx.sleep_between(0, 90_000).await;
+    let campaign = ctx.campaigns[c].id.clone();
+    let user_id = UserId(user.clone());
+    let request = ClaimRequest {
+        campaign_id: campaign.clone(),
+    };
+    let answer = with_retries(ctx, task, &format!("claim {user} {key}"), |now| {
+        claim(&ctx.store, &user_id, &key, request.clone(), now, ctx.code())
+    })
+    .await;
+    let Some((Ok(Claimed { coupon, replayed }), steps)) = answer else {
+        return;
+    };
+    ctx.events.borrow_mut().push(Event::Claimed {
+        task,
+        campaign,
+        user: user.clone(),
+        code: coupon.code.clone(),
+        replayed,
+        steps,
+    });
+    if ctx.rng.borrow_mut().chance(600) {
+        checkout(ctx, task, &user_id, &coupon.code).await;
+    }
+}
+
+fn order(task: usize) -> Order {
+    Order {
+        id: Some(format!("o{task}")),
+        amount: Amount::new(3_000).expect("amount"),
+        currency: Currency::parse("CNY").expect("currency"),
+        categories: vec![],
+    }
+}
+
+/// Validates and redeems a coupon for an order, maybe cancels it, maybe
+/// retries the cancelled redemption.
+async fn checkout(ctx: &Ctx, task: usize, user: &UserId, code: &str) {
+    let order = order(task);
+    let order_id = format!("o{task}");
+    ctx.sleep_between(0, 30_000).await;
+    with_retries(ctx, task, "validate", |now| {
+        validate(
+            &ctx.store,
+            user,
+            ValidationRequest {
+                code: code.to_owned(),
+                order: order.clone(),
+            },
+            now,
+        )
+    })
+    .await;
+    let request = RedemptionRequest {
+        code: code.to_owned(),
+        order: order.clone(),
+    };
+    if !redeem_once(ctx, task, user, &request, "redeem").await || !ctx.rng.borrow_mut().chance(400) {
+        return;
+    }
+    ctx.sleep_between(0, 10_000).await;
+    let cancelled = with_retries(ctx, task, "cancel", |now| {
+        cancel(&ctx.store, code, &order_id, now)
+    })
+    .await;
+    match cancelled {
+        Some((Ok(_), _)) => ctx.events.borrow_mut().push(Event::Cancelled {
+            code: code.to_owned(),
+            order: order_id.clone(),
+        }),
+        Some((Err(e), _)) => ctx.stuck.borrow_mut().push(format!(
+            "t{task} cancel of an acknowledged redemption: {}",
+            e.code()
+        )),
+        None => return,
+    }
+    if ctx.rng.borrow_mut().chance(500) {
+        // A late retry of the cancelled order's redemption.
+        redeem_once(ctx, task, user, &request, "redeem again").await;
+    }
+}
+
+/// Redeems with retries; whether it was redeemed.
+async fn redeem_once(
+    ctx: &Ctx,
+    task: usize,
+    user: &UserId,
+    request: &RedemptionRequest,
+    what: &str,
+) -> bool {
+    let answer = with_retries(ctx, task, what, |now| {
+        redeem(&ctx.store, user, request.clone(), now)
+    })
+    .await;
+    match answer {
+        Some((Ok(r), _)) => {
+            ctx.events.borrow_mut().push(Event::Redeemed {
+                code: request.code.clone(),
+                order: format!("o{task}"),
+                replayed: r.replayed,
+            });
+            true
+        }
+        Some((Err(Error::RuleFailed(reason)), _)) => {
+            ctx.stuck.borrow_mut().push(format!(
+                "t{task} {what}: a valid order refused: {}",
+                reason.code()
+            ));
+            false
+        }
+        _ => false,
+    }
+}
+
+async fn operator(ctx: &Ctx, task: usize, c: usize) {
+    let id = ctx.campaigns[c].id.clone();
+    ctx.sleep_between(0, 40_000).await;
+    let paused = with_retries(ctx, task, "pause", |_| {
+        campaigns::set_paused(&ctx.store, &id, true)
+    })
+    .await;
+    if let Some((Ok(view), _)) = paused
+        && view.paused
+    {
+        ctx.events.borrow_mut().push(Event::PauseAnswered {
+            campaign: id.clone(),
+            step: ctx.step(),
+        });
+    }
+    ctx.sleep_between(0, 20_000).await;
+    let step = ctx.step();
+    ctx.events.borrow_mut().push(Event::ResumeStarted {
+        campaign: id.clone(),
+        step,
+    });
+    with_retries(ctx, task, "resume", |_| {
+        campaigns::set_paused(&ctx.store, &id, false)
+    })
+    .await;
+}
+
+async fn redater(ctx: &Ctx, task: usize, c: usize) {
+    let id = ctx.campaigns[c].id.clone();
+    ctx.sleep_between(0, 120_000).await;
+    let revive = ctx.rng.borrow_mut().chance(500);
+    let expiry = match ctx.rng.borrow_mut().chance(500) {
+        true => ExpiryRule::EndOfMonth {
+            month: YearMonth::parse("2028-04").expect("month"),
+        },
+        false => ExpiryRule::EndOfClaimMonth,
+    };
+    with_retries(ctx, task, "redate", |now| {
+        redate(
+            &ctx.store,
+            &id,
+            RedatingRequest {
+                expiry,
+                revive_expired: revive,
+                changed_by: "sim".into(),
+            },
+            now,
+        )
+    })
+    .await;
+}
+
+/// Walks the sweep to its end a few times after the month end.
+async fn sweeper(ctx: &Ctx, task: usize) {
+    for _ in 0..3 {
+        ctx.sleep_between(30_000, 90_000).await;
+        sweep_to_end(ctx, task).await;
+    }
+}
+
+pub async fn sweep_to_end(ctx: &Ctx, task: usize) {
+    let mut cursor = None;
+    loop {
+        let limit = Some(ctx.rng.borrow_mut().range(1, 4) as u32);
+        let answer = with_retries(ctx, task, "sweep", |now| {
+            sweep(
+                &ctx.store,
+                ExpirationRequest {
+                    as_of: None,
+                    limit,
+                    cursor: cursor.clone(),
+                },
+                now,
+                || false,
+            )
+        })
+        .await;
+        match answer {
+            Some((Ok(swept), _)) if swept.next_cursor.is_some() => cursor = swept.next_cursor,
+            _ => return,
+        }
+    }
+}
