@@ -9,8 +9,9 @@
 //! | `campaigns:{n}` | record | the id of the n-th campaign (for the expiry sweep) |
 //! | `c:{id}` | record | the campaign (JSON) |
 //! | `c:{id}:owner` | counter | 1 = the creating request owns `c:{id}` |
-//! | `c:{id}:paused` | register | `1` paused, `0` running: a fast path for claims; the brake in `claimed` decides |
-//! | `c:{id}:claimed:{shard}` | counter | coupons taken from the shard's stock, plus 2^40 while the brake is on (paused) |
+//! | `c:{id}:brake` | counter | pauses and resumes so far: odd is paused (below 10^6: read with `get` in a batch) |
+//! | `c:{id}:brake:{shard}:{level}` | lease | owns moving the shard's brake to `level` (see `lease`) |
+//! | `c:{id}:claimed:{shard}` | counter | coupons taken from the shard's stock, plus 2^40 per brake level: braked while the level is odd |
 //! | `c:{id}:soldout` | register | the Unix second a claim last found every shard empty: claims in that second are refused at once |
 //! | `c:{id}:redeemed:{shard}` | counter | coupons redeemed now, split by a hash of the code so redemptions share no hot key |
 //! | `c:{id}:expired:{epoch}` | counter | coupons the sweep moved to `expired` since the `epoch`-th revival (see `c:{id}:expiry`) |
@@ -74,8 +75,11 @@ impl CampaignKeys {
     pub fn owner(&self) -> String {
         self.sub("owner")
     }
-    pub fn paused(&self) -> String {
-        self.sub("paused")
+    pub fn brake(&self) -> String {
+        self.sub("brake")
+    }
+    pub fn brake_step(&self, shard: u32, level: i64) -> String {
+        self.sub(&format!("brake:{shard}:{level}"))
     }
     pub fn claimed(&self, shard: u32) -> String {
         self.sub(&format!("claimed:{shard}"))

@@ -16,6 +16,7 @@ pub mod expiry;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
+pub mod lease;
 pub mod money;
 pub mod ops;
 #[cfg(test)]

@@ -30,11 +30,11 @@ async fn handle(request: Request) -> impl IntoResponse {
             )),
             (&Method::POST, [campaign, "pause"]) => Ok(Reply::json(
                 200,
-                &campaigns::set_paused(store, &id(campaign)?, true).await?,
+                &campaigns::set_paused(store, &id(campaign)?, true, call.now).await?,
             )),
             (&Method::POST, [campaign, "resume"]) => Ok(Reply::json(
                 200,
-                &campaigns::set_paused(store, &id(campaign)?, false).await?,
+                &campaigns::set_paused(store, &id(campaign)?, false, call.now).await?,
             )),
             (&Method::PUT, [campaign, "expiry"]) => Ok(Reply::json(
                 200,

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::keys::{self, CampaignKeys};
 use crate::store::{Store, read_counter};
 use crate::time::render;
+use jiff::Timestamp;
 use serde::Serialize;
 
 /// Counts kept by increments, equal to the stored coupons once requests finish.
@@ -77,83 +78,123 @@ pub async fn get(store: &impl Store, id: &CampaignId) -> Result<CampaignView> {
     view(store, &campaign, &dating).await
 }
 
-/// Pauses or resumes claims. A pause engages the brake on the stock counter
-/// before it answers, so once it is acknowledged no claim on any host can take
-/// stock; the `paused` register beside it only lets claims fail fast.
-pub async fn set_paused(store: &impl Store, id: &CampaignId, paused: bool) -> Result<CampaignView> {
+/// Pauses or resumes claims. A pause engages the brake on every stock shard
+/// before it answers, so once it answers paused no claim on any host takes
+/// stock until a resume; claims read the transition counter first only to
+/// fail fast. Safe under any interleaving of pauses and resumes, retries and
+/// failures: see [`brake`].
+pub async fn set_paused(
+    store: &impl Store,
+    id: &CampaignId,
+    paused: bool,
+    now: Timestamp,
+) -> Result<CampaignView> {
     let (campaign, dating) = load_campaign(store, id)
         .await?
         .ok_or(Error::CampaignNotFound)?;
-    let keys = CampaignKeys::new(id);
-    if paused {
-        store.set(&keys.paused(), b"1").await?;
-        brake::set(store, &campaign, true).await?;
-    } else {
-        brake::set(store, &campaign, false).await?;
-        store.set(&keys.paused(), b"0").await?;
-    }
+    brake::request(store, &campaign, paused).await?;
+    brake::apply(store, &campaign, now).await?;
     view(store, &campaign, &dating).await
 }
 
-/// The emergency brake: while on, the stock counter carries an offset far
-/// above any stock, so every claim's increment lands over the limit and is
-/// refused as paused. It is one atomic increment, so a pause takes effect on
-/// every host at once, with no compare-and-swap and no read-then-write.
+/// The emergency brake, with increments only.
+///
+/// `c:{id}:brake` counts transitions: odd is paused. A pause or resume first
+/// increments it until its own increment lands on the parity it wants; the
+/// last increment wins, as the last write would.
+///
+/// Every stock shard counter carries the brake too: it is the claims taken
+/// plus `level × 2^40`, and the shard is braked while its level is odd, so a
+/// claim's own increment tells it whether it met the brake. A shard moves one
+/// level at a time: the request that owns step `level + 1` of the shard (a
+/// [lease](crate::lease), so a dead owner's step is taken over) adds 2^40 if
+/// the shard is still below it. Every request brings every shard to the
+/// counter's parity before it answers. So levels only grow, each step is
+/// applied once, a shard's parity changes only towards what the latest
+/// transition wants, and the claims part never goes negative: no
+/// interleaving can release a shard twice.
 pub(crate) mod brake {
     use crate::campaign::Campaign;
+    use crate::error::{Error, Result};
     use crate::keys::CampaignKeys;
-    use crate::store::{Store, StoreResult, read_counter};
-
-    /// Engages (`on`) or releases the brake on every stock shard of `campaign`.
-    pub async fn set(store: &impl Store, campaign: &Campaign, on: bool) -> StoreResult<()> {
-        let keys = CampaignKeys::new(&campaign.id);
-        for shard in 0..campaign.shard_count() {
-            match on {
-                true => engage(store, &keys.claimed(shard)).await?,
-                false => release(store, &keys.claimed(shard)).await?,
-            }
-        }
-        Ok(())
-    }
+    use crate::lease::{self, Ownership};
+    use crate::store::{SMALL_COUNTER_LIMIT, Store, read_counter};
+    use jiff::Timestamp;
 
     /// 2^40: above `MAX_STOCK` plus any number of claims in flight.
     pub const OFFSET: i64 = 1 << 40;
 
+    /// Transitions a campaign may have: the counter is read with `get` beside
+    /// other keys, and a shard carries `2^40` per level (2^60 at most).
+    pub const MAX_TRANSITIONS: i64 = SMALL_COUNTER_LIMIT - 1;
+
+    fn level(counter: i64) -> i64 {
+        counter.div_euclid(OFFSET)
+    }
+
+    /// Whether a shard counter (as a claim's increment returned it) is braked.
     pub fn is_engaged(counter: i64) -> bool {
-        counter >= OFFSET
+        level(counter) % 2 == 1
     }
 
-    /// The count without the brake's offset.
+    /// The claims in a shard counter.
     pub fn count(counter: i64) -> i64 {
-        if is_engaged(counter) {
-            counter - OFFSET
-        } else {
-            counter
-        }
+        counter.rem_euclid(OFFSET)
     }
 
-    /// Engages the brake unless it is on; a racing second pause takes its offset back.
-    pub async fn engage(store: &impl Store, key: &str) -> StoreResult<()> {
-        if !is_engaged(read_counter(store, key).await?)
-            && store.increment(key, OFFSET).await? >= 2 * OFFSET
-        {
-            store.increment(key, -OFFSET).await?;
+    /// Whether a transition count means paused.
+    pub fn is_paused(transitions: i64) -> bool {
+        transitions % 2 == 1
+    }
+
+    /// Makes the transition counter say `on`.
+    pub async fn request(store: &impl Store, campaign: &Campaign, on: bool) -> Result<()> {
+        let key = CampaignKeys::new(&campaign.id).brake();
+        let mut transitions = read_counter(store, &key).await?;
+        while is_paused(transitions) != on {
+            if transitions >= MAX_TRANSITIONS {
+                return Err(Error::invalid(
+                    "campaign",
+                    format!("has been paused and resumed {MAX_TRANSITIONS} times"),
+                ));
+            }
+            transitions = store.increment(&key, 1).await?;
         }
         Ok(())
     }
 
-    /// Releases the brake if it is on; a racing second resume gives its release back.
-    pub async fn release(store: &impl Store, key: &str) -> StoreResult<()> {
-        if is_engaged(read_counter(store, key).await?) && store.increment(key, -OFFSET).await? < 0 {
-            store.increment(key, OFFSET).await?;
+    /// Brings every shard to what the transition counter says; `RequestInProgress`
+    /// while another request may still be moving one.
+    pub async fn apply(store: &impl Store, campaign: &Campaign, now: Timestamp) -> Result<()> {
+        let keys = CampaignKeys::new(&campaign.id);
+        for shard in 0..campaign.shard_count() {
+            let counter = keys.claimed(shard);
+            loop {
+                let wanted = is_paused(read_counter(store, &keys.brake()).await?);
+                let at = level(read_counter(store, &counter).await?);
+                if (at % 2 == 1) == wanted {
+                    break;
+                }
+                match lease::own(store, &keys.brake_step(shard, at + 1), 1, now).await? {
+                    Ownership::Owned(_) => {
+                        // A lapsed owner of this step may have applied it.
+                        if level(read_counter(store, &counter).await?) == at {
+                            store.increment(&counter, OFFSET).await?;
+                        }
+                    }
+                    Ownership::Busy | Ownership::Lapsed => return Err(Error::RequestInProgress),
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// Whether a stored pause flag means paused.
-pub(crate) fn is_paused(flag: Option<&[u8]>) -> bool {
-    flag == Some(b"1")
+/// Whether the transition counter, as `get` returned it, means paused.
+pub(crate) fn is_paused(transitions: Option<&[u8]>) -> bool {
+    transitions
+        .and_then(crate::store::decode_small_counter)
+        .is_some_and(brake::is_paused)
 }
 
 pub(crate) async fn view(
@@ -163,10 +204,10 @@ pub(crate) async fn view(
 ) -> Result<CampaignView> {
     let keys = CampaignKeys::new(&campaign.id);
     let stock = i64::try_from(campaign.stock).unwrap_or(i64::MAX);
-    let (mut claimed, mut paused) = (0, false);
+    let paused = brake::is_paused(read_counter(store, &keys.brake()).await?);
+    let mut claimed = 0;
     for shard in 0..campaign.shard_count() {
         let counter = read_counter(store, &keys.claimed(shard)).await?;
-        paused |= brake::is_engaged(counter);
         // A claim in flight may hold an increment it is about to take back.
         claimed += brake::count(counter).clamp(0, campaign.shard_capacity(shard));
     }
@@ -264,23 +305,37 @@ mod tests {
         }
     }
 
+    fn now() -> Timestamp {
+        crate::ops::testing::ts("2028-02-10T10:00:00+08:00")
+    }
+
     #[test]
-    fn pause_is_a_register() {
+    fn pause_is_idempotent() {
         let store = MemoryStore::default();
         block_on(async {
             create(&store, campaign("p")).await.expect("create");
             let id = CampaignId::parse("p").unwrap();
-            assert!(set_paused(&store, &id, true).await.expect("pause").paused);
             assert!(
-                set_paused(&store, &id, true)
+                set_paused(&store, &id, true, now())
+                    .await
+                    .expect("pause")
+                    .paused
+            );
+            assert!(
+                set_paused(&store, &id, true, now())
                     .await
                     .expect("pause twice")
                     .paused
             );
-            assert!(!set_paused(&store, &id, false).await.expect("resume").paused);
+            assert!(
+                !set_paused(&store, &id, false, now())
+                    .await
+                    .expect("resume")
+                    .paused
+            );
             let missing = CampaignId::parse("nope").unwrap();
             assert_eq!(
-                set_paused(&store, &missing, true).await.unwrap_err(),
+                set_paused(&store, &missing, true, now()).await.unwrap_err(),
                 Error::CampaignNotFound
             );
         });

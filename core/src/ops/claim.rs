@@ -79,7 +79,7 @@ pub async fn claim(
         [
             campaign_keys.record(),
             campaign_keys.dating(),
-            campaign_keys.paused(),
+            campaign_keys.brake(),
             answer_key.clone(),
             campaign_keys.sold_out(),
         ],
@@ -246,11 +246,11 @@ async fn take_limits(
         let shard = (start_shard + k) % shards;
         let counter = keys.claimed(shard);
         let taken = store.increment(&counter, 1).await?;
-        if taken <= campaign.shard_capacity(shard) {
+        // The brake is in the same counter: see campaigns::brake.
+        if !brake::is_engaged(taken) && brake::count(taken) <= campaign.shard_capacity(shard) {
             return Ok(Ok(shard));
         }
         store.increment(&counter, -1).await?;
-        // The brake lifts every shard far above its capacity: see campaigns::set_paused.
         if brake::is_engaged(taken) {
             store.increment(&user_key, -1).await?;
             return Ok(Err(Outcome::Paused { attempt }));
@@ -458,7 +458,10 @@ mod tests {
                 .await
                 .expect("before the pause");
             // A claim that read the register before the pause reaches the stock after it.
-            brake::set(&store, &campaign("brake"), true)
+            brake::request(&store, &campaign("brake"), true)
+                .await
+                .expect("brake");
+            brake::apply(&store, &campaign("brake"), ts(NOW))
                 .await
                 .expect("brake");
             let refused = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(1)).await;
@@ -467,7 +470,10 @@ mod tests {
             let again = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(2)).await;
             assert_eq!(again.unwrap_err(), Error::CampaignPaused);
             assert_eq!(read_counter(&store, &keys.user("b")).await, Ok(0));
-            brake::set(&store, &campaign("brake"), false)
+            brake::request(&store, &campaign("brake"), false)
+                .await
+                .expect("release");
+            brake::apply(&store, &campaign("brake"), ts(NOW))
                 .await
                 .expect("release");
             let retried = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(3))
@@ -508,7 +514,7 @@ mod tests {
                     crate::store::memory::yield_now().await;
                 }
                 // What the stock counters hold at the acknowledgement.
-                let view = crate::ops::campaigns::set_paused(&store, &id, true)
+                let view = crate::ops::campaigns::set_paused(&store, &id, true, ts(NOW))
                     .await
                     .expect("pause");
                 view.stats.claimed
@@ -531,8 +537,8 @@ mod tests {
                 .filter_map(|r| r.as_ref().err())
                 .all(|e| *e == Error::CampaignPaused)
         );
-        // Even a claim that skips the fast path (a stale register) is braked.
-        block_on(store.set(&CampaignKeys::new(&id).paused(), b"0")).expect("stale register");
+        // Even a claim that skips the fast path (it read the counter before the pause) is braked.
+        block_on(store.increment(&CampaignKeys::new(&id).brake(), 1)).expect("stale counter");
         let late = block_on(claim(
             &store,
             &user("late"),
@@ -598,12 +604,12 @@ mod tests {
         let store = store_with(campaign("p"));
         let id = request("p").campaign_id;
         block_on(async {
-            crate::ops::campaigns::set_paused(&store, &id, true)
+            crate::ops::campaigns::set_paused(&store, &id, true, ts(NOW))
                 .await
                 .expect("pause");
             let paused = claim(&store, &user("u"), "k", request("p"), ts(NOW), code(1)).await;
             assert_eq!(paused.unwrap_err(), Error::CampaignPaused);
-            crate::ops::campaigns::set_paused(&store, &id, false)
+            crate::ops::campaigns::set_paused(&store, &id, false, ts(NOW))
                 .await
                 .expect("resume");
             assert!(

@@ -133,7 +133,11 @@ pub(crate) struct Asker<'a> {
 /// generation). An `asker` must hold it: anyone else is told it does not
 /// exist, the same as a made-up code, and the miss is counted. A mistyped
 /// code (its check character is wrong) is refused without a store read.
-pub(crate) async fn load_held(store: &impl Store, code: &str, asker: Option<Asker<'_>>) -> Result<Held> {
+pub(crate) async fn load_held(
+    store: &impl Store,
+    code: &str,
+    asker: Option<Asker<'_>>,
+) -> Result<Held> {
     let code = CouponCode::parse(code).ok_or(Error::CouponNotFound)?;
     let keys = CouponKeys::new(&code);
     let misses_key =

@@ -12,8 +12,8 @@ use crate::error::Error;
 use crate::ops::campaigns::{self, CampaignView};
 use crate::ops::claim::{ClaimRequest, claim};
 use crate::ops::coupons::Order;
-use crate::ops::redeem::{RedemptionRequest, redeem};
 use crate::ops::load_held;
+use crate::ops::redeem::{RedemptionRequest, redeem};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
@@ -144,7 +144,9 @@ fn records(exec: &Executor, ctx: &Ctx, scenario: &Scenario, violations: &mut Vec
                 replayed,
             } => {
                 if !ended_by(code, order) {
-                    violations.push(format!("redemption of {code} by {order} answered, not stored"));
+                    violations.push(format!(
+                        "redemption of {code} by {order} answered, not stored"
+                    ));
                 }
                 if !replayed && cancelled.contains(&(code.clone(), order.clone())) {
                     violations.push(format!(
@@ -245,11 +247,15 @@ async fn probe(
     for (code, record) in coupons {
         match load_held(&ctx.store, code, None).await {
             Ok(held) => match held.state(now) {
-                CouponState::Redeemed => *redeemed.entry(record.campaign_id.as_str()).or_default() += 1,
+                CouponState::Redeemed => {
+                    *redeemed.entry(record.campaign_id.as_str()).or_default() += 1
+                }
                 CouponState::Issued => unredeemed.push((code, record)),
                 CouponState::Expired => {
                     if held.ending.is_none() {
-                        problems.push(format!("{code} is past its expiry and the sweep did not record it"));
+                        problems.push(format!(
+                            "{code} is past its expiry and the sweep did not record it"
+                        ));
                     }
                 }
             },
@@ -294,7 +300,10 @@ async fn probe(
             },
         };
         if let Err(e) = redeem(&ctx.store, &probe_user(&record.user_id), request, now).await {
-            problems.push(format!("{code}: issued, yet a redemption answered {}", e.code()));
+            problems.push(format!(
+                "{code}: issued, yet a redemption answered {}",
+                e.code()
+            ));
         }
     }
     // Every unit and per-user slot not used was given back: a user below

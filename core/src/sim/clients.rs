@@ -64,7 +64,7 @@ impl Scenario {
             }
         }
         let operators = (0..campaigns.len())
-            .flat_map(|c| std::iter::repeat_n(c, rng.range(0, 2) as usize))
+            .flat_map(|c| std::iter::repeat_n(c, rng.range(0, 3) as usize))
             .collect();
         let redatings = (0..campaigns.len()).filter(|_| rng.chance(250)).collect();
         Scenario {
@@ -142,11 +142,11 @@ impl Ctx {
 
     /// The task's clock: the virtual time plus its host's skew.
     pub fn now(&self, task: usize) -> Timestamp {
-        let skew = *self
-            .skews
-            .borrow_mut()
-            .entry(task)
-            .or_insert_with(|| self.rng.borrow_mut().range(-super::MAX_SKEW_MS, super::MAX_SKEW_MS));
+        let skew = *self.skews.borrow_mut().entry(task).or_insert_with(|| {
+            self.rng
+                .borrow_mut()
+                .range(-super::MAX_SKEW_MS, super::MAX_SKEW_MS)
+        });
         Timestamp::from_millisecond(self.store.now_ms() + skew).expect("a time in range")
     }
 
@@ -160,13 +160,17 @@ impl Ctx {
 
     fn note(&self, task: usize, line: String) {
         let step = self.step();
-        self.trace.borrow_mut().push(format!("[{step:>6}] t{task}: {line}"));
+        self.trace
+            .borrow_mut()
+            .push(format!("[{step:>6}] t{task}: {line}"));
     }
 
     /// Sleeps `ms` of virtual time, with jitter.
     async fn sleep(&self, ms: i64) {
         let jitter = self.rng.borrow_mut().range(0, ms / 2 + 1);
-        self.store.sleep_until(self.store.now_ms() + ms + jitter).await;
+        self.store
+            .sleep_until(self.store.now_ms() + ms + jitter)
+            .await;
     }
 
     /// Sleeps a random time between `from` and `to` ms.
@@ -321,7 +325,8 @@ async fn checkout(ctx: &Ctx, task: usize, user: &UserId, code: &str) {
         code: code.to_owned(),
         order: order.clone(),
     };
-    if !redeem_once(ctx, task, user, &request, "redeem").await || !ctx.rng.borrow_mut().chance(400) {
+    if !redeem_once(ctx, task, user, &request, "redeem").await || !ctx.rng.borrow_mut().chance(400)
+    {
         return;
     }
     ctx.sleep_between(0, 10_000).await;
@@ -380,9 +385,9 @@ async fn redeem_once(
 
 async fn operator(ctx: &Ctx, task: usize, c: usize) {
     let id = ctx.campaigns[c].id.clone();
-    ctx.sleep_between(0, 40_000).await;
-    let paused = with_retries(ctx, task, "pause", |_| {
-        campaigns::set_paused(&ctx.store, &id, true)
+    ctx.sleep_between(0, 30_000).await;
+    let paused = with_retries(ctx, task, "pause", |now| {
+        campaigns::set_paused(&ctx.store, &id, true, now)
     })
     .await;
     if let Some((Ok(view), _)) = paused
@@ -393,14 +398,14 @@ async fn operator(ctx: &Ctx, task: usize, c: usize) {
             step: ctx.step(),
         });
     }
-    ctx.sleep_between(0, 20_000).await;
+    ctx.sleep_between(0, 5_000).await;
     let step = ctx.step();
     ctx.events.borrow_mut().push(Event::ResumeStarted {
         campaign: id.clone(),
         step,
     });
-    with_retries(ctx, task, "resume", |_| {
-        campaigns::set_paused(&ctx.store, &id, false)
+    with_retries(ctx, task, "resume", |now| {
+        campaigns::set_paused(&ctx.store, &id, false, now)
     })
     .await;
 }

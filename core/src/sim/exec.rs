@@ -104,7 +104,9 @@ pub struct World {
 impl World {
     fn apply(&mut self, task: usize, call: &Call) -> Answer {
         let answer = match call {
-            Call::Get(keys) => Answer::Values(keys.iter().map(|k| self.map.get(k).cloned()).collect()),
+            Call::Get(keys) => {
+                Answer::Values(keys.iter().map(|k| self.map.get(k).cloned()).collect())
+            }
             Call::Set(entries) => {
                 for (k, v) in entries {
                     self.map.insert(k.clone(), v.clone());
@@ -114,7 +116,9 @@ impl World {
             Call::Increment(key, delta) => {
                 let old = match self.map.get(key) {
                     None => Some(0),
-                    Some(text) => std::str::from_utf8(text).ok().and_then(|t| t.parse::<i64>().ok()),
+                    Some(text) => std::str::from_utf8(text)
+                        .ok()
+                        .and_then(|t| t.parse::<i64>().ok()),
                 };
                 match old.and_then(|old| old.checked_add(*delta)) {
                     Some(value) => {

@@ -41,7 +41,9 @@ pub struct Report {
 
 /// Runs one seed.
 pub fn run(seed: u64) -> Report {
-    let start = crate::time::parse(START).expect("start instant").as_millisecond();
+    let start = crate::time::parse(START)
+        .expect("start instant")
+        .as_millisecond();
     let mut exec = Executor::new(seed, start);
     let scenario = clients::Scenario::draw(&mut exec.rng);
     let ctx = clients::Ctx::new(&exec, seed, &scenario);
