@@ -24,7 +24,8 @@
 //! | `c:{id}:m:{month}:coupon:{shard}:{n}` | record | code of that month's and shard's n-th coupon: the expiry index the sweep walks |
 //! | `c:{id}:m:{month}:swept:{revision}` | counter | 1 = the sweep walked that month's coupons to the end under that expiry revision, after the month was over |
 //! | `u:{user}:idem:{key}` | counter | 1 = the request owns this idempotency key (its first attempt) |
-//! | `u:{user}:idem:{key}:attempt:{n}` | counter | 1 = the request owns attempt n, after attempt n-1 met the brake |
+//! | `u:{user}:idem:{key}:attempt:{n}` | lease | owns attempt n, after attempt n-1 met the brake, failed or lapsed (see `lease`) |
+//! | `{lease}:seen` | register | when a lease was first seen owned and unfinished (Unix ms) |
 //! | `u:{user}:idem:{key}:result` | record | what that request answered |
 //! | `u:{user}:misses:{minute}` | counter | lookups of coupons this user does not hold in that Unix minute (below 10^6: read with `get` in a batch) |
 //! | `k:{code}` | record | the coupon |
@@ -116,15 +117,6 @@ impl CampaignKeys {
     }
     pub fn month_swept(&self, month: YearMonth, revision: i64) -> String {
         self.sub(&format!("m:{month}:swept:{revision}"))
-    }
-}
-
-/// The counter whose move from 0 to 1 owns attempt `n` of an idempotency key:
-/// the key's own counter for the first, `{owner}:attempt:{n}` after a retryable refusal.
-pub fn attempt(owner: &str, n: i64) -> String {
-    match n {
-        1 => owner.to_owned(),
-        n => format!("{owner}:attempt:{n}"),
     }
 }
 

@@ -22,6 +22,7 @@ use crate::coupon::{CouponRecord, CouponView, Held};
 use crate::error::{Error, Result};
 use crate::expiry::YearMonth;
 use crate::keys::{self, CampaignKeys, CouponKeys};
+use crate::lease::{self, Ownership};
 use crate::store::Store;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,11 @@ enum Outcome {
     Paused {
         attempt: i64,
     },
+    /// The store failed before this attempt wrote a coupon, and it gave back
+    /// what it had taken. Not final: a retry becomes attempt `attempt + 1`.
+    Failed {
+        attempt: i64,
+    },
 }
 
 /// Claims a coupon of `request.campaign_id` for `user`, at most once per
@@ -87,8 +93,10 @@ pub async fn claim(
     .await?;
     let attempt = match read_answer(&answer_key, answer.as_deref(), &request)? {
         None => 1,
-        // The last attempt met the brake: this retry may be the next attempt.
-        Some(Outcome::Paused { attempt }) => attempt.saturating_add(1),
+        // The last attempt met the brake or failed: this retry may be the next.
+        Some(Outcome::Paused { attempt } | Outcome::Failed { attempt }) => {
+            attempt.saturating_add(1)
+        }
         Some(done) => return replay(store, user, done, now).await,
     };
     let (campaign, dating) = match campaign {
@@ -104,29 +112,48 @@ pub async fn claim(
     // The fresh code is random: claims spread evenly over the shards.
     let start_shard = code.shard(campaign.shard_count());
     admit(store, &campaign, &campaign_keys, start_shard, now).await?;
-    // Refusals above leave the key unused, so a retry after them can still succeed.
-    if store
-        .increment(&keys::attempt(&key_owner, attempt), 1)
-        .await?
-        != 1
-    {
-        let answer = store.get(&answer_key).await?;
-        return match read_answer(&answer_key, answer.as_deref(), &request)? {
-            Some(Outcome::Paused { attempt: last }) if last >= attempt => {
-                Err(Error::CampaignPaused)
-            }
-            Some(Outcome::Paused { .. }) | None => Err(Error::RequestInProgress),
-            Some(done) => replay(store, user, done, now).await,
-        };
-    }
+    // Refusals above leave the key unused, so a retry after them can still
+    // succeed. An attempt whose owner died lapses: the retry takes the next.
+    let attempt = match lease::own(store, &key_owner, attempt, now).await? {
+        Ownership::Owned(n) => n,
+        Ownership::Busy | Ownership::Lapsed => {
+            let answer = store.get(&answer_key).await?;
+            return match read_answer(&answer_key, answer.as_deref(), &request)? {
+                Some(Outcome::Paused { attempt: last }) if last >= attempt => {
+                    Err(Error::CampaignPaused)
+                }
+                Some(Outcome::Paused { .. } | Outcome::Failed { .. }) | None => {
+                    Err(Error::RequestInProgress)
+                }
+                Some(done) => replay(store, user, done, now).await,
+            };
+        }
+    };
+    // Until the coupon is written, a failure gives back what this attempt
+    // took and says so in the answer, so the retry goes on at once.
+    let mut undo = Undo {
+        taken: Vec::new(),
+        answer_key: answer_key.clone(),
+        failed: encode(&Answer {
+            request: request.clone(),
+            outcome: Outcome::Failed { attempt },
+        }),
+    };
     // Once a claim found every shard empty, the rest of that second is refused
     // without probing them all again; the refusal is this key's answer.
     let second = now.as_second().to_string();
     let hinted = sold_out.as_deref() == Some(second.as_bytes());
     let taken = match hinted {
         true => Err(Outcome::SoldOut),
-        false => take_limits(store, &campaign, &campaign_keys, user, start_shard, attempt).await?,
+        false => {
+            let taken = take_limits(store, &campaign, &campaign_keys, user, start_shard, attempt);
+            undo.on_error(store, taken.await).await?
+        }
     };
+    if let Ok(shard) = taken {
+        undo.taken.push(campaign_keys.user(user.as_str()));
+        undo.taken.push(campaign_keys.claimed(shard));
+    }
     let outcome = match taken {
         Ok(_) => Outcome::Issued {
             code: code.to_string(),
@@ -136,9 +163,10 @@ pub async fn claim(
     // Only the claim that probed every shard writes the hint: the hinted ones
     // would make it a hot key.
     if let (Err(Outcome::SoldOut), false) = (&taken, hinted) {
-        store
+        let hint = store
             .set(&campaign_keys.sold_out(), second.as_bytes())
-            .await?;
+            .await;
+        undo.on_error(store, hint).await?;
     }
     let mut writes = Vec::with_capacity(3);
     let record = CouponRecord {
@@ -155,7 +183,8 @@ pub async fn claim(
         let month = YearMonth::of(now, &zone);
         let slot = store
             .increment(&campaign_keys.month_seq(month, shard), 1)
-            .await?;
+            .await;
+        let slot = undo.on_error(store, slot).await?;
         writes.push((CouponKeys::new(&code).record(), encode(&record)));
         writes.push((
             campaign_keys.month_slot(month, shard, slot),
@@ -169,7 +198,8 @@ pub async fn claim(
             outcome: outcome.clone(),
         }),
     ));
-    // The coupon is written before it is answered: a 201 is always in the store.
+    // The coupon is written before it is answered: a 201 is always in the
+    // store. A failure here may have written it: nothing is given back.
     store.set_many(&writes).await?;
     outcome.into_result()?;
     let held = Held {
@@ -187,6 +217,37 @@ pub async fn claim(
     })
 }
 
+/// What a claim gives back if the store fails before its coupon is written.
+struct Undo {
+    /// Counters it took one from.
+    taken: Vec<String>,
+    answer_key: String,
+    /// The answer that lets the retry go on: `Outcome::Failed`.
+    failed: Vec<u8>,
+}
+
+impl Undo {
+    /// Passes `result` on; on an error, first gives back what was taken and
+    /// records the failure (best effort: what fails here is left to the
+    /// attempt's lease and to recovery).
+    async fn on_error<T>(
+        &self,
+        store: &impl Store,
+        result: crate::store::StoreResult<T>,
+    ) -> Result<T> {
+        if result.is_err() {
+            let mut given_back = true;
+            for key in &self.taken {
+                given_back &= store.increment(key, -1).await.is_ok();
+            }
+            if given_back {
+                let _ = store.set(&self.answer_key, &self.failed).await;
+            }
+        }
+        Ok(result?)
+    }
+}
+
 impl Outcome {
     /// `Ok` for an issued coupon, else the refusal it stands for.
     fn into_result(self) -> Result<String> {
@@ -195,6 +256,7 @@ impl Outcome {
             Outcome::SoldOut => Err(Error::SoldOut),
             Outcome::PerUserLimitReached => Err(Error::PerUserLimitReached),
             Outcome::Paused { .. } => Err(Error::CampaignPaused),
+            Outcome::Failed { .. } => Err(Error::RequestInProgress),
         }
     }
 }
@@ -235,12 +297,29 @@ async fn take_limits(
     user: &UserId,
     start_shard: u32,
     attempt: i64,
-) -> Result<Result<u32, Outcome>> {
+) -> crate::store::StoreResult<Result<u32, Outcome>> {
     let user_key = keys.user(user.as_str());
     if store.increment(&user_key, 1).await? > i64::from(campaign.per_user_limit) {
         store.increment(&user_key, -1).await?;
         return Ok(Err(Outcome::PerUserLimitReached));
     }
+    let taken = take_stock(store, campaign, keys, start_shard, attempt).await;
+    // Unless a unit was taken, the user's slot goes back (also on a failure:
+    // no coupon will be written).
+    if !matches!(taken, Ok(Ok(_))) {
+        store.increment(&user_key, -1).await?;
+    }
+    taken
+}
+
+/// One coupon from the first shard with any left, starting at `start_shard`.
+async fn take_stock(
+    store: &impl Store,
+    campaign: &Campaign,
+    keys: &CampaignKeys,
+    start_shard: u32,
+    attempt: i64,
+) -> crate::store::StoreResult<Result<u32, Outcome>> {
     let shards = campaign.shard_count();
     for k in 0..shards {
         let shard = (start_shard + k) % shards;
@@ -252,11 +331,9 @@ async fn take_limits(
         }
         store.increment(&counter, -1).await?;
         if brake::is_engaged(taken) {
-            store.increment(&user_key, -1).await?;
             return Ok(Err(Outcome::Paused { attempt }));
         }
     }
-    store.increment(&user_key, -1).await?;
     Ok(Err(Outcome::SoldOut))
 }
 
