@@ -40,6 +40,9 @@ pub enum Error {
         retry_after: u32,
     },
     RedemptionNotFound,
+    /// This order's redemption of the coupon was cancelled: the order cannot
+    /// redeem it again (a new order has a new id).
+    RedemptionCancelled,
     AlreadyRedeemed,
     Expired,
     /// A coupon rule the order does not meet (422).
@@ -101,6 +104,7 @@ impl Error {
             Error::CouponNotFound => "coupon_not_found",
             Error::TooManyFailedLookups { .. } => "too_many_failed_lookups",
             Error::RedemptionNotFound => "redemption_not_found",
+            Error::RedemptionCancelled => "redemption_cancelled",
             Error::AlreadyRedeemed => "already_redeemed",
             Error::Expired => "expired",
             Error::RuleFailed(reason) => reason.code(),
@@ -123,6 +127,7 @@ impl Error {
             Error::CampaignExists
             | Error::PerUserLimitReached
             | Error::AlreadyRedeemed
+            | Error::RedemptionCancelled
             | Error::RequestInProgress => 409,
             Error::SoldOut | Error::Expired => 410,
             Error::PayloadTooLarge => 413,
@@ -207,6 +212,9 @@ impl fmt::Display for Error {
                 "too many lookups of coupons this user does not hold this minute; retry after Retry-After",
             ),
             Error::RedemptionNotFound => f.write_str("no redemption of this coupon by this order"),
+            Error::RedemptionCancelled => f.write_str(
+                "this order's redemption of the coupon was cancelled; a new order needs a new order id",
+            ),
             Error::AlreadyRedeemed => f.write_str("the coupon was redeemed by another order"),
             Error::Expired => f.write_str("the coupon has expired"),
             Error::RuleFailed(Reason::BelowMinOrder) => {

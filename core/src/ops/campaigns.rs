@@ -340,4 +340,76 @@ mod tests {
             );
         });
     }
+
+    /// Fails every increment by `+2^40` before it applies: the step that
+    /// gives a racing release back, or that moves a shard's brake.
+    struct FailingBrake(MemoryStore);
+
+    impl Store for FailingBrake {
+        async fn get(&self, key: &str) -> crate::store::StoreResult<Option<Vec<u8>>> {
+            self.0.get(key).await
+        }
+        async fn get_many(
+            &self,
+            keys: &[String],
+        ) -> crate::store::StoreResult<Vec<Option<Vec<u8>>>> {
+            self.0.get_many(keys).await
+        }
+        async fn set(&self, key: &str, value: &[u8]) -> crate::store::StoreResult<()> {
+            self.0.set(key, value).await
+        }
+        async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> crate::store::StoreResult<()> {
+            self.0.set_many(entries).await
+        }
+        async fn increment(&self, key: &str, delta: i64) -> crate::store::StoreResult<i64> {
+            if delta == brake::OFFSET && self.0.values.borrow().contains_key("failing") {
+                return Err(crate::store::StoreError("refused".into()));
+            }
+            self.0.increment(key, delta).await
+        }
+    }
+
+    #[test]
+    fn overlapping_resumes_with_a_failure_never_release_a_shard_twice() {
+        use crate::auth::UserId;
+        use crate::code::CouponCode;
+        use crate::ops::claim::{ClaimRequest, claim};
+        let store = FailingBrake(MemoryStore::default());
+        let mut c = campaign("p");
+        c.shards = 1;
+        let id = c.id.clone();
+        block_on(async {
+            create(&store, c).await.expect("create");
+            set_paused(&store, &id, true, now()).await.expect("pause");
+            store.0.values.borrow_mut().insert("failing".into(), vec![]);
+            let (a, b) = futures::future::join(
+                set_paused(&store, &id, false, now()),
+                set_paused(&store, &id, false, now()),
+            )
+            .await;
+            let _ = (a, b);
+            store.0.values.borrow_mut().remove("failing");
+            // Whatever the resumes answered, retries settle the brake: at
+            // once, or once the failed step's lease has lapsed.
+            let later = now() + crate::lease::LEASE;
+            if set_paused(&store, &id, false, now()).await.is_err() {
+                set_paused(&store, &id, false, later).await.expect("resume");
+            }
+            let mut issued = 0;
+            for i in 0..20u8 {
+                let request = ClaimRequest {
+                    campaign_id: id.clone(),
+                };
+                let user = UserId(format!("u{i}"));
+                let code = CouponCode::from_random([i; crate::code::RANDOM_BYTES]);
+                if claim(&store, &user, "k", request, later, code)
+                    .await
+                    .is_ok()
+                {
+                    issued += 1;
+                }
+            }
+            assert_eq!(issued, 10, "a stock of 10");
+        });
+    }
 }

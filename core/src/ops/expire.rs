@@ -20,6 +20,7 @@ use crate::coupon::Ending;
 use crate::error::{Error, Result};
 use crate::expiry::YearMonth;
 use crate::keys::{self, CampaignKeys, CouponKeys};
+use crate::lease::{self, Ownership};
 use crate::store::{Store, read_counter};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -119,6 +120,7 @@ pub async fn sweep(
         out_of_time,
         examined: 0,
         expired: 0,
+        unfinished: std::cell::Cell::new(false),
     };
     let campaigns = read_counter(store, keys::CAMPAIGN_SEQ).await?;
     while cursor.campaign <= campaigns {
@@ -149,6 +151,8 @@ struct Walk<'s, S, F> {
     out_of_time: F,
     examined: u32,
     expired: u64,
+    /// A coupon of the month being walked was left to a redemption in flight.
+    unfinished: std::cell::Cell<bool>,
 }
 
 impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
@@ -171,6 +175,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
             let expires_at = dating.expiry.expiry_of_claim_month(month, &zone);
             let swept = keys.month_swept(month, dating.revision);
             if expires_at <= self.as_of && read_counter(self.store, &swept).await? == 0 {
+                self.unfinished.set(false);
                 while cursor.shard < campaign.shard_count() {
                     let issued =
                         read_counter(self.store, &keys.month_seq(month, cursor.shard)).await?;
@@ -193,10 +198,11 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                 // Walked to the end: once the month is over (and its last
                 // claims have written their slots), it needs no other walk
                 // under this rule.
-                if month
-                    .end(&zone)
-                    .checked_add(SETTLE)
-                    .is_ok_and(|settled| self.now >= settled)
+                if !self.unfinished.get()
+                    && month
+                        .end(&zone)
+                        .checked_add(SETTLE)
+                        .is_ok_and(|settled| self.now >= settled)
                 {
                     self.store.increment(&swept, 1).await?;
                 }
@@ -225,8 +231,20 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
             .ok_or_else(|| Error::Internal(format!("{slot} holds no coupon code")))?;
         let keys = CouponKeys::new(&code);
         let (generation, ending) = load_ending(self.store, &keys, dating).await?;
-        if ending.is_some() || self.store.increment(&keys.lock(generation), 1).await? != 1 {
+        if ending.is_some() {
             return Ok(false);
+        }
+        match lease::own(self.store, &keys.lock(generation), 1, self.now).await? {
+            Ownership::Owned(1) => {}
+            // A lapsed owner may have written its ending.
+            Ownership::Owned(_) if self.store.get(&keys.end(generation)).await?.is_none() => {}
+            Ownership::Owned(_) => return Ok(false),
+            // A redemption (or another sweep) may still end it: walk the
+            // month again later.
+            Ownership::Busy | Ownership::Lapsed => {
+                self.unfinished.set(true);
+                return Ok(false);
+            }
         }
         let ending = Ending::Expired {
             at: expires_at,

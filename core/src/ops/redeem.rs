@@ -9,6 +9,7 @@ use crate::auth::UserId;
 use crate::coupon::{CouponView, Ending, Held, Redemption};
 use crate::error::{Error, Reason, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
+use crate::lease::{self, Ownership};
 use crate::ops::coupons::{Order, applies};
 use crate::store::{SMALL_COUNTER_LIMIT, Store, read_counter};
 use crate::time::render;
@@ -46,15 +47,19 @@ pub async fn redeem(
         other => Error::RuleFailed(other),
     })?;
     let keys = CouponKeys::new(&held.code);
-    if store.increment(&keys.lock(held.generation), 1).await? != 1 {
-        // Someone else decides this generation's end: answer what they decided.
-        return match store.get(&keys.end(held.generation)).await? {
-            Some(bytes) => settled(
-                &super::decode(&keys.end(held.generation), &bytes)?,
-                &order_id,
-            ),
-            None => Err(Error::RequestInProgress),
-        };
+    if held.generation > 0 && cancelled_earlier(store, &keys, held.generation, &order_id).await? {
+        return Err(Error::RedemptionCancelled);
+    }
+    let end_key = keys.end(held.generation);
+    let owned = lease::own(store, &keys.lock(held.generation), 1, now).await?;
+    // Someone else decides this generation's end, or a lapsed owner may have:
+    // answer what they decided.
+    if !matches!(owned, Ownership::Owned(1)) {
+        match store.get(&end_key).await? {
+            Some(bytes) => return settled(&super::decode(&end_key, &bytes)?, &order_id),
+            None if owned == Ownership::Busy => return Err(Error::RequestInProgress),
+            None => {}
+        }
     }
     let redemption = Redemption {
         code: held.code.to_string(),
@@ -64,10 +69,7 @@ pub async fn redeem(
         redeemed_at: render(now, &held.zone),
     };
     store
-        .set(
-            &keys.end(held.generation),
-            &encode(&Ending::Redeemed(redemption.clone())),
-        )
+        .set(&end_key, &encode(&Ending::Redeemed(redemption.clone())))
         .await?;
     store
         .increment(
@@ -79,6 +81,25 @@ pub async fn redeem(
         redemption,
         replayed: false,
     })
+}
+
+/// Whether `order_id` redeemed an earlier generation (whose redemption was
+/// then cancelled). One round trip, only for coupons that had a cancellation.
+async fn cancelled_earlier(
+    store: &impl Store,
+    keys: &CouponKeys,
+    generation: i64,
+    order_id: &str,
+) -> Result<bool> {
+    let ends: Vec<String> = (0..generation).map(|g| keys.end(g)).collect();
+    for (key, bytes) in ends.iter().zip(store.get_many(&ends).await?) {
+        if let Some(bytes) = bytes
+            && matches!(super::decode(key, &bytes)?, Ending::Redeemed(r) if r.order_id == order_id)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The answer for a generation that has already ended.
@@ -115,10 +136,19 @@ pub async fn cancel(
                     "coupon {code} has reached {SMALL_COUNTER_LIMIT} generations"
                 )));
             }
-            if store.increment(&keys.cancel(generation), 1).await? == 1 {
-                start_next_generation(store, &held, now).await?;
-            } else if read_counter(store, &keys.generation()).await? <= generation {
-                return Err(Error::RequestInProgress);
+            match lease::own(store, &keys.cancel(generation), 1, now).await? {
+                // A lapsed owner may have moved the counter already.
+                Ownership::Owned(n)
+                    if n == 1 || read_counter(store, &keys.generation()).await? <= generation =>
+                {
+                    start_next_generation(store, &held, now).await?;
+                }
+                Ownership::Owned(_) => {}
+                Ownership::Busy | Ownership::Lapsed => {
+                    if read_counter(store, &keys.generation()).await? <= generation {
+                        return Err(Error::RequestInProgress);
+                    }
+                }
             }
         }
         _ if generation > 0 && redeemed_by(store, &keys, generation - 1, order_id).await? => {}
@@ -141,7 +171,9 @@ async fn start_next_generation(store: &impl Store, held: &Held, now: Timestamp) 
         .increment(&campaign_keys.redeemed(held.shard()), -1)
         .await?;
     let expires_at = held.expires_at();
-    if now >= expires_at && store.increment(&keys.lock(next), 1).await? == 1 {
+    if now >= expires_at
+        && lease::own(store, &keys.lock(next), 1, now).await? == Ownership::Owned(1)
+    {
         store
             .set(
                 &keys.end(next),

@@ -17,6 +17,10 @@ use crate::ops::redeem::{RedemptionRequest, redeem};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
+/// Marks a violation of "every unit, slot and count taken by a request that
+/// died is given back or counted": see `sim::leaks_are_given_back`.
+pub const LEAK: &str = "leak: ";
+
 /// How long after the last client the checker waits before it asks: longer
 /// than any lease, so recovery has had its chance.
 const RECOVERY_WAIT_MS: i64 = 180_000;
@@ -270,14 +274,14 @@ async fn probe(
         let stats = &view.stats;
         if stats.claimed != issued {
             problems.push(format!(
-                "{}: stats.claimed {} but {issued} coupons stored",
+                "{LEAK}{}: stats.claimed {} but {issued} coupons stored",
                 campaign.id, stats.claimed
             ));
         }
         let redeemed = redeemed.get(campaign.id.as_str()).copied().unwrap_or(0);
         if stats.redeemed != redeemed {
             problems.push(format!(
-                "{}: stats.redeemed {} but {redeemed} coupons redeemed",
+                "{LEAK}{}: stats.redeemed {} but {redeemed} coupons redeemed",
                 campaign.id, stats.redeemed
             ));
         }
@@ -344,7 +348,7 @@ async fn probe(
             (Ok(_), true) | (Err(Error::SoldOut), false) => {}
             (Err(Error::CampaignNotActive), _) => {}
             _ => problems.push(format!(
-                "{}: {user} holds {holds} of {}, {left} left, and a claim answered {}",
+                "{LEAK}{}: {user} holds {holds} of {}, {left} left, and a claim answered {}",
                 campaign.id,
                 campaign.per_user_limit,
                 answer.as_ref().map_or_else(|e| e.code(), |_| "201")
