@@ -28,6 +28,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_LIMIT: u32 = 1_000;
 pub const MAX_LIMIT: u32 = 10_000;
 
+/// Campaigns and claim months one call looks at, at most.
+pub const MAX_VISITS: u32 = 1_000;
+
 /// How long after a month ends its claims may still be writing their index
 /// slots: a month is marked swept only after this.
 const SETTLE: SignedDuration = SignedDuration::from_mins(5);
@@ -71,8 +74,12 @@ impl Cursor {
         }
     }
 
-    /// `campaign.month.shard.coupon`, e.g. `3.2028-02.5.17`.
+    /// `campaign.month.shard.coupon`, e.g. `3.2028-02.5.17`, or `campaign`
+    /// at a campaign's start.
     fn parse(s: &str) -> Option<Cursor> {
+        if let Ok(campaign) = s.parse::<i64>() {
+            return (campaign >= 1).then(|| Cursor::campaign(campaign));
+        }
         let mut parts = s.split('.');
         let cursor = Cursor {
             campaign: parts.next()?.parse().ok()?,
@@ -81,6 +88,10 @@ impl Cursor {
             coupon: parts.next()?.parse().ok()?,
         };
         (parts.next().is_none() && cursor.campaign >= 1 && cursor.coupon >= 1).then_some(cursor)
+    }
+
+    fn render_campaign(self) -> String {
+        self.campaign.to_string()
     }
 
     fn render(self, month: YearMonth) -> String {
@@ -119,11 +130,22 @@ pub async fn sweep(
         limit,
         out_of_time,
         examined: 0,
+        visited: 0,
         expired: 0,
         unfinished: std::cell::Cell::new(false),
     };
     let campaigns = read_counter(store, keys::CAMPAIGN_SEQ).await?;
     while cursor.campaign <= campaigns {
+        // Campaigns and months cost work too: thousands of them must not
+        // run one call past the host's request limit.
+        if walk.spent_visiting() {
+            return Ok(Swept {
+                examined: walk.examined.into(),
+                expired: walk.expired,
+                next_cursor: Some(cursor.render_campaign()),
+            });
+        }
+        walk.visited += 1;
         if let Some((campaign, dating)) = load_slot(store, cursor.campaign).await?
             && let Some(stopped) = walk.campaign(&campaign, &dating, cursor).await?
         {
@@ -150,12 +172,29 @@ struct Walk<'s, S, F> {
     limit: u32,
     out_of_time: F,
     examined: u32,
+    /// Campaigns and claim months looked at: work that is not a coupon.
+    visited: u32,
     expired: u64,
     /// A coupon of the month being walked was left to a redemption in flight.
     unfinished: std::cell::Cell<bool>,
 }
 
 impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
+    /// Whether this call has done its share of coupons: `limit` index slots,
+    /// or its time is up.
+    fn spent(&self) -> bool {
+        self.examined == self.limit || (self.examined > 0 && (self.out_of_time)())
+    }
+
+    /// Whether this call has done its share of campaigns and months: each
+    /// costs a round trip, so thousands of them (or a claim window starting
+    /// in year 1000) stop at [`MAX_VISITS`], or when time is up.
+    fn spent_visiting(&self) -> bool {
+        self.spent()
+            || self.visited >= MAX_VISITS
+            || (self.visited > 0 && self.visited % 16 == 0 && (self.out_of_time)())
+    }
+
     /// Walks one campaign's due months from `from`; `Some(cursor)` if it had
     /// to stop there.
     async fn campaign(
@@ -172,6 +211,18 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
         let mut cursor = from;
         let mut month = from.month.unwrap_or(first).max(first);
         while month <= last {
+            if month != from.month.unwrap_or(first) && self.spent_visiting() {
+                return Ok(Some(
+                    Cursor {
+                        month: Some(month),
+                        shard: 0,
+                        coupon: 1,
+                        ..from
+                    }
+                    .render(month),
+                ));
+            }
+            self.visited += 1;
             let expires_at = dating.expiry.expiry_of_claim_month(month, &zone);
             let swept = keys.month_swept(month, dating.revision);
             if expires_at <= self.as_of && read_counter(self.store, &swept).await? == 0 {
@@ -180,9 +231,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                     let issued =
                         read_counter(self.store, &keys.month_seq(month, cursor.shard)).await?;
                     while cursor.coupon <= issued {
-                        if self.examined == self.limit
-                            || (self.examined > 0 && (self.out_of_time)())
-                        {
+                        if self.spent() {
                             return Ok(Some(cursor.render(month)));
                         }
                         self.examined += 1;
@@ -472,5 +521,22 @@ mod tests {
             || false,
         ));
         assert_eq!(junk.unwrap_err().field(), Some("cursor"));
+    }
+
+    #[test]
+    fn campaigns_and_months_count_against_a_call_so_later_campaigns_are_swept() {
+        // A campaign whose claim window opened in the year 1000, created first.
+        let store = MemoryStore::default();
+        let mut old = campaign("old");
+        old.claim_starts_at = ts("1000-01-02T00:00:00+08:00");
+        block_on(create(&store, old)).expect("old campaign");
+        let mut c = campaign("c");
+        c.stock = 100;
+        block_on(create(&store, c)).expect("campaign");
+        claim_many(&store, 0..3, "2028-02-10T10:00:00+08:00");
+        let (expired, examined, calls) = sweep_all(&store, "2028-03-02T00:00:00+08:00", 1_000);
+        assert_eq!((expired, examined), (3, 3));
+        // 12,338 months of the old campaign at MAX_VISITS per call.
+        assert!(calls > 12, "{calls} calls");
     }
 }

@@ -303,7 +303,23 @@ async fn probe(
                 categories: vec![],
             },
         };
-        if let Err(e) = redeem(&ctx.store, &probe_user(&record.user_id), request, now).await {
+        // A lock whose owner died is first seen now: it lapses a lease later.
+        let mut answer = Err(Error::RequestInProgress);
+        for wait in [0, crate::lease::LEASE.as_millis() as i64 + 1_000] {
+            ctx.store.sleep_until(ctx.store.now_ms() + wait).await;
+            let at = ctx.now(task);
+            answer = redeem(
+                &ctx.store,
+                &probe_user(&record.user_id),
+                request.clone(),
+                at,
+            )
+            .await;
+            if !matches!(answer, Err(Error::RequestInProgress)) {
+                break;
+            }
+        }
+        if let Err(e) = answer {
             problems.push(format!(
                 "{code}: issued, yet a redemption answered {}",
                 e.code()
