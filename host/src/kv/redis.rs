@@ -273,8 +273,9 @@ pub(crate) mod tests {
     use std::process::{Child, Command, Stdio};
     use std::time::Instant;
 
-    /// A `redis-server` of its own on a free loopback port, with persistence
-    /// off; killed when dropped. Panics, failing the test, if Redis is not
+    /// A `redis-server` of its own on a free loopback port, persistent as
+    /// production runs it (`appendonly yes`, `appendfsync always`, the log in
+    /// a scratch directory on tmpfs where there is one); killed when dropped. Panics, failing the test, if Redis is not
     /// installed: these tests are never skipped.
     pub(crate) struct RedisServer {
         process: Child,
@@ -288,7 +289,16 @@ pub(crate) mod tests {
                 .port();
             let process = match Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                .arg("--dir")
+                .arg(scratch_dir(port)?)
                 .stdout(Stdio::null())
                 .spawn()
             {
@@ -334,7 +344,28 @@ pub(crate) mod tests {
             // Best effort: the server dies with the test process anyway.
             let _ = self.process.kill();
             let _ = self.process.wait();
+            if let Some(port) = self.url.rsplit(':').next() {
+                let _ = std::fs::remove_dir_all(scratch_path(port));
+            }
         }
+    }
+
+    fn scratch_path(port: &str) -> std::path::PathBuf {
+        let shm = std::path::Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        base.join(format!("coupon-redis-{port}"))
+    }
+
+    /// A fresh directory for the append-only log of the server on `port`.
+    pub(crate) fn scratch_dir(port: u16) -> std::io::Result<std::path::PathBuf> {
+        let dir = scratch_path(&port.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
     }
 
     #[async_trait]

@@ -211,9 +211,14 @@ impl Redis {
                 "127.0.0.1",
                 "--save",
                 "",
+                // As production runs it: every write on disk before the answer.
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "always",
             ])
+            .arg("--dir")
+            .arg(redis_dir(port))
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs (apt-get install redis-server)");
@@ -230,7 +235,22 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(redis_dir(self.port));
     }
+}
+
+/// A fresh directory (on tmpfs where there is one) for the append-only log
+/// of the test Redis on `port`.
+fn redis_dir(port: u16) -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!("coupon-test-redis-{port}"));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
 }
 
 impl Host {

@@ -1,0 +1,114 @@
+//! Ownership that lapses when its owner dies, with increments only.
+//!
+//! A thing (an idempotency key, a coupon generation's ending, a step of the
+//! brake) is owned by whoever moves `{key}:{n}` from 0 to 1, attempt `n`
+//! starting at 1. The owner pays one increment and nothing else. Whoever
+//! finds it owned and unfinished records when it first saw that
+//! (`{key}:{n}:seen`, a register only observers write); once [`LEASE`] has
+//! passed since, the owner is dead (see below), and the next attempt
+//! `n + 1` can be taken the same way.
+//!
+//! Why that is safe: a request runs for at most [`MAX_REQUEST`] (the host's
+//! limit), and a store call applies while its request runs or never, so an
+//! owner first seen unfinished at `t` has finished or died by
+//! `t + MAX_REQUEST`. The lease adds twice the clock skew between hosts
+//! ([`MAX_SKEW`]) for the observers' clocks. What the dead owner did before
+//! it died is for the next owner to find in the store: each user of a lease
+//! says how.
+
+use crate::store::{Store, StoreResult, decode_small_counter};
+use jiff::{SignedDuration, Timestamp};
+
+/// The longest a request runs: `coupon-host` kills a guest after 30 s.
+pub const MAX_REQUEST: SignedDuration = SignedDuration::from_secs(30);
+/// The clock skew between hosts this design supports.
+pub const MAX_SKEW: SignedDuration = SignedDuration::from_secs(5);
+/// How long after an owner was first seen unfinished it counts as dead.
+pub const LEASE: SignedDuration = SignedDuration::from_secs(60);
+
+const _: () = assert!(LEASE.as_secs() >= MAX_REQUEST.as_secs() + 2 * MAX_SKEW.as_secs());
+
+/// The counter that owns attempt `n` of `key`. Attempt 1 is `key` itself, so
+/// keys written before leases existed keep their meaning.
+pub fn attempt_key(key: &str, n: i64) -> String {
+    match n {
+        1 => key.to_owned(),
+        n => format!("{key}:attempt:{n}"),
+    }
+}
+
+fn seen_key(key: &str, n: i64) -> String {
+    format!("{}:seen", attempt_key(key, n))
+}
+
+/// What trying to own attempt `n` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// This request owns attempt `n`.
+    Owned(i64),
+    /// Attempt `n` is owned by a request that may still run.
+    Busy,
+    /// Attempt `n`'s owner is dead: attempt `n + 1` may be tried.
+    Lapsed,
+}
+
+/// Tries to own attempt `n` of `key` at `now`.
+pub async fn try_own(
+    store: &impl Store,
+    key: &str,
+    n: i64,
+    now: Timestamp,
+) -> StoreResult<Ownership> {
+    if store.increment(&attempt_key(key, n), 1).await? == 1 {
+        return Ok(Ownership::Owned(n));
+    }
+    lapsed(store, key, n, now).await
+}
+
+/// Whether attempt `n` of `key`, found owned and unfinished, has lapsed:
+/// the first look records when, the look a lease later says so.
+pub async fn lapsed(
+    store: &impl Store,
+    key: &str,
+    n: i64,
+    now: Timestamp,
+) -> StoreResult<Ownership> {
+    let seen_key = seen_key(key, n);
+    let seen = store
+        .get(&seen_key)
+        .await?
+        .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<i64>().ok())
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+    match seen {
+        Some(seen) if now.duration_since(seen) >= LEASE => Ok(Ownership::Lapsed),
+        Some(_) => Ok(Ownership::Busy),
+        None => {
+            store
+                .set(&seen_key, now.as_millisecond().to_string().as_bytes())
+                .await?;
+            Ok(Ownership::Busy)
+        }
+    }
+}
+
+/// Owns the first attempt of `key` from `first` on that is free or whose
+/// predecessors have all lapsed; `Busy` if one may still run.
+pub async fn own(
+    store: &impl Store,
+    key: &str,
+    first: i64,
+    now: Timestamp,
+) -> StoreResult<Ownership> {
+    let mut n = first;
+    loop {
+        match try_own(store, key, n, now).await? {
+            Ownership::Lapsed => n += 1,
+            other => return Ok(other),
+        }
+    }
+}
+
+/// Reads a small attempt counter returned with `get` (see `store::decode_small_counter`).
+pub fn is_taken(bytes: Option<&[u8]>) -> bool {
+    bytes.and_then(decode_small_counter).is_some_and(|n| n > 0)
+}
