@@ -8,6 +8,7 @@ mod sweeper;
 use anyhow::{Context, Result, bail};
 use coupon_core::Timestamp;
 use coupon_host::kv::StoreFidelity;
+use coupon_host::runtime_config::Durability;
 use coupon_host::{App, Schedule, serve};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,6 +28,9 @@ options:
   --store-fidelity <host|spin>  spin: every store behaves as Spin 4's store of its kind, unsafe
                                 parts included (Redis get-many is KEYS, lost compare-and-swaps
                                 succeed, ...): a test fixture, never for production [default: host]
+  --allow-volatile-store        run on a Redis that does not fsync every write before answering
+                                (without appendonly yes and appendfsync always, a restart loses
+                                acknowledged claims and redemptions): benchmarks, throwaway data
   --build                       run each component's build command first
   --no-instance-reuse           a fresh instance per request (default: reuse as Spin 4 does)
   --max-concurrent-requests <N> requests each component serves at once; as many again wait up
@@ -49,6 +53,7 @@ struct Up {
     /// `None`: `.spin` beside the manifest, as Spin does.
     state_dir: Option<PathBuf>,
     store_fidelity: StoreFidelity,
+    durability: Durability,
     build: bool,
     instance_reuse: bool,
     max_concurrent_requests: usize,
@@ -64,6 +69,7 @@ impl Up {
             runtime_config: None,
             state_dir: None,
             store_fidelity: StoreFidelity::Host,
+            durability: Durability::Required,
             build: false,
             instance_reuse: true,
             max_concurrent_requests: coupon_host::DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -92,6 +98,7 @@ impl Up {
                     up.store_fidelity = StoreFidelity::parse(&v)
                         .with_context(|| format!("--store-fidelity {v:?} is not host or spin"))?;
                 }
+                "--allow-volatile-store" => up.durability = Durability::VolatileAllowed,
                 "--build" => up.build = true,
                 "--no-instance-reuse" => up.instance_reuse = false,
                 "--max-concurrent-requests" => {
@@ -163,6 +170,7 @@ fn run(up: Up) -> Result<()> {
             &state_dir,
             &manifest.store_labels(),
             up.store_fidelity,
+            up.durability,
         )
         .await?;
         let mut builder = App::builder(&up.manifest)

@@ -146,10 +146,12 @@ pub async fn open_stores(
     state_dir: &Path,
     labels: &[String],
     fidelity: StoreFidelity,
+    durability: Durability,
 ) -> anyhow::Result<KeyValueStores> {
     let config = runtime_config.map(RuntimeConfig::load).transpose()?;
     let mut opener = Opener {
         fidelity,
+        durability,
         ..Opener::default()
     };
     let mut stores = HashMap::new();
@@ -192,6 +194,7 @@ pub async fn open_stores(
 #[derive(Default)]
 struct Opener {
     fidelity: StoreFidelity,
+    durability: Durability,
     sqlite: HashMap<PathBuf, SqliteDb>,
     redis: HashMap<String, RedisStore>,
 }
@@ -248,6 +251,9 @@ impl Opener {
                     Some(store) => store.clone(),
                     None => {
                         let store = RedisStore::connect(url).await?;
+                        if self.durability == Durability::Required {
+                            store.check_durable().await?;
+                        }
                         self.redis.insert(url.clone(), store.clone());
                         store
                     }
@@ -257,6 +263,16 @@ impl Opener {
             }
         })
     }
+}
+
+/// Whether a store must keep every acknowledged write across a restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Refuse a Redis that does not fsync every write (the default).
+    #[default]
+    Required,
+    /// `--allow-volatile-store`: run anyway (benchmarks, throwaway data).
+    VolatileAllowed,
 }
 
 /// Opens the SQLite file at `path`, creating its directory as Spin does.
@@ -377,8 +393,14 @@ mod tests {
     async fn the_default_store_is_sqlite_in_the_state_dir() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let state_dir = dir.path().join("state");
-        let opened =
-            open_stores(None, &state_dir, &["default".into()], StoreFidelity::Host).await?;
+        let opened = open_stores(
+            None,
+            &state_dir,
+            &["default".into()],
+            StoreFidelity::Host,
+            Durability::Required,
+        )
+        .await?;
         let file = state_dir.join("sqlite_key_value.db");
         assert_eq!(
             opened.description,
@@ -422,6 +444,7 @@ mod tests {
             &dir.path().join("state"),
             &labels,
             StoreFidelity::Host,
+            Durability::Required,
         )
         .await?;
         let shared = dir.path().join("data").join("shared.db");
@@ -445,8 +468,14 @@ mod tests {
     #[tokio::test]
     async fn a_label_without_configuration_is_an_error() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let Err(error) =
-            open_stores(None, dir.path(), &["sessions".into()], StoreFidelity::Host).await
+        let Err(error) = open_stores(
+            None,
+            dir.path(),
+            &["sessions".into()],
+            StoreFidelity::Host,
+            Durability::Required,
+        )
+        .await
         else {
             anyhow::bail!("opened an unconfigured label");
         };
@@ -469,6 +498,7 @@ mod tests {
             dir.path(),
             &["default".into()],
             StoreFidelity::Host,
+            Durability::Required,
         )
         .await
         else {

@@ -192,7 +192,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
     fn spent_visiting(&self) -> bool {
         self.spent()
             || self.visited >= MAX_VISITS
-            || (self.visited > 0 && self.visited % 16 == 0 && (self.out_of_time)())
+            || (self.visited > 0 && self.visited.is_multiple_of(16) && (self.out_of_time)())
     }
 
     /// Walks one campaign's due months from `from`; `Some(cursor)` if it had

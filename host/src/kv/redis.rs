@@ -23,7 +23,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a command may wait for its reply before it fails. A failed
 /// increment may still have been applied: the caller must not retry it blindly.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest one store call waits in all (for a reconnection, then for its
+/// reply): with Redis down, a request answers 503 `store_unavailable` within
+/// this of its first store call instead of holding its slot.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keys asked for per `SCAN` round trip.
 const SCAN_BATCH: usize = 1000;
@@ -87,9 +92,14 @@ impl RedisStore {
             .await
             .with_context(|| format!("Redis at {shown} does not answer PING"))?;
 
+        // One quick reconnection attempt per failure, not redis-rs's six with
+        // back-off (6 s of waiting per command during an outage); the next
+        // command tries again.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(100));
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .with_context(|| format!("cannot connect to Redis at {shown}"))?;
@@ -97,6 +107,38 @@ impl RedisStore {
             connection,
             url: shown.into(),
         })
+    }
+
+    /// Fails, naming both settings, unless the server writes every command to
+    /// its append-only log and fsyncs it before answering (`appendonly yes`,
+    /// `appendfsync always`). Otherwise a restart rolls acknowledged
+    /// increments back: a stock unit sells twice, a coupon redeems twice.
+    pub async fn check_durable(&self) -> anyhow::Result<()> {
+        let mut settings = Vec::new();
+        for name in ["appendonly", "appendfsync"] {
+            let pair: Vec<String> = self
+                .query(redis::cmd("CONFIG").arg("GET").arg(name))
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot read Redis's persistence settings ({e}); check that it runs with \
+                         `appendonly yes` and `appendfsync always`, then pass --allow-volatile-store"
+                    )
+                })?;
+            settings.push(pair.get(1).cloned().unwrap_or_default());
+        }
+        if settings != ["yes", "always"] {
+            anyhow::bail!(
+                "Redis at {} runs with appendonly {:?} and appendfsync {:?}: a restart would lose \
+                 acknowledged writes (a unit sold twice, a coupon redeemed twice). Run it with \
+                 `appendonly yes` and `appendfsync always` (deploy/redis.conf), or pass \
+                 --allow-volatile-store to run on it anyway",
+                self.url,
+                settings[0],
+                settings[1]
+            );
+        }
+        Ok(())
     }
 
     /// The server's URL, password hidden.
@@ -109,10 +151,14 @@ impl RedisStore {
         &self,
         command: &redis::Cmd,
     ) -> Result<T, KvError> {
-        command
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|error| self.backend_error(&error))
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(CALL_TIMEOUT, command.query_async(&mut connection)).await {
+            Ok(answer) => answer.map_err(|error| self.backend_error(&error)),
+            Err(_) => Err(KvError::Backend(format!(
+                "Redis at {}: no answer within {CALL_TIMEOUT:?}",
+                self.url
+            ))),
+        }
     }
 
     fn backend_error(&self, error: &RedisError) -> KvError {
@@ -157,15 +203,19 @@ impl KeyValueStore for RedisStore {
 
     /// `INCRBY`: atomic in Redis, the value kept as decimal text as Spin does.
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
-        let result = redis::cmd("INCRBY")
-            .arg(key)
-            .arg(delta)
-            .query_async(&mut self.connection.clone())
-            .await;
-        let error = match result {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("INCRBY").arg(key).arg(delta).clone();
+        let error =
+            match tokio::time::timeout(CALL_TIMEOUT, command.query_async(&mut connection)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    return Err(KvError::Backend(format!(
+                        "Redis at {}: no answer within {CALL_TIMEOUT:?}",
+                        self.url
+                    )));
+                }
+            };
         let detail = error.detail().unwrap_or_default();
         if detail.contains("would overflow") {
             Err(KvError::Overflow {

@@ -56,6 +56,15 @@ pub fn write_redis_config(path: &Path, port: u16) {
     .expect("writes the runtime config");
 }
 
+/// The instant `seconds` from now, in RFC 3339.
+#[allow(dead_code)] // Not every test binary uses it.
+pub fn from_now(seconds: i64) -> String {
+    let now = coupon_core::Timestamp::now().as_second();
+    coupon_core::Timestamp::from_second(now + seconds)
+        .expect("a time")
+        .to_string()
+}
+
 /// A running `coupon-host up`, stopped with SIGKILL when dropped (the crash
 /// tests crash it that way).
 pub struct Host {
@@ -191,18 +200,32 @@ impl Drop for Host {
     }
 }
 
-/// A `redis-server` on a free loopback port, killed when dropped.
+/// A `redis-server` on a free loopback port, killed when dropped. By
+/// default as production runs it: every write in its append-only log and
+/// fsynced before the answer.
 pub struct Redis {
     child: Child,
     pub port: u16,
+    durable: bool,
 }
 
 impl Redis {
     pub fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        Redis::start_on(fresh_port(), true)
+    }
+
+    /// Without persistence: what `coupon-host up` refuses unless told
+    /// `--allow-volatile-store`.
+    #[allow(dead_code)] // Not every test binary uses it.
+    pub fn start_volatile() -> Redis {
+        Redis::start_on(fresh_port(), false)
+    }
+
+    fn start_on(port: u16, durable: bool) -> Redis {
+        let persistence: &[&str] = match durable {
+            true => &["--appendonly", "yes", "--appendfsync", "always"],
+            false => &["--appendonly", "no"],
+        };
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -211,12 +234,8 @@ impl Redis {
                 "127.0.0.1",
                 "--save",
                 "",
-                // As production runs it: every write on disk before the answer.
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
             ])
+            .args(persistence)
             .arg("--dir")
             .arg(redis_dir(port))
             .stdout(Stdio::null())
@@ -227,8 +246,38 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child, port }
+        Redis {
+            child,
+            port,
+            durable,
+        }
     }
+
+    /// Kills the server with SIGKILL, as a crash would, and waits for it.
+    #[allow(dead_code)]
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and data directory.
+    #[allow(dead_code)]
+    pub fn restart(&mut self) {
+        let again = Redis::start_on(self.port, self.durable);
+        let old = std::mem::replace(self, again);
+        // The old one is dead: dropping it must not remove the data.
+        std::mem::forget(old);
+    }
+}
+
+/// A free port, with no data left in its directory by an earlier run.
+fn fresh_port() -> u16 {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let _ = std::fs::remove_dir_all(redis_dir(port));
+    port
 }
 
 impl Drop for Redis {
