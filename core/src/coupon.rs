@@ -42,6 +42,10 @@ pub enum Ending {
         /// after this voids it.
         #[serde(default, with = "crate::time::serde_rfc3339_option")]
         swept_at: Option<Timestamp>,
+        /// The campaign's dating revision the expiry was decided under: a
+        /// revival at a later revision voids it (no clocks compared).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<i64>,
     },
 }
 

@@ -29,9 +29,14 @@ pub struct Dating {
     /// 0 as created; then the revision of the latest re-dating.
     pub revision: i64,
     pub expiry: ExpiryRule,
-    /// Expirations the sweep recorded before this instant are void.
+    /// Expirations the sweep recorded before this instant are void (for
+    /// expirations recorded without a revision).
     #[serde(default, with = "serde_rfc3339_option")]
     pub revived_at: Option<Timestamp>,
+    /// The revision of the latest revival: expirations decided under an
+    /// earlier revision are void.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revived_revision: Option<i64>,
     /// Revivals so far: `stats.expired` counts since the latest.
     #[serde(default)]
     pub epoch: u32,
@@ -44,17 +49,25 @@ impl Dating {
             revision: 0,
             expiry: campaign.expiry,
             revived_at: None,
+            revived_revision: None,
             epoch: 0,
         }
     }
 
     /// Whether `ending` is an expiration a later revival made void.
     pub fn voids(&self, ending: &Ending) -> bool {
-        match (ending, self.revived_at) {
-            (Ending::Expired { at, swept_at }, Some(revived_at)) => {
-                swept_at.unwrap_or(*at) < revived_at
-            }
-            _ => false,
+        match ending {
+            Ending::Expired {
+                revision: Some(decided),
+                ..
+            } => self
+                .revived_revision
+                .is_some_and(|revived| *decided < revived),
+            // Recorded before expirations carried their revision.
+            Ending::Expired { at, swept_at, .. } => self
+                .revived_at
+                .is_some_and(|revived_at| swept_at.unwrap_or(*at) < revived_at),
+            Ending::Redeemed(_) => false,
         }
     }
 }
@@ -114,6 +127,10 @@ pub async fn redate(
         revived_at: match request.revive_expired {
             true => Some(now),
             false => dating.revived_at,
+        },
+        revived_revision: match request.revive_expired {
+            true => Some(revision),
+            false => dating.revived_revision,
         },
         epoch: dating
             .epoch
@@ -351,5 +368,30 @@ mod tests {
                 .changes
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_revival_voids_by_revision_whatever_the_clocks_said() {
+        let dating = Dating {
+            revision: 2,
+            expiry: ExpiryRule::EndOfClaimMonth,
+            revived_at: Some(ts("2028-03-05T00:00:00+08:00")),
+            revived_revision: Some(2),
+            epoch: 1,
+        };
+        // Decided under revision 1 by a host whose clock ran ahead of the reviver's.
+        let late = Ending::Expired {
+            at: ts("2028-03-01T00:00:00+08:00"),
+            swept_at: Some(ts("2028-03-05T00:00:09+08:00")),
+            revision: Some(1),
+        };
+        assert!(dating.voids(&late));
+        // Decided under the revival's own rule: it stands.
+        let current = Ending::Expired {
+            at: ts("2028-03-01T00:00:00+08:00"),
+            swept_at: Some(ts("2028-03-05T00:00:09+08:00")),
+            revision: Some(2),
+        };
+        assert!(!dating.voids(&current));
     }
 }

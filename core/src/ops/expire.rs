@@ -236,8 +236,17 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                         }
                         self.examined += 1;
                         let slot = keys.month_slot(month, cursor.shard, cursor.coupon);
-                        if self.expire(&keys, dating, &slot, expires_at).await? {
-                            self.expired += 1;
+                        match self
+                            .expire(campaign, &keys, dating, &slot, expires_at)
+                            .await?
+                        {
+                            Expired::Now => self.expired += 1,
+                            Expired::Not => {}
+                            // Re-dated while walking: the next call walks
+                            // this campaign again under the rule in force.
+                            Expired::RuleChanged => {
+                                return Ok(Some(Cursor::campaign(from.campaign).render_campaign()));
+                            }
                         }
                         cursor.coupon += 1;
                     }
@@ -268,36 +277,42 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
     /// writing: nothing to expire.
     async fn expire(
         &self,
+        campaign: &Campaign,
         campaign_keys: &CampaignKeys,
         dating: &Dating,
         slot: &str,
         expires_at: Timestamp,
-    ) -> Result<bool> {
+    ) -> Result<Expired> {
         let Some(code) = self.store.get(slot).await? else {
-            return Ok(false);
+            return Ok(Expired::Not);
         };
         let code = CouponCode::parse(&String::from_utf8_lossy(&code))
             .ok_or_else(|| Error::Internal(format!("{slot} holds no coupon code")))?;
         let keys = CouponKeys::new(&code);
-        let (generation, ending) = load_ending(self.store, &keys, dating).await?;
+        let Some((generation, ending)) =
+            load_ending(self.store, &keys, campaign_keys, campaign, dating).await?
+        else {
+            return Ok(Expired::RuleChanged);
+        };
         if ending.is_some() {
-            return Ok(false);
+            return Ok(Expired::Not);
         }
         match lease::own(self.store, &keys.lock(generation), 1, self.now).await? {
             Ownership::Owned(1) => {}
             // A lapsed owner may have written its ending.
             Ownership::Owned(_) if self.store.get(&keys.end(generation)).await?.is_none() => {}
-            Ownership::Owned(_) => return Ok(false),
+            Ownership::Owned(_) => return Ok(Expired::Not),
             // A redemption (or another sweep) may still end it: walk the
             // month again later.
             Ownership::Busy | Ownership::Lapsed => {
                 self.unfinished.set(true);
-                return Ok(false);
+                return Ok(Expired::Not);
             }
         }
         let ending = Ending::Expired {
             at: expires_at,
             swept_at: Some(self.now),
+            revision: Some(dating.revision),
         };
         self.store
             .set(&keys.end(generation), &encode(&ending))
@@ -305,8 +320,16 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
         self.store
             .increment(&campaign_keys.expired(dating.epoch), 1)
             .await?;
-        Ok(true)
+        Ok(Expired::Now)
     }
+}
+
+/// What the sweep did with one coupon.
+enum Expired {
+    Now,
+    Not,
+    /// The campaign was re-dated since this call loaded its rule.
+    RuleChanged,
 }
 
 mod optional_timestamp {
@@ -331,6 +354,7 @@ mod tests {
     use crate::ops::campaigns::{create, get};
     use crate::ops::claim::{ClaimRequest, claim};
     use crate::ops::testing::{campaign, ts};
+    use crate::store::Store;
     use crate::store::memory::MemoryStore;
     use futures::executor::block_on;
 
@@ -538,5 +562,67 @@ mod tests {
         assert_eq!((expired, examined), (3, 3));
         // 12,338 months of the old campaign at MAX_VISITS per call.
         assert!(calls > 12, "{calls} calls");
+    }
+
+    /// Re-dates campaign "c" (to the end of April 2028) right after the
+    /// sweep records its first expiration, as an operator's `PUT` landing
+    /// while a sweep call is walking.
+    struct RedatedMidWalk(MemoryStore);
+
+    impl Store for RedatedMidWalk {
+        async fn get(&self, key: &str) -> crate::store::StoreResult<Option<Vec<u8>>> {
+            self.0.get(key).await
+        }
+        async fn get_many(
+            &self,
+            keys: &[String],
+        ) -> crate::store::StoreResult<Vec<Option<Vec<u8>>>> {
+            self.0.get_many(keys).await
+        }
+        async fn set(&self, key: &str, value: &[u8]) -> crate::store::StoreResult<()> {
+            self.0.set(key, value).await?;
+            if key.contains(":end:") {
+                let later = Dating {
+                    revision: 1,
+                    expiry: crate::expiry::ExpiryRule::EndOfMonth {
+                        month: YearMonth::parse("2028-04").expect("month"),
+                    },
+                    revived_at: None,
+                    revived_revision: None,
+                    epoch: 0,
+                };
+                let register = CampaignKeys::new(&CampaignId::parse("c").expect("id")).dating();
+                self.0
+                    .values
+                    .borrow_mut()
+                    .insert(register, serde_json::to_vec(&later).expect("json"));
+            }
+            Ok(())
+        }
+        async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> crate::store::StoreResult<()> {
+            self.0.set_many(entries).await
+        }
+        async fn increment(&self, key: &str, delta: i64) -> crate::store::StoreResult<i64> {
+            self.0.increment(key, delta).await
+        }
+    }
+
+    #[test]
+    fn a_walking_sweep_stops_expiring_once_the_campaign_is_re_dated() {
+        let store = RedatedMidWalk(store_with_coupons(5));
+        let now = ts("2028-03-02T00:00:00+08:00");
+        let first =
+            block_on(sweep(&store, request(None, None, None), now, || false)).expect("sweep");
+        // One coupon expired before the re-dating; the rest follow the new rule.
+        assert_eq!(first.expired, 1);
+        let rest = block_on(sweep(
+            &store,
+            request(None, None, first.next_cursor),
+            now,
+            || false,
+        ))
+        .expect("sweep");
+        assert_eq!((rest.expired, rest.next_cursor), (0, None));
+        assert_eq!(stats(&store.0).expired, 1);
     }
 }

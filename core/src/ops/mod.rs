@@ -65,19 +65,34 @@ async fn get_array<const N: usize>(
 
 /// The generation of a coupon in play and how it ended, if it has: the stored
 /// generation, moved past every expiration that `dating` voids. One round
-/// trip unless a revival voided something.
+/// trip unless a revival voided something. `None` if the campaign's dating
+/// register (read in the same round trip) is no longer `dating`: the caller
+/// decided under a rule that has since changed.
 async fn load_ending(
     store: &impl Store,
     keys: &CouponKeys,
+    campaign_keys: &CampaignKeys,
+    campaign: &Campaign,
     dating: &Dating,
-) -> Result<(i64, Option<Ending>)> {
-    let [generation, first_end] = get_array(store, [keys.generation(), keys.end(0)]).await?;
+) -> Result<Option<(i64, Option<Ending>)>> {
+    let [generation, first_end, register] = get_array(
+        store,
+        [keys.generation(), keys.end(0), campaign_keys.dating()],
+    )
+    .await?;
+    if dating::parse(&campaign_keys.dating(), register.as_deref(), campaign)?.revision
+        != dating.revision
+    {
+        return Ok(None);
+    }
     let generation = decode_generation(keys, generation.as_deref())?;
     let ending = match generation {
         0 => first_end,
         g => store.get(&keys.end(g)).await?,
     };
-    settle_ending(store, keys, dating, generation, ending).await
+    Ok(Some(
+        settle_ending(store, keys, dating, generation, ending).await?,
+    ))
 }
 
 /// The stored generation counter, read with `get` beside other keys.

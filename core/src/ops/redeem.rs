@@ -180,6 +180,7 @@ async fn start_next_generation(store: &impl Store, held: &Held, now: Timestamp) 
                 &encode(&Ending::Expired {
                     at: expires_at,
                     swept_at: Some(now),
+                    revision: Some(held.dating.revision),
                 }),
             )
             .await?;
