@@ -18,7 +18,7 @@ async fn handle(request: Request) -> impl IntoResponse {
         let id = |s: &str| CampaignId::parse(s).ok_or(Error::CampaignNotFound);
         match (&call.method, segments.as_slice()) {
             (&Method::POST, []) => {
-                let (created, view) = campaigns::create(store, call.json()?).await?;
+                let (created, view) = campaigns::create(store, call.json()?, call.now).await?;
                 Ok(Reply::json(
                     if created == Created::New { 201 } else { 200 },
                     &view,

@@ -4,6 +4,7 @@ use super::{encode, load_campaign};
 use crate::campaign::{Campaign, CampaignId};
 use crate::error::{Error, Result};
 use crate::keys::{self, CampaignKeys};
+use crate::lease::{self, Ownership};
 use crate::store::{Store, read_counter};
 use crate::time::render;
 use jiff::Timestamp;
@@ -39,36 +40,48 @@ pub enum Created {
     AlreadyExisted,
 }
 
-/// Creates a campaign. The request that moves `c:{id}:owner` from 0 to 1 owns
-/// the id and writes it; any other finds the stored one: identical is fine,
-/// different is a conflict.
-pub async fn create(store: &impl Store, campaign: Campaign) -> Result<(Created, CampaignView)> {
+/// Creates a campaign. The request that owns `c:{id}:owner` (a lease, so a
+/// creator that died is taken over) writes it; any other finds the stored
+/// one: identical is fine, different is a conflict, not written yet is in
+/// progress.
+pub async fn create(
+    store: &impl Store,
+    campaign: Campaign,
+    now: Timestamp,
+) -> Result<(Created, CampaignView)> {
     campaign.validate()?;
     let keys = CampaignKeys::new(&campaign.id);
-    if store.increment(&keys.owner(), 1).await? == 1 {
-        // Index first, record second: the sweep skips an index slot without a record.
-        let slot = store.increment(keys::CAMPAIGN_SEQ, 1).await?;
-        store
-            .set_many(&[
-                (
-                    keys::campaign_slot(slot),
-                    campaign.id.as_str().as_bytes().to_vec(),
-                ),
-                (keys.record(), encode(&campaign)),
-            ])
-            .await?;
-        let dating = super::dating::Dating::original(&campaign);
-        return Ok((Created::New, view(store, &campaign, &dating).await?));
+    let owned = lease::own(store, &keys.owner(), 1, now).await?;
+    // A lapsed creator may have written it; anyone else finds what is there.
+    if owned != Ownership::Owned(1) {
+        match load_campaign(store, &campaign.id).await? {
+            // Once re-dated, the campaign differs from any create body with the old rule.
+            Some((existing, dating)) if existing == campaign => {
+                return Ok((
+                    Created::AlreadyExisted,
+                    view(store, &existing, &dating).await?,
+                ));
+            }
+            Some(_) => return Err(Error::CampaignExists),
+            None if !matches!(owned, Ownership::Owned(_)) => return Err(Error::RequestInProgress),
+            None => {}
+        }
     }
-    match load_campaign(store, &campaign.id).await? {
-        // Once re-dated, the campaign differs from any create body with the old rule.
-        Some((existing, dating)) if existing == campaign => Ok((
-            Created::AlreadyExisted,
-            view(store, &existing, &dating).await?,
-        )),
-        // Different settings, or the owner has not written it yet.
-        _ => Err(Error::CampaignExists),
-    }
+    // Index first, record second: the sweep skips an index slot without a
+    // record, and walks a campaign twice harmlessly if a lapsed creator
+    // indexed it too.
+    let slot = store.increment(keys::CAMPAIGN_SEQ, 1).await?;
+    store
+        .set_many(&[
+            (
+                keys::campaign_slot(slot),
+                campaign.id.as_str().as_bytes().to_vec(),
+            ),
+            (keys.record(), encode(&campaign)),
+        ])
+        .await?;
+    let dating = super::dating::Dating::original(&campaign);
+    Ok((Created::New, view(store, &campaign, &dating).await?))
 }
 
 pub async fn get(store: &impl Store, id: &CampaignId) -> Result<CampaignView> {
@@ -267,15 +280,29 @@ mod tests {
     fn create_is_idempotent_for_the_same_body_and_conflicts_otherwise() {
         let store = MemoryStore::default();
         block_on(async {
-            let (created, view) = create(&store, campaign("spring")).await.expect("create");
+            let (created, view) = create(
+                &store,
+                campaign("spring"),
+                crate::ops::testing::setup_time(),
+            )
+            .await
+            .expect("create");
             assert_eq!(created, Created::New);
             assert_eq!(view.stats.remaining_stock, 10);
-            let (again, _) = create(&store, campaign("spring")).await.expect("same body");
+            let (again, _) = create(
+                &store,
+                campaign("spring"),
+                crate::ops::testing::setup_time(),
+            )
+            .await
+            .expect("same body");
             assert_eq!(again, Created::AlreadyExisted);
             let mut other = campaign("spring");
             other.stock = 11;
             assert_eq!(
-                create(&store, other).await.unwrap_err(),
+                create(&store, other, crate::ops::testing::setup_time())
+                    .await
+                    .unwrap_err(),
                 Error::CampaignExists
             );
         });
@@ -287,7 +314,7 @@ mod tests {
         let results = block_on(futures::future::join_all((0..8).map(|i| {
             let mut c = campaign("race");
             c.stock = 10 + i % 2;
-            create(&store, c)
+            create(&store, c, crate::ops::testing::setup_time())
         })));
         let created = results
             .iter()
@@ -300,9 +327,34 @@ mod tests {
         for result in results {
             match result {
                 Ok((_, view)) => assert_eq!(view.campaign, stored.campaign),
-                Err(e) => assert_eq!(e, Error::CampaignExists),
+                // A loser that looked before the owner wrote is told to retry.
+                Err(e) => assert!(
+                    matches!(e, Error::CampaignExists | Error::RequestInProgress),
+                    "{e:?}"
+                ),
             }
         }
+    }
+
+    #[test]
+    fn a_create_whose_creator_died_is_completed_by_a_retry_after_the_lease() {
+        let store = MemoryStore::default();
+        let id = CampaignId::parse("orphan").unwrap();
+        block_on(async {
+            // The creator took the id and died before writing the campaign.
+            store
+                .increment(&CampaignKeys::new(&id).owner(), 1)
+                .await
+                .expect("owner");
+            let retry = create(&store, campaign("orphan"), now()).await;
+            assert_eq!(retry.unwrap_err(), Error::RequestInProgress);
+            let later = now() + crate::lease::LEASE;
+            let (created, _) = create(&store, campaign("orphan"), later)
+                .await
+                .expect("taken over");
+            assert_eq!(created, Created::New);
+            assert!(get(&store, &id).await.is_ok());
+        });
     }
 
     fn now() -> Timestamp {
@@ -313,7 +365,9 @@ mod tests {
     fn pause_is_idempotent() {
         let store = MemoryStore::default();
         block_on(async {
-            create(&store, campaign("p")).await.expect("create");
+            create(&store, campaign("p"), crate::ops::testing::setup_time())
+                .await
+                .expect("create");
             let id = CampaignId::parse("p").unwrap();
             assert!(
                 set_paused(&store, &id, true, now())
@@ -379,7 +433,9 @@ mod tests {
         c.shards = 1;
         let id = c.id.clone();
         block_on(async {
-            create(&store, c).await.expect("create");
+            create(&store, c, crate::ops::testing::setup_time())
+                .await
+                .expect("create");
             set_paused(&store, &id, true, now()).await.expect("pause");
             store.0.values.borrow_mut().insert("failing".into(), vec![]);
             let (a, b) = futures::future::join(

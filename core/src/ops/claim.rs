@@ -403,7 +403,7 @@ mod tests {
 
     fn store_with(c: Campaign) -> MemoryStore {
         let store = MemoryStore::default();
-        block_on(create(&store, c)).expect("create campaign");
+        block_on(create(&store, c, crate::ops::testing::setup_time())).expect("create campaign");
         store
     }
 
@@ -446,7 +446,12 @@ mod tests {
     #[test]
     fn an_idempotency_key_is_bound_to_its_body_and_its_user() {
         let store = store_with(campaign("a"));
-        block_on(create(&store, campaign("b"))).expect("second campaign");
+        block_on(create(
+            &store,
+            campaign("b"),
+            crate::ops::testing::setup_time(),
+        ))
+        .expect("second campaign");
         block_on(async {
             claim(&store, &user("alice"), "k", request("a"), ts(NOW), code(1))
                 .await

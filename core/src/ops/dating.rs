@@ -209,7 +209,12 @@ mod tests {
     /// coupon, claimed by alice on 2028-02-10; returns its code.
     fn setup() -> (MemoryStore, String) {
         let store = MemoryStore::default();
-        block_on(create(&store, campaign("c"))).expect("campaign");
+        block_on(create(
+            &store,
+            campaign("c"),
+            crate::ops::testing::setup_time(),
+        ))
+        .expect("campaign");
         let code = block_on(claim(
             &store,
             &UserId("alice".into()),

@@ -363,7 +363,7 @@ mod tests {
         let store = MemoryStore::default();
         let mut c = campaign("c");
         c.stock = 100;
-        block_on(create(&store, c)).expect("campaign");
+        block_on(create(&store, c, crate::ops::testing::setup_time())).expect("campaign");
         claim_many(&store, 0..n, "2028-02-10T10:00:00+08:00");
         store
     }
@@ -431,7 +431,7 @@ mod tests {
         c.stock = 100;
         c.per_user_limit = 5;
         c.claim_ends_at = ts("2028-04-01T00:00:00+08:00");
-        block_on(create(&store, c)).expect("campaign");
+        block_on(create(&store, c, crate::ops::testing::setup_time())).expect("campaign");
         claim_many(&store, 0..4, "2028-02-10T10:00:00+08:00");
         claim_many(&store, 0..3, "2028-03-10T10:00:00+08:00");
         // In March, only February's coupons are due: March's are not read.
@@ -553,10 +553,10 @@ mod tests {
         let store = MemoryStore::default();
         let mut old = campaign("old");
         old.claim_starts_at = ts("1000-01-02T00:00:00+08:00");
-        block_on(create(&store, old)).expect("old campaign");
+        block_on(create(&store, old, crate::ops::testing::setup_time())).expect("old campaign");
         let mut c = campaign("c");
         c.stock = 100;
-        block_on(create(&store, c)).expect("campaign");
+        block_on(create(&store, c, crate::ops::testing::setup_time())).expect("campaign");
         claim_many(&store, 0..3, "2028-02-10T10:00:00+08:00");
         let (expired, examined, calls) = sweep_all(&store, "2028-03-02T00:00:00+08:00", 1_000);
         assert_eq!((expired, examined), (3, 3));

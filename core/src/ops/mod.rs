@@ -231,6 +231,11 @@ pub(crate) mod testing {
         crate::time::parse(s).expect("test timestamp")
     }
 
+    /// When the fixtures' campaigns are created.
+    pub fn setup_time() -> Timestamp {
+        ts("2028-01-01T00:00:00+08:00")
+    }
+
     /// A running campaign in Shanghai: 10 coupons of 500 off orders of 2000+.
     pub fn campaign(id: &str) -> Campaign {
         crate::api::parse_json(

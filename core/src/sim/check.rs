@@ -245,6 +245,14 @@ async fn probe(
             }
         }
     }
+    if let Some(late) = &ctx.late_campaign
+        && campaigns::get(&ctx.store, &late.id).await.is_err()
+    {
+        problems.push(format!(
+            "{}: created under faults, yet not readable",
+            late.id
+        ));
+    }
     // Stats equal the coupons.
     let mut redeemed: BTreeMap<&str, i64> = BTreeMap::new();
     let mut unredeemed = Vec::new();

@@ -31,6 +31,8 @@ pub struct Scenario {
     /// Operators per campaign, each one pause then one resume.
     pub operators: Vec<usize>,
     pub redatings: Vec<usize>,
+    /// A campaign two operators create at once, under faults.
+    pub late_campaign: Option<Campaign>,
     pub fault_steps: u64,
 }
 
@@ -67,11 +69,17 @@ impl Scenario {
             .flat_map(|c| std::iter::repeat_n(c, rng.range(0, 3) as usize))
             .collect();
         let redatings = (0..campaigns.len()).filter(|_| rng.chance(250)).collect();
+        let late_campaign = rng.chance(500).then(|| {
+            let mut late = campaigns[0].clone();
+            late.id = CampaignId::parse("late").expect("id");
+            late
+        });
         Scenario {
             campaigns,
             claims,
             operators,
             redatings,
+            late_campaign,
             fault_steps: rng.range(50, 400) as u64,
         }
     }
@@ -117,6 +125,7 @@ pub struct Ctx {
     pub stuck: RefCell<Vec<String>>,
     pub trace: RefCell<Vec<String>>,
     pub campaigns: Vec<Campaign>,
+    pub late_campaign: Option<Campaign>,
 }
 
 impl Ctx {
@@ -129,6 +138,7 @@ impl Ctx {
             stuck: RefCell::default(),
             trace: RefCell::default(),
             campaigns: scenario.campaigns.clone(),
+            late_campaign: scenario.late_campaign.clone(),
         })
     }
 
@@ -244,7 +254,10 @@ pub fn setup(exec: &mut Executor, ctx: &Rc<Ctx>) {
     for campaign in ctx.campaigns.clone() {
         let store = ctx.store.clone();
         exec.spawn(async move {
-            campaigns::create(&store, campaign).await.expect("setup");
+            let now = Timestamp::from_millisecond(store.now_ms()).expect("a time");
+            campaigns::create(&store, campaign, now)
+                .await
+                .expect("setup");
         });
     }
     assert!(exec.run(u64::MAX), "setup finishes");
@@ -263,8 +276,29 @@ pub fn spawn_all(exec: &mut Executor, ctx: &Rc<Ctx>, scenario: &Scenario) {
         let (task, ctx) = (exec.next_task(), ctx.clone());
         exec.spawn(async move { redater(&ctx, task, c).await });
     }
+    if let Some(campaign) = &scenario.late_campaign {
+        for _ in 0..2 {
+            let (task, ctx, campaign) = (exec.next_task(), ctx.clone(), campaign.clone());
+            exec.spawn(async move { creator(&ctx, task, campaign).await });
+        }
+    }
     let (task, ctx) = (exec.next_task(), ctx.clone());
     exec.spawn(async move { sweeper(&ctx, task).await });
+}
+
+/// Creates a campaign another operator creates at the same time.
+async fn creator(ctx: &Ctx, task: usize, campaign: Campaign) {
+    ctx.sleep_between(0, 5_000).await;
+    let created = with_retries(ctx, task, "create", |now| {
+        campaigns::create(&ctx.store, campaign.clone(), now)
+    })
+    .await;
+    if let Some((Err(e), _)) = created {
+        ctx.stuck.borrow_mut().push(format!(
+            "t{task} create of an identical campaign: {}",
+            e.code()
+        ));
+    }
 }
 
 async fn claimer(ctx: &Ctx, task: usize, c: usize, user: String, key: String) {
