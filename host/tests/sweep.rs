@@ -94,7 +94,10 @@ fn seed(dir: &std::path::Path, n: usize) {
             .as_bytes(),
         )
         .expect("a campaign");
-        create(&*store, campaign).await.expect("created");
+        let created_at = coupon_core::time::parse("2026-10-01T00:00:00+08:00").expect("a time");
+        create(&*store, campaign, created_at)
+            .await
+            .expect("created");
         let workers: Vec<_> = (0..32)
             .map(|worker| {
                 let store = store.clone();
