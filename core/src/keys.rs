@@ -1,14 +1,17 @@
 //! The store's key layout, in one place.
 //!
 //! Records are written once, by the request that owns them; ownership is taken
-//! with an atomic increment from 0 to 1 on a counter key beside the record.
+//! with an atomic increment from 0 to 1 on a counter key beside the record,
+//! as a lease (`crate::lease`): attempt n of `{key}` is `{key}:attempt:{n}`
+//! (attempt 1 is `{key}` itself), and `{that attempt's key}:seen` records when
+//! an unfinished owner was first seen.
 //!
 //! | key | kind | meaning |
 //! |---|---|---|
 //! | `campaigns:seq` | counter | campaigns created; slot numbers of `campaigns:{n}` |
 //! | `campaigns:{n}` | record | the id of the n-th campaign (for the expiry sweep) |
 //! | `c:{id}` | record | the campaign (JSON) |
-//! | `c:{id}:owner` | counter | 1 = the creating request owns `c:{id}` |
+//! | `c:{id}:owner` | lease | owns writing `c:{id}` (see `lease`: a creator that died is taken over) |
 //! | `c:{id}:brake` | counter | pauses and resumes so far: odd is paused (below 10^6: read with `get` in a batch) |
 //! | `c:{id}:brake:{shard}:{level}` | lease | owns moving the shard's brake to `level` (see `lease`) |
 //! | `c:{id}:claimed:{shard}` | counter | coupons taken from the shard's stock, plus 2^40 per brake level: braked while the level is odd |
@@ -23,16 +26,16 @@
 //! | `c:{id}:m:{month}:seq:{shard}` | counter | coupons issued from the shard in that claim month (campaign zone); slot numbers of the next key |
 //! | `c:{id}:m:{month}:coupon:{shard}:{n}` | record | code of that month's and shard's n-th coupon: the expiry index the sweep walks |
 //! | `c:{id}:m:{month}:swept:{revision}` | counter | 1 = the sweep walked that month's coupons to the end under that expiry revision, after the month was over |
-//! | `u:{user}:idem:{key}` | counter | 1 = the request owns this idempotency key (its first attempt) |
+//! | `u:{user}:idem:{key}` | lease | owns this idempotency key's first attempt |
 //! | `u:{user}:idem:{key}:attempt:{n}` | lease | owns attempt n, after attempt n-1 met the brake, failed or lapsed (see `lease`) |
 //! | `{lease}:seen` | register | when a lease was first seen owned and unfinished (Unix ms) |
 //! | `u:{user}:idem:{key}:result` | record | what that request answered |
 //! | `u:{user}:misses:{minute}` | counter | lookups of coupons this user does not hold in that Unix minute (below 10^6: read with `get` in a batch) |
 //! | `k:{code}` | record | the coupon |
 //! | `k:{code}:gen` | counter | cancelled redemptions so far: the coupon's generation (below 10^6, so it may be read with `get` in a batch) |
-//! | `k:{code}:lock:{g}` | counter | 1 = a redemption or the sweep owns generation g's ending |
+//! | `k:{code}:lock:{g}` | lease | owns generation g's ending: a redemption or the sweep |
 //! | `k:{code}:end:{g}` | record | how generation g ended: redeemed by an order, or expired |
-//! | `k:{code}:cancel:{g}` | counter | 1 = a request owns cancelling generation g's redemption |
+//! | `k:{code}:cancel:{g}` | lease | owns cancelling generation g's redemption |
 //!
 //! User ids and idempotency keys are escaped so no input can forge a separator.
 

@@ -16,7 +16,7 @@
 //! it died is for the next owner to find in the store: each user of a lease
 //! says how.
 
-use crate::store::{Store, StoreResult, decode_small_counter};
+use crate::store::{Store, StoreResult};
 use jiff::{SignedDuration, Timestamp};
 
 /// The longest a request runs: `coupon-host` kills a guest after 30 s.
@@ -106,9 +106,4 @@ pub async fn own(
             other => return Ok(other),
         }
     }
-}
-
-/// Reads a small attempt counter returned with `get` (see `store::decode_small_counter`).
-pub fn is_taken(bytes: Option<&[u8]>) -> bool {
-    bytes.and_then(decode_small_counter).is_some_and(|n| n > 0)
 }
