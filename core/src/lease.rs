@@ -107,3 +107,29 @@ pub async fn own(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::ts;
+    use crate::store::memory::MemoryStore;
+    use futures::executor::block_on;
+
+    #[test]
+    fn an_owner_first_seen_unfinished_lapses_a_lease_later() {
+        let store = MemoryStore::default();
+        let t0 = ts("2028-02-10T10:00:00+08:00");
+        block_on(async {
+            assert_eq!(own(&store, "k", 1, t0).await, Ok(Ownership::Owned(1)));
+            // Seen unfinished now: busy until a lease has passed since.
+            let later = t0 + SignedDuration::from_secs(30);
+            assert_eq!(own(&store, "k", 1, later).await, Ok(Ownership::Busy));
+            let almost = later + LEASE - SignedDuration::from_millis(1);
+            assert_eq!(own(&store, "k", 1, almost).await, Ok(Ownership::Busy));
+            // Lapsed: the next attempt, once.
+            let lapsed = later + LEASE;
+            assert_eq!(own(&store, "k", 1, lapsed).await, Ok(Ownership::Owned(2)));
+            assert_eq!(own(&store, "k", 1, lapsed).await, Ok(Ownership::Busy));
+        });
+    }
+}
