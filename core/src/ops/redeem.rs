@@ -141,7 +141,7 @@ pub async fn cancel(
                 Ownership::Owned(n)
                     if n == 1 || read_counter(store, &keys.generation()).await? <= generation =>
                 {
-                    start_next_generation(store, &held, now).await?;
+                    start_next_generation(store, &held).await?;
                 }
                 Ownership::Owned(_) => {}
                 Ownership::Busy | Ownership::Lapsed => {
@@ -156,41 +156,63 @@ pub async fn cancel(
         _ if generation > 0 && cancelled_earlier(store, &keys, generation, order_id).await? => {}
         _ => return Err(Error::RedemptionNotFound),
     }
-    Ok(load_held(store, code, None).await?.view(now))
+    // Past its expiry, the next generation is recorded expired at once: the
+    // sweep may have walked its month already. Every path does it, so a
+    // canceller that died before it is completed by the retry.
+    let after = load_held(store, code, None).await?;
+    if expire_if_due(store, &after, now).await? {
+        return Ok(load_held(store, code, None).await?.view(now));
+    }
+    Ok(after.view(now))
 }
 
-/// Moves a cancelled coupon to its next generation, expired at once if it is past expiry.
-/// Only the owner of the cancellation of `held.generation` moves the counter.
-async fn start_next_generation(store: &impl Store, held: &Held, now: Timestamp) -> Result<()> {
+/// Moves a cancelled coupon to its next generation. Only the owner of the
+/// cancellation of `held.generation` moves the counter.
+async fn start_next_generation(store: &impl Store, held: &Held) -> Result<()> {
     let keys = CouponKeys::new(&held.code);
-    let campaign_keys = CampaignKeys::new(&held.campaign.id);
     // The stored counter lags the generation in play by the voided expirations.
     let stored = read_counter(store, &keys.generation()).await?;
-    let next = store
+    store
         .increment(&keys.generation(), held.generation + 1 - stored)
         .await?;
     store
-        .increment(&campaign_keys.redeemed(held.shard()), -1)
+        .increment(
+            &CampaignKeys::new(&held.campaign.id).redeemed(held.shard()),
+            -1,
+        )
         .await?;
-    let expires_at = held.expires_at();
-    if now >= expires_at
-        && lease::own(store, &keys.lock(next), 1, now).await? == Ownership::Owned(1)
-    {
-        store
-            .set(
-                &keys.end(next),
-                &encode(&Ending::Expired {
-                    at: expires_at,
-                    swept_at: Some(now),
-                    revision: Some(held.dating.revision),
-                }),
-            )
-            .await?;
-        store
-            .increment(&campaign_keys.expired(held.dating.epoch), 1)
-            .await?;
-    }
     Ok(())
+}
+
+/// Records `held`'s generation expired if it is past its expiry and has no
+/// ending; whether this call did.
+async fn expire_if_due(store: &impl Store, held: &Held, now: Timestamp) -> Result<bool> {
+    let expires_at = held.expires_at();
+    if held.ending.is_some() || now < expires_at {
+        return Ok(false);
+    }
+    let keys = CouponKeys::new(&held.code);
+    match lease::own(store, &keys.lock(held.generation), 1, now).await? {
+        Ownership::Owned(1) => {}
+        // A lapsed owner may have written its ending.
+        Ownership::Owned(_) if store.get(&keys.end(held.generation)).await?.is_none() => {}
+        _ => return Ok(false),
+    }
+    let ending = Ending::Expired {
+        at: expires_at,
+        swept_at: Some(now),
+        revision: Some(held.dating.revision),
+    };
+    store
+        .set(&keys.end(held.generation), &encode(&ending))
+        .await?;
+    store
+        .increment(
+            &CampaignKeys::new(&held.campaign.id).expired(held.dating.epoch),
+            1,
+        )
+        .await?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -437,5 +459,29 @@ mod tests {
         });
         let s = stats(&store);
         assert_eq!((s.redeemed, s.expired), (0, 1));
+    }
+
+    #[test]
+    fn a_cancel_cut_off_after_moving_the_generation_is_completed_by_its_retry() {
+        let (store, alice, code) = setup();
+        let end = ts("2028-03-01T00:00:00+08:00");
+        let keys = CouponKeys::new(&CouponCode::parse(&code).expect("code"));
+        block_on(async {
+            redeem(&store, &alice, redemption(&code, "o1"), ts(NOW))
+                .await
+                .expect("redeem");
+            // A canceller after the month end took the cancel, moved the
+            // generation and died before recording the expiry.
+            store.increment(&keys.cancel(0), 1).await.expect("owned");
+            store.increment(&keys.generation(), 1).await.expect("moved");
+            let later = end + crate::lease::LEASE;
+            let view = cancel(&store, &code, "o1", later).await.expect("retry");
+            assert_eq!(view.state, crate::coupon::CouponState::Expired);
+            let held = load_held(&store, &code, None).await.expect("held");
+            assert!(
+                matches!(held.ending, Some(Ending::Expired { .. })),
+                "recorded, so a sweep that walked the month already misses nothing"
+            );
+        });
     }
 }
