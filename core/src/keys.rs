@@ -21,7 +21,9 @@
 //! | `c:{id}:expiry` | register | the expiry rule in force, if re-dated: revision, rule, revivals (JSON) |
 //! | `c:{id}:expiry:seq` | counter | re-datings so far; revision numbers of `c:{id}:expiry:{n}` |
 //! | `c:{id}:expiry:{n}` | record | the n-th re-dating: who, when, old and new rule |
-//! | `c:{id}:user:{user}` | counter | coupons this user claimed |
+//! | `c:{id}:user:{user}` | counter | positions this user's claims took, each the next: one per coupon, plus any a failed claim left vacant (below 10^6: read with `get` in a batch) |
+//! | `c:{id}:user:{user}:slot:{q}` | record | what position q (1 to the per-user limit) holds: the coupon's code, or `vacant:{n}` once its n-th owner gave it up |
+//! | `c:{id}:user:{user}:slot:{q}:owner` | lease | owns position q: attempt 1 is the claim that took it; a claim adopts a vacant or lapsed one as attempt 2 on |
 //! | `c:{id}:rate:{second}:{shard}` | counter | claims attempted in that Unix second on that rate shard (admission control) |
 //! | `c:{id}:m:{month}:seq:{shard}` | counter | coupons issued from the shard in that claim month (campaign zone); slot numbers of the next key |
 //! | `c:{id}:m:{month}:coupon:{shard}:{n}` | record | code of that month's and shard's n-th coupon: the expiry index the sweep walks |
@@ -108,6 +110,12 @@ impl CampaignKeys {
     }
     pub fn user(&self, user: &str) -> String {
         self.sub(&format!("user:{}", escape(user)))
+    }
+    pub fn user_slot(&self, user: &str, position: u32) -> String {
+        self.sub(&format!("user:{}:slot:{position}", escape(user)))
+    }
+    pub fn user_slot_owner(&self, user: &str, position: u32) -> String {
+        format!("{}:owner", self.user_slot(user, position))
     }
     pub fn rate(&self, unix_second: i64, shard: u32) -> String {
         self.sub(&format!("rate:{unix_second}:{shard}"))

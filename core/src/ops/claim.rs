@@ -12,6 +12,15 @@
 //! increment back, so near the very end a claim may be refused with up to one
 //! coupon per claim in flight still left. Those are not lost: the next claims
 //! find them.
+//!
+//! The per-user limit is a row of positions, 1 to the limit, that a user's
+//! claims take in turn and fill with their coupons' codes, written together
+//! with the coupon (one `set_many`: a transaction on SQLite, `MSET` on Redis).
+//! Positions are never given back, so each is filled once: a claim that failed
+//! after taking one marks it vacant, and one whose request died leaves it
+//! empty. A claim at the limit adopts such a position, a vacant one at once
+//! and an empty one a lease after it was first seen empty (`crate::lease`),
+//! when its taker has finished or died.
 
 use super::campaigns::{brake, is_paused};
 use super::{Asker, decode, encode, get_array, load_held, with_dating};
@@ -23,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::expiry::YearMonth;
 use crate::keys::{self, CampaignKeys, CouponKeys};
 use crate::lease::{self, Ownership};
-use crate::store::Store;
+use crate::store::{Store, StoreResult, decode_small_counter};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -61,8 +70,10 @@ enum Outcome {
     Paused {
         attempt: i64,
     },
-    /// The store failed before this attempt wrote a coupon, and it gave back
-    /// what it had taken. Not final: a retry becomes attempt `attempt + 1`.
+    /// This attempt ended without a coupon or a final refusal: the store
+    /// failed (and what it took was given back), or the user's last free
+    /// position may still be filled by a claim in flight. Not final: a retry
+    /// becomes attempt `attempt + 1`.
     Failed {
         attempt: i64,
     },
@@ -80,7 +91,7 @@ pub async fn claim(
 ) -> Result<Claimed> {
     let campaign_keys = CampaignKeys::new(&request.campaign_id);
     let (key_owner, answer_key) = keys::idempotency(user.as_str(), idempotency_key);
-    let [campaign, dating, paused, answer, sold_out] = get_array(
+    let [campaign, dating, paused, answer, sold_out, positions] = get_array(
         store,
         [
             campaign_keys.record(),
@@ -88,9 +99,15 @@ pub async fn claim(
             campaign_keys.brake(),
             answer_key.clone(),
             campaign_keys.sold_out(),
+            campaign_keys.user(user.as_str()),
         ],
     )
     .await?;
+    // Unreadable counts as taken to the limit: the positions themselves decide.
+    let positions = positions
+        .as_deref()
+        .map_or(Some(0), decode_small_counter)
+        .unwrap_or(i64::MAX);
     let attempt = match read_answer(&answer_key, answer.as_deref(), &request)? {
         None => 1,
         // The last attempt met the brake or failed: this retry may be the next.
@@ -133,6 +150,7 @@ pub async fn claim(
     // took and says so in the answer, so the retry goes on at once.
     let mut undo = Undo {
         taken: Vec::new(),
+        vacate: None,
         answer_key: answer_key.clone(),
         failed: encode(&Answer {
             request: request.clone(),
@@ -146,13 +164,21 @@ pub async fn claim(
     let taken = match hinted {
         true => Err(Outcome::SoldOut),
         false => {
-            let taken = take_limits(store, &campaign, &campaign_keys, user, start_shard, attempt);
-            undo.on_error(store, taken.await).await?
+            let limits = Limits {
+                store,
+                campaign: &campaign,
+                keys: &campaign_keys,
+                user: user.as_str(),
+                start_shard,
+                attempt,
+                now,
+            };
+            undo.on_error(store, limits.take(positions).await).await?
         }
     };
-    if let Ok(shard) = taken {
-        undo.taken.push(campaign_keys.user(user.as_str()));
-        undo.taken.push(campaign_keys.claimed(shard));
+    if let Ok(taken) = &taken {
+        undo.taken.push(campaign_keys.claimed(taken.shard));
+        undo.vacate = Some(taken.slot(&campaign_keys, user.as_str(), Slot::vacant(taken.owner)));
     }
     let outcome = match taken {
         Ok(_) => Outcome::Issued {
@@ -168,7 +194,7 @@ pub async fn claim(
             .await;
         undo.on_error(store, hint).await?;
     }
-    let mut writes = Vec::with_capacity(3);
+    let mut writes = Vec::with_capacity(4);
     let record = CouponRecord {
         code: code.to_string(),
         campaign_id: campaign.id.clone(),
@@ -176,7 +202,7 @@ pub async fn claim(
         issued_at: now,
     };
     let zone = campaign.zone()?;
-    if let Ok(shard) = taken {
+    if let Ok(Taken { shard, .. }) = taken {
         // The expiry index: by claim month, as every coupon of a claim month
         // expires at one instant whatever the rule; by shard, so claims share
         // no counter.
@@ -185,6 +211,11 @@ pub async fn claim(
             .increment(&campaign_keys.month_seq(month, shard), 1)
             .await;
         let slot = undo.on_error(store, slot).await?;
+        // The position first: a backend that writes in order never leaves a
+        // coupon whose position could be adopted.
+        if let Ok(taken) = &taken {
+            writes.push(taken.slot(&campaign_keys, user.as_str(), code.to_string()));
+        }
         writes.push((CouponKeys::new(&code).record(), encode(&record)));
         writes.push((
             campaign_keys.month_slot(month, shard, slot),
@@ -221,6 +252,8 @@ pub async fn claim(
 struct Undo {
     /// Counters it took one from.
     taken: Vec<String>,
+    /// The user's position it took, marked vacant so the next claim adopts it at once.
+    vacate: Option<(String, Vec<u8>)>,
     answer_key: String,
     /// The answer that lets the retry go on: `Outcome::Failed`.
     failed: Vec<u8>,
@@ -230,18 +263,16 @@ impl Undo {
     /// Passes `result` on; on an error, first gives back what was taken and
     /// records the failure (best effort: what fails here is left to the
     /// attempt's lease and to recovery).
-    async fn on_error<T>(
-        &self,
-        store: &impl Store,
-        result: crate::store::StoreResult<T>,
-    ) -> Result<T> {
+    async fn on_error<T>(&self, store: &impl Store, result: StoreResult<T>) -> Result<T> {
         if result.is_err() {
             let mut given_back = true;
             for key in &self.taken {
                 given_back &= store.increment(key, -1).await.is_ok();
             }
             if given_back {
-                let _ = store.set(&self.answer_key, &self.failed).await;
+                let mut writes = vec![(self.answer_key.clone(), self.failed.clone())];
+                writes.extend(self.vacate.clone());
+                let _ = store.set_many(&writes).await;
             }
         }
         Ok(result?)
@@ -287,29 +318,161 @@ async fn admit(
     Ok(())
 }
 
-/// Takes one from the user's limit, then one coupon from the first shard with
-/// any left, starting at `start_shard`; gives back what was taken when refused.
-/// `Ok(shard)` when taken.
-async fn take_limits(
-    store: &impl Store,
-    campaign: &Campaign,
-    keys: &CampaignKeys,
-    user: &UserId,
+/// Where a claim's coupon goes: a unit of `shard`'s stock and the user's
+/// `position`, owned as attempt `owner` of that position's lease.
+struct Taken {
+    shard: u32,
+    position: u32,
+    owner: i64,
+}
+
+impl Taken {
+    fn slot(
+        &self,
+        keys: &CampaignKeys,
+        user: &str,
+        value: impl Into<Vec<u8>>,
+    ) -> (String, Vec<u8>) {
+        (keys.user_slot(user, self.position), value.into())
+    }
+}
+
+/// What a user's position holds, as its record says.
+#[derive(Debug, PartialEq, Eq)]
+enum Slot {
+    /// A coupon (or a record this version cannot read: counted as a coupon).
+    Holds,
+    /// Given up by the `after`-th owner: attempt `after + 1` may take it.
+    Vacant { after: i64 },
+}
+
+impl Slot {
+    const VACANT: &str = "vacant:";
+
+    fn vacant(owner: i64) -> String {
+        format!("{}{owner}", Self::VACANT)
+    }
+
+    fn parse(bytes: &[u8]) -> Slot {
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.strip_prefix(Self::VACANT)?.parse().ok())
+            .map_or(Slot::Holds, |after| Slot::Vacant { after })
+    }
+}
+
+/// Taking the limits of one claim attempt.
+struct Limits<'a, S> {
+    store: &'a S,
+    campaign: &'a Campaign,
+    keys: &'a CampaignKeys,
+    user: &'a str,
     start_shard: u32,
     attempt: i64,
-) -> crate::store::StoreResult<Result<u32, Outcome>> {
-    let user_key = keys.user(user.as_str());
-    if store.increment(&user_key, 1).await? > i64::from(campaign.per_user_limit) {
-        store.increment(&user_key, -1).await?;
-        return Ok(Err(Outcome::PerUserLimitReached));
+    now: Timestamp,
+}
+
+impl<S: Store> Limits<'_, S> {
+    /// A unit of stock and the user's next position; at the limit (as
+    /// `positions`, read before, says, or as the increment finds), a position
+    /// to adopt. A store error gives back what this call took.
+    async fn take(&self, positions: i64) -> StoreResult<Result<Taken, Outcome>> {
+        let limit = i64::from(self.campaign.per_user_limit);
+        if positions < limit {
+            let shard = match self.stock().await? {
+                Ok(shard) => shard,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            let position = self.store.increment(&self.keys.user(self.user), 1).await;
+            let counter = self.keys.claimed(shard);
+            let give_back = || self.store.increment(&counter, -1);
+            match position {
+                Ok(p) if p <= limit => {
+                    return Ok(Ok(Taken {
+                        shard,
+                        position: p as u32,
+                        owner: 1,
+                    }));
+                }
+                // The user's other claims took the last positions first.
+                Ok(_) => {
+                    give_back().await?;
+                }
+                // If it applied, the position is empty: it lapses.
+                Err(e) => {
+                    let _ = give_back().await;
+                    return Err(e);
+                }
+            }
+        }
+        self.adopt().await
     }
-    let taken = take_stock(store, campaign, keys, start_shard, attempt).await;
-    // Unless a unit was taken, the user's slot goes back (also on a failure:
-    // no coupon will be written).
-    if !matches!(taken, Ok(Ok(_))) {
-        store.increment(&user_key, -1).await?;
+
+    /// The first position that is vacant, or whose taker died, is this
+    /// claim's to fill. Refused for good once every position holds a coupon.
+    async fn adopt(&self) -> StoreResult<Result<Taken, Outcome>> {
+        let positions = 1..=self.campaign.per_user_limit;
+        let slots: Vec<String> = positions
+            .clone()
+            .map(|q| self.keys.user_slot(self.user, q))
+            .collect();
+        let mut busy = false;
+        for (position, value) in positions.zip(self.store.get_many(&slots).await?) {
+            let lease = self.keys.user_slot_owner(self.user, position);
+            let first = match value.as_deref().map(Slot::parse) {
+                Some(Slot::Holds) => continue,
+                Some(Slot::Vacant { after }) => after + 1,
+                // Empty: its taker (attempt 1, which took it by the count)
+                // may still be writing it.
+                None => match lease::lapsed(self.store, &lease, 1, self.now).await? {
+                    Ownership::Lapsed => 2,
+                    _ => {
+                        busy = true;
+                        continue;
+                    }
+                },
+            };
+            let Ownership::Owned(owner) = lease::own(self.store, &lease, first, self.now).await?
+            else {
+                busy = true;
+                continue;
+            };
+            let refusal = match self.stock().await {
+                Ok(Ok(shard)) => {
+                    return Ok(Ok(Taken {
+                        shard,
+                        position,
+                        owner,
+                    }));
+                }
+                Ok(Err(refusal)) => Ok(refusal),
+                Err(e) => Err(e),
+            };
+            // No coupon after all: the next claim takes the position at once.
+            let slot = &slots[position as usize - 1];
+            let vacated = self.store.set(slot, Slot::vacant(owner).as_bytes()).await;
+            let refusal = refusal?;
+            vacated?;
+            return Ok(Err(refusal));
+        }
+        Ok(Err(match busy {
+            true => Outcome::Failed {
+                attempt: self.attempt,
+            },
+            false => Outcome::PerUserLimitReached,
+        }))
     }
-    taken
+
+    async fn stock(&self) -> StoreResult<Result<u32, Outcome>> {
+        take_stock(
+            self.store,
+            self.campaign,
+            self.keys,
+            self.start_shard,
+            self.attempt,
+        )
+        .await
+    }
 }
 
 /// One coupon from the first shard with any left, starting at `start_shard`.
@@ -319,7 +482,7 @@ async fn take_stock(
     keys: &CampaignKeys,
     start_shard: u32,
     attempt: i64,
-) -> crate::store::StoreResult<Result<u32, Outcome>> {
+) -> StoreResult<Result<u32, Outcome>> {
     let shards = campaign.shard_count();
     for k in 0..shards {
         let shard = (start_shard + k) % shards;
@@ -817,6 +980,30 @@ mod tests {
             assert_eq!(sold_out.unwrap_err(), Error::SoldOut);
             let replay = claim(&store, &user("b"), "k", request("one"), ts(NOW), code(3)).await;
             assert_eq!(replay.unwrap_err(), Error::SoldOut);
+        });
+    }
+
+    #[test]
+    fn a_position_its_claim_left_empty_is_adopted_a_lease_later() {
+        let mut c = campaign_with_stock("dead", 10);
+        c.per_user_limit = 1;
+        let store = store_with(c);
+        let keys = CampaignKeys::new(&CampaignId::parse("dead").expect("id"));
+        block_on(async {
+            // A claim took the user's only position, then its instance died.
+            store.increment(&keys.user("a"), 1).await.expect("taken");
+            let first = claim(&store, &user("a"), "k", request("dead"), ts(NOW), code(1)).await;
+            assert_eq!(first.unwrap_err(), Error::RequestInProgress);
+            let lease = crate::lease::LEASE;
+            let almost = ts(NOW) + lease - jiff::SignedDuration::from_secs(1);
+            let early = claim(&store, &user("a"), "k", request("dead"), almost, code(2)).await;
+            assert_eq!(early.unwrap_err(), Error::RequestInProgress);
+            // The taker has finished or died by now: the retry adopts it.
+            let later = ts(NOW) + lease;
+            let adopted = claim(&store, &user("a"), "k", request("dead"), later, code(3)).await;
+            assert_eq!(adopted.expect("adopted").coupon.code, code(3).to_string());
+            let full = claim(&store, &user("a"), "k2", request("dead"), later, code(4)).await;
+            assert_eq!(full.unwrap_err(), Error::PerUserLimitReached);
         });
     }
 }

@@ -355,16 +355,24 @@ async fn probe(
             .count() as i64;
         let left = campaign.capacity() as i64 - issued - probed.get(c).copied().unwrap_or(0);
         let expected_issue = left > 0;
-        let code = code_in_shard(ctx, 0, 1);
-        let answer = claim(
-            &ctx.store,
-            &probe_user(user),
-            &format!("probe-{}", campaign.id),
-            request,
-            now.min(campaign.claim_ends_at),
-            code,
-        )
-        .await;
+        // A position left empty by a claim that died is first seen now: it
+        // lapses a lease later, and the retry adopts it.
+        let mut answer = Err(Error::RequestInProgress);
+        for wait in [0, crate::lease::LEASE.as_millis() as i64 + 1_000] {
+            ctx.store.sleep_until(ctx.store.now_ms() + wait).await;
+            answer = claim(
+                &ctx.store,
+                &probe_user(user),
+                &format!("probe-{}", campaign.id),
+                request.clone(),
+                ctx.now(task).min(campaign.claim_ends_at),
+                code_in_shard(ctx, 0, 1),
+            )
+            .await;
+            if !matches!(answer, Err(Error::RequestInProgress)) {
+                break;
+            }
+        }
         if answer.is_ok() {
             *probed.entry(*c).or_default() += 1;
         }
