@@ -15,6 +15,11 @@
 //! | `c:{id}:brake` | counter | pauses and resumes so far: odd is paused (below 10^6: read with `get` in a batch) |
 //! | `c:{id}:brake:{shard}:{level}` | lease | owns moving the shard's brake to `level` (see `lease`) |
 //! | `c:{id}:claimed:{shard}` | counter | coupons taken from the shard's stock, plus 2^40 per brake level: braked while the level is odd |
+//! | `c:{id}:recount` | counter | stock recounts so far, times two: odd while one fences the stock (below 10^6: read with `get` in a batch; see `ops::recount`) |
+//! | `c:{id}:recount:{r}` | lease | owns moving the recount counter to `r` |
+//! | `c:{id}:recount:{r}:since` | register | when the recount counter was first seen at `r` (Unix ms) |
+//! | `c:{id}:recount:{r}:shard:{shard}` | lease | owns giving back the shard's lost units in fence `r` |
+//! | `c:{id}:recount:{r}:returned` | counter | units fence `r` gave back (counted before each give-back: at least that many) |
 //! | `c:{id}:soldout` | register | the Unix second a claim last found every shard empty: claims in that second are refused at once |
 //! | `c:{id}:redeemed:{shard}` | counter | coupons redeemed now, split by a hash of the code so redemptions share no hot key |
 //! | `c:{id}:expired:{epoch}` | counter | coupons the sweep moved to `expired` since the `epoch`-th revival (see `c:{id}:expiry`) |
@@ -27,6 +32,7 @@
 //! | `c:{id}:rate:{second}:{shard}` | counter | claims attempted in that Unix second on that rate shard (admission control) |
 //! | `c:{id}:m:{month}:seq:{shard}` | counter | coupons issued from the shard in that claim month (campaign zone); slot numbers of the next key |
 //! | `c:{id}:m:{month}:coupon:{shard}:{n}` | record | code of that month's and shard's n-th coupon: the expiry index the sweep walks |
+//! | `c:{id}:m:{month}:count:{shard}` | register | `{slots} {coupons}`: of that month's and shard's first `slots` index slots, how many hold a coupon (written by a recount, when every one of them is final) |
 //! | `c:{id}:m:{month}:swept:{revision}` | counter | 1 = the sweep walked that month's coupons to the end under that expiry revision, after the month was over |
 //! | `u:{user}:idem:{key}` | lease | owns this idempotency key's first attempt |
 //! | `u:{user}:idem:{key}:attempt:{n}` | lease | owns attempt n, after attempt n-1 met the brake, failed or lapsed (see `lease`) |
@@ -89,6 +95,24 @@ impl CampaignKeys {
     }
     pub fn claimed(&self, shard: u32) -> String {
         self.sub(&format!("claimed:{shard}"))
+    }
+    pub fn recount(&self) -> String {
+        self.sub("recount")
+    }
+    pub fn recount_step(&self, round: i64) -> String {
+        self.sub(&format!("recount:{round}"))
+    }
+    pub fn recount_since(&self, round: i64) -> String {
+        self.sub(&format!("recount:{round}:since"))
+    }
+    pub fn recount_shard(&self, round: i64, shard: u32) -> String {
+        self.sub(&format!("recount:{round}:shard:{shard}"))
+    }
+    pub fn recount_returned(&self, round: i64) -> String {
+        self.sub(&format!("recount:{round}:returned"))
+    }
+    pub fn month_count(&self, month: YearMonth, shard: u32) -> String {
+        self.sub(&format!("m:{month}:count:{shard}"))
     }
     pub fn sold_out(&self) -> String {
         self.sub("soldout")

@@ -73,22 +73,29 @@ pub async fn lapsed(
     n: i64,
     now: Timestamp,
 ) -> StoreResult<Ownership> {
-    let seen_key = seen_key(key, n);
+    let seen = first_seen(store, &seen_key(key, n), now).await?;
+    match now.duration_since(seen) >= LEASE {
+        true => Ok(Ownership::Lapsed),
+        false => Ok(Ownership::Busy),
+    }
+}
+
+/// When something was first seen, as the register `key` records it (Unix
+/// ms): the first look, at `now`, writes it. Looks that race may each write
+/// their own `now`; any of them is no earlier than the thing seen.
+pub async fn first_seen(store: &impl Store, key: &str, now: Timestamp) -> StoreResult<Timestamp> {
     let seen = store
-        .get(&seen_key)
+        .get(key)
         .await?
         .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<i64>().ok())
         .and_then(|ms| Timestamp::from_millisecond(ms).ok());
-    match seen {
-        Some(seen) if now.duration_since(seen) >= LEASE => Ok(Ownership::Lapsed),
-        Some(_) => Ok(Ownership::Busy),
-        None => {
-            store
-                .set(&seen_key, now.as_millisecond().to_string().as_bytes())
-                .await?;
-            Ok(Ownership::Busy)
-        }
+    if let Some(seen) = seen {
+        return Ok(seen);
     }
+    store
+        .set(key, now.as_millisecond().to_string().as_bytes())
+        .await?;
+    Ok(now)
 }
 
 /// Owns the first attempt of `key` from `first` on that is free or whose

@@ -91,6 +91,8 @@ pub(crate) mod memory {
     #[derive(Default)]
     pub struct MemoryStore {
         pub values: RefCell<BTreeMap<String, Vec<u8>>>,
+        /// Every increment that changed a counter, in order: what a request touched.
+        pub increments: RefCell<Vec<(String, i64)>>,
     }
 
     pub async fn yield_now() {
@@ -144,6 +146,9 @@ pub(crate) mod memory {
             };
             let value = old + delta;
             values.insert(key.to_owned(), value.to_string().into_bytes());
+            if delta != 0 {
+                self.increments.borrow_mut().push((key.to_owned(), delta));
+            }
             Ok(value)
         }
     }

@@ -23,6 +23,7 @@
 //! when its taker has finished or died.
 
 use super::campaigns::{brake, is_paused};
+use super::recount;
 use super::{Asker, decode, encode, get_array, load_held, with_dating};
 use crate::auth::UserId;
 use crate::campaign::{Campaign, CampaignId};
@@ -91,7 +92,15 @@ pub async fn claim(
 ) -> Result<Claimed> {
     let campaign_keys = CampaignKeys::new(&request.campaign_id);
     let (key_owner, answer_key) = keys::idempotency(user.as_str(), idempotency_key);
-    let [campaign, dating, paused, answer, sold_out, positions] = get_array(
+    let [
+        campaign,
+        dating,
+        paused,
+        answer,
+        sold_out,
+        positions,
+        recount,
+    ] = get_array(
         store,
         [
             campaign_keys.record(),
@@ -100,6 +109,7 @@ pub async fn claim(
             answer_key.clone(),
             campaign_keys.sold_out(),
             campaign_keys.user(user.as_str()),
+            campaign_keys.recount(),
         ],
     )
     .await?;
@@ -161,9 +171,12 @@ pub async fn claim(
     // without probing them all again; the refusal is this key's answer.
     let second = now.as_second().to_string();
     let hinted = sold_out.as_deref() == Some(second.as_bytes());
-    let taken = match hinted {
-        true => Err(Outcome::SoldOut),
-        false => {
+    // A recount fences the stock only once it was found full (or the window
+    // closed): see `recount`.
+    let probes = !hinted && !recount::is_fenced(recount.as_deref());
+    let taken = match probes {
+        false => Err(Outcome::SoldOut),
+        true => {
             let limits = Limits {
                 store,
                 campaign: &campaign,
@@ -188,7 +201,7 @@ pub async fn claim(
     };
     // Only the claim that probed every shard writes the hint: the hinted ones
     // would make it a hot key.
-    if let (Err(Outcome::SoldOut), false) = (&taken, hinted) {
+    if let (Err(Outcome::SoldOut), true) = (&taken, probes) {
         let hint = store
             .set(&campaign_keys.sold_out(), second.as_bytes())
             .await;

@@ -13,6 +13,7 @@
 
 use super::campaigns::load_slot;
 use super::dating::Dating;
+use super::recount::{self, Recount};
 use super::{encode, load_ending};
 use crate::campaign::Campaign;
 use crate::code::CouponCode;
@@ -50,6 +51,9 @@ pub struct Swept {
     pub examined: u64,
     /// Coupons this call moved to `expired`.
     pub expired: u64,
+    /// Stock units a recount gave back in this call: taken by claims that
+    /// died before writing their coupon (see `recount`).
+    pub returned: u64,
     /// Where the next call continues; `null` when the walk is complete.
     pub next_cursor: Option<String>,
 }
@@ -132,6 +136,7 @@ pub async fn sweep(
         examined: 0,
         visited: 0,
         expired: 0,
+        returned: 0,
         unfinished: std::cell::Cell::new(false),
     };
     let campaigns = read_counter(store, keys::CAMPAIGN_SEQ).await?;
@@ -139,29 +144,23 @@ pub async fn sweep(
         // Campaigns and months cost work too: thousands of them must not
         // run one call past the host's request limit.
         if walk.spent_visiting() {
-            return Ok(Swept {
-                examined: walk.examined.into(),
-                expired: walk.expired,
-                next_cursor: Some(cursor.render_campaign()),
-            });
+            return Ok(walk.stopped(Some(cursor.render_campaign())));
         }
         walk.visited += 1;
-        if let Some((campaign, dating)) = load_slot(store, cursor.campaign).await?
-            && let Some(stopped) = walk.campaign(&campaign, &dating, cursor).await?
-        {
-            return Ok(Swept {
-                examined: walk.examined.into(),
-                expired: walk.expired,
-                next_cursor: Some(stopped),
-            });
+        let Some((campaign, dating)) = load_slot(store, cursor.campaign).await? else {
+            cursor = Cursor::campaign(cursor.campaign + 1);
+            continue;
+        };
+        // At the campaign's start, not when resuming inside its months.
+        if cursor.month.is_none() && walk.recount(&campaign).await? == Recount::Stopped {
+            return Ok(walk.stopped(Some(cursor.render_campaign())));
+        }
+        if let Some(stopped) = walk.campaign(&campaign, &dating, cursor).await? {
+            return Ok(walk.stopped(Some(stopped)));
         }
         cursor = Cursor::campaign(cursor.campaign + 1);
     }
-    Ok(Swept {
-        examined: walk.examined.into(),
-        expired: walk.expired,
-        next_cursor: None,
-    })
+    Ok(walk.stopped(None))
 }
 
 /// One call's walk, and what it has done so far.
@@ -175,6 +174,7 @@ struct Walk<'s, S, F> {
     /// Campaigns and claim months looked at: work that is not a coupon.
     visited: u32,
     expired: u64,
+    returned: u64,
     /// A coupon of the month being walked was left to a redemption in flight.
     unfinished: std::cell::Cell<bool>,
 }
@@ -183,7 +183,36 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
     /// Whether this call has done its share of coupons: `limit` index slots,
     /// or its time is up.
     fn spent(&self) -> bool {
-        self.examined == self.limit || (self.examined > 0 && (self.out_of_time)())
+        self.examined >= self.limit || (self.examined > 0 && (self.out_of_time)())
+    }
+
+    /// This call's answer, resuming at `next_cursor`.
+    fn stopped(&self, next_cursor: Option<String>) -> Swept {
+        Swept {
+            examined: self.examined.into(),
+            expired: self.expired,
+            returned: self.returned,
+            next_cursor,
+        }
+    }
+
+    /// Moves the campaign's stock recount on; its slot reads count as examined.
+    async fn recount(&mut self, campaign: &Campaign) -> Result<Recount> {
+        let (limit, out_of_time) = (self.limit, &self.out_of_time);
+        let examined = &mut self.examined;
+        // At least one read per call, so a count always moves on.
+        let mut spend = |slots: u32| {
+            if *examined >= limit || (*examined > 0 && out_of_time()) {
+                return false;
+            }
+            *examined += slots;
+            true
+        };
+        let recount = recount::step(self.store, campaign, self.now, &mut spend).await?;
+        if let Recount::Returned(units) = recount {
+            self.returned += units;
+        }
+        Ok(recount)
     }
 
     /// Whether this call has done its share of campaigns and months: each
@@ -449,9 +478,11 @@ mod tests {
             sweep_all(&store, "2028-04-01T00:01:00+08:00", 1_000),
             (3, 3, 1)
         );
+        // The window has closed too: the stock recount (its fence up since
+        // 00:01) counts all 7 coupons' slots.
         assert_eq!(
             sweep_all(&store, "2028-04-01T00:06:00+08:00", 1_000),
-            (0, 3, 1)
+            (0, 3 + 7, 1)
         );
         assert_eq!(
             sweep_all(&store, "2028-04-02T00:00:00+08:00", 1_000),
@@ -510,6 +541,7 @@ mod tests {
             Swept {
                 examined: 0,
                 expired: 0,
+                returned: 0,
                 next_cursor: None
             }
         );

@@ -9,6 +9,7 @@ pub mod claim;
 pub mod coupons;
 pub mod dating;
 pub mod expire;
+pub mod recount;
 pub mod redeem;
 
 use crate::campaign::{Campaign, CampaignId};

@@ -66,7 +66,11 @@ pub fn recover_and_check(
 
 /// Every coupon record in the store, by code.
 fn coupons_in(exec: &Executor) -> BTreeMap<String, CouponRecord> {
-    let world = exec.store.0.borrow();
+    stored_coupons(&exec.store)
+}
+
+fn stored_coupons(store: &super::exec::SimStore) -> BTreeMap<String, CouponRecord> {
+    let world = store.0.borrow();
     world
         .map
         .iter()
@@ -253,15 +257,11 @@ async fn probe(
             late.id
         ));
     }
-    // Stats equal the coupons.
-    let mut redeemed: BTreeMap<&str, i64> = BTreeMap::new();
     let mut unredeemed = Vec::new();
     for (code, record) in coupons {
         match load_held(&ctx.store, code, None).await {
             Ok(held) => match held.state(now) {
-                CouponState::Redeemed => {
-                    *redeemed.entry(record.campaign_id.as_str()).or_default() += 1
-                }
+                CouponState::Redeemed => {}
                 CouponState::Issued => unredeemed.push((code, record)),
                 CouponState::Expired => {
                     if held.ending.is_none() {
@@ -275,24 +275,6 @@ async fn probe(
         }
     }
     for (campaign, view) in ctx.campaigns.iter().zip(&views) {
-        let issued = coupons
-            .values()
-            .filter(|r| r.campaign_id == campaign.id)
-            .count() as i64;
-        let stats = &view.stats;
-        if stats.claimed != issued {
-            problems.push(format!(
-                "{LEAK}{}: stats.claimed {} but {issued} coupons stored",
-                campaign.id, stats.claimed
-            ));
-        }
-        let redeemed = redeemed.get(campaign.id.as_str()).copied().unwrap_or(0);
-        if stats.redeemed != redeemed {
-            problems.push(format!(
-                "{LEAK}{}: stats.redeemed {} but {redeemed} coupons redeemed",
-                campaign.id, stats.redeemed
-            ));
-        }
         if view.paused {
             problems.push(format!(
                 "{}: paused after every operator's last call was a resume",
@@ -346,32 +328,19 @@ async fn probe(
         if holds >= campaign.per_user_limit {
             continue;
         }
-        let request = ClaimRequest {
-            campaign_id: campaign.id.clone(),
-        };
         let issued = coupons
             .values()
             .filter(|r| r.campaign_id == campaign.id)
             .count() as i64;
         let left = campaign.capacity() as i64 - issued - probed.get(c).copied().unwrap_or(0);
         let expected_issue = left > 0;
-        // A position left empty by a claim that died is first seen now: it
-        // lapses a lease later, and the retry adopts it.
-        let mut answer = Err(Error::RequestInProgress);
-        for wait in [0, crate::lease::LEASE.as_millis() as i64 + 1_000] {
-            ctx.store.sleep_until(ctx.store.now_ms() + wait).await;
-            answer = claim(
-                &ctx.store,
-                &probe_user(user),
-                &format!("probe-{}", campaign.id),
-                request.clone(),
-                ctx.now(task).min(campaign.claim_ends_at),
-                code_in_shard(ctx, 0, 1),
-            )
-            .await;
-            if !matches!(answer, Err(Error::RequestInProgress)) {
-                break;
-            }
+        let mut answer = probe_claim(ctx, task, campaign, user, "probe").await;
+        // A unit lost by a claim that died shows as sold out until the
+        // sweep's recount gives it back (its fence goes up once a claim found
+        // the stock full): what the user sees is a later claim succeeding.
+        if expected_issue && matches!(answer, Err(Error::SoldOut)) {
+            sweep_through_a_recount(ctx, task).await;
+            answer = probe_claim(ctx, task, campaign, user, "probe-again").await;
         }
         if answer.is_ok() {
             *probed.entry(*c).or_default() += 1;
@@ -387,5 +356,86 @@ async fn probe(
             )),
         }
     }
+    // Once the claim window has closed and a recount has run, the stats
+    // equal the coupons.
+    let closed = ctx.campaigns.iter().map(|c| c.claim_ends_at).max();
+    if let Some(closed) = closed {
+        let ms = closed.as_millisecond() + crate::lease::MAX_SKEW.as_millis() as i64;
+        ctx.store.sleep_until(ms.max(ctx.store.now_ms())).await;
+    }
+    sweep_through_a_recount(ctx, task).await;
+    let now = ctx.now(task);
+    let coupons = stored_coupons(&ctx.store);
+    for campaign in &ctx.campaigns {
+        let view = match campaigns::get(&ctx.store, &campaign.id).await {
+            Ok(view) => view,
+            Err(e) => {
+                problems.push(format!("{}: get answered {}", campaign.id, e.code()));
+                continue;
+            }
+        };
+        let (mut issued, mut redeemed) = (0, 0);
+        for (code, _) in coupons.iter().filter(|(_, r)| r.campaign_id == campaign.id) {
+            issued += 1;
+            if let Ok(held) = load_held(&ctx.store, code, None).await
+                && held.state(now) == CouponState::Redeemed
+            {
+                redeemed += 1;
+            }
+        }
+        let stats = &view.stats;
+        if stats.claimed != issued {
+            problems.push(format!(
+                "{LEAK}{}: stats.claimed {} but {issued} coupons stored",
+                campaign.id, stats.claimed
+            ));
+        }
+        if stats.redeemed != redeemed {
+            problems.push(format!(
+                "{LEAK}{}: stats.redeemed {} but {redeemed} coupons redeemed",
+                campaign.id, stats.redeemed
+            ));
+        }
+    }
     problems
+}
+
+/// One claim of the probe's, retried as the README says: a position left
+/// empty by a claim that died is first seen now, and adopted a lease later.
+async fn probe_claim(
+    ctx: &Ctx,
+    task: usize,
+    campaign: &crate::campaign::Campaign,
+    user: &str,
+    key: &str,
+) -> crate::error::Result<crate::ops::claim::Claimed> {
+    let mut answer = Err(Error::RequestInProgress);
+    for wait in [0, crate::lease::LEASE.as_millis() as i64 + 1_000] {
+        ctx.store.sleep_until(ctx.store.now_ms() + wait).await;
+        answer = claim(
+            &ctx.store,
+            &probe_user(user),
+            &format!("{key}-{}", campaign.id),
+            ClaimRequest {
+                campaign_id: campaign.id.clone(),
+            },
+            ctx.now(task).min(campaign.claim_ends_at),
+            code_in_shard(ctx, 0, 1),
+        )
+        .await;
+        if !matches!(answer, Err(Error::RequestInProgress)) {
+            break;
+        }
+    }
+    answer
+}
+
+/// The sweep as an operator's schedule runs it, over one recount: the fence
+/// goes up, a lease later the units go back and it comes down.
+async fn sweep_through_a_recount(ctx: &Ctx, task: usize) {
+    for _ in 0..3 {
+        sweep_to_end(ctx, task).await;
+        let later = ctx.store.now_ms() + crate::lease::LEASE.as_millis() as i64 + 1_000;
+        ctx.store.sleep_until(later).await;
+    }
 }

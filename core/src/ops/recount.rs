@@ -1,0 +1,326 @@
+//! Giving back the stock units of claims that died.
+//!
+//! A claim takes a unit with an increment and gives it back when it is
+//! refused or fails. One whose instance died between that increment and
+//! writing its coupon, or whose give-back failed, leaves the unit taken, and
+//! only the coupons can say so. So the sweep counts them: it fences the stock
+//! (claims read the fence in their first round trip and take nothing while
+//! it is up), waits a lease for the claims that read it open to finish or
+//! die, counts each shard's coupons in the expiry index, gives back the
+//! difference, and lifts the fence. `stats.claimed` is then exact.
+//!
+//! A fence costs no sale: it goes up only once a claim has found every shard
+//! full (the sold-out hint) or the claim window has closed, and only if the
+//! last fence gave something back (those units may be taken, and lost, again).
+//! Each step is owned by a lease (`crate::lease`) and verified by reading, so
+//! sweeps that overlap, repeat or die part-way give nothing back twice.
+
+use super::campaigns::brake;
+use crate::campaign::Campaign;
+use crate::error::Result;
+use crate::expiry::YearMonth;
+use crate::keys::CampaignKeys;
+use crate::lease::{self, Ownership};
+use crate::store::{Store, decode_small_counter, read_counter};
+use jiff::Timestamp;
+
+/// Index slots read per round trip while counting.
+const CHUNK: u32 = 256;
+
+/// What one look at a campaign's recount did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recount {
+    /// No fence is up, or it waits for claims in flight (or another sweep).
+    Idle,
+    /// The fence came down; it gave back this many units.
+    Returned(u64),
+    /// The call's share of work ran out while counting: look again.
+    Stopped,
+}
+
+/// Whether a claim, reading the recount counter as `get` returned it, finds
+/// the stock fenced.
+pub(crate) fn is_fenced(counter: Option<&[u8]>) -> bool {
+    counter
+        .and_then(decode_small_counter)
+        .is_some_and(|r| r % 2 == 1)
+}
+
+/// Moves the campaign's recount on as far as it can: raises the fence when
+/// one is due, counts and gives back once claims have settled, lowers it.
+/// `spend(n)` is asked before `n` index slots are read; `false` stops the call.
+pub async fn step(
+    store: &impl Store,
+    campaign: &Campaign,
+    now: Timestamp,
+    spend: &mut impl FnMut(u32) -> bool,
+) -> Result<Recount> {
+    let keys = CampaignKeys::new(&campaign.id);
+    let mut round = read_counter(store, &keys.recount()).await?;
+    if round % 2 == 0 {
+        if !due(store, campaign, &keys, round, now).await? {
+            return Ok(Recount::Idle);
+        }
+        advance(store, &keys, round, now).await?;
+        // Raised here, or meanwhile raised (or even lowered) by another sweep.
+        round = read_counter(store, &keys.recount()).await?;
+        if round % 2 == 0 {
+            return Ok(Recount::Idle);
+        }
+    }
+    // Claims that read the fence down may still take units until a lease
+    // after it was first seen up.
+    let since = lease::first_seen(store, &keys.recount_since(round), now).await?;
+    if now.duration_since(since) < lease::LEASE {
+        return Ok(Recount::Idle);
+    }
+    let mut returned = 0;
+    for shard in 0..campaign.shard_count() {
+        let Some(issued) = count(store, campaign, &keys, shard, now, spend).await? else {
+            return Ok(Recount::Stopped);
+        };
+        match give_back(store, &keys, round, shard, issued, now).await? {
+            Some(units) => returned += units,
+            // Another sweep is giving this shard back.
+            None => return Ok(Recount::Idle),
+        }
+    }
+    match advance(store, &keys, round, now).await? {
+        true => Ok(Recount::Returned(returned)),
+        false => Ok(Recount::Idle),
+    }
+}
+
+/// Whether a fence should go up now (the counter reads `round`, even).
+async fn due(
+    store: &impl Store,
+    campaign: &Campaign,
+    keys: &CampaignKeys,
+    round: i64,
+    now: Timestamp,
+) -> Result<bool> {
+    // The last fence found the counts exact and the campaign full or closed:
+    // no unit has been taken since, so none can be lost.
+    if round > 0 && read_counter(store, &keys.recount_returned(round - 1)).await? == 0 {
+        return Ok(false);
+    }
+    if now >= campaign.claim_ends_at {
+        return Ok(true);
+    }
+    // A claim found every shard full since the fence last came down.
+    let Some(hint) = store.get(&keys.sold_out()).await? else {
+        return Ok(false);
+    };
+    let hint = std::str::from_utf8(&hint)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .and_then(|s| Timestamp::from_second(s).ok());
+    let down_since = match round {
+        0 => Timestamp::MIN,
+        _ => lease::first_seen(store, &keys.recount_since(round), now).await?,
+    };
+    Ok(hint.is_some_and(|hint| hint >= down_since))
+}
+
+/// Moves the counter from `round` to `round + 1`, once: the owner of that
+/// step does it, after reading, in case a lapsed owner did. Whether it is past.
+async fn advance(
+    store: &impl Store,
+    keys: &CampaignKeys,
+    round: i64,
+    now: Timestamp,
+) -> Result<bool> {
+    let owned = lease::own(store, &keys.recount_step(round + 1), 1, now).await?;
+    let Ownership::Owned(n) = owned else {
+        return Ok(read_counter(store, &keys.recount()).await? > round);
+    };
+    if n == 1 || read_counter(store, &keys.recount()).await? == round {
+        store.increment(&keys.recount(), 1).await?;
+    }
+    Ok(true)
+}
+
+/// The coupons issued from `shard`, counted in the expiry index; `None` if
+/// `spend` stopped it. Counts are kept per month as they go (every slot is
+/// final behind a settled fence, and stays so), so a stopped count resumes.
+async fn count(
+    store: &impl Store,
+    campaign: &Campaign,
+    keys: &CampaignKeys,
+    shard: u32,
+    now: Timestamp,
+    spend: &mut impl FnMut(u32) -> bool,
+) -> Result<Option<i64>> {
+    let zone = campaign.zone()?;
+    let mut month = YearMonth::of(campaign.claim_starts_at, &zone);
+    let last = YearMonth::of(campaign.claim_ends_at.min(now), &zone);
+    let mut coupons = 0;
+    while month <= last {
+        if !spend(0) {
+            return Ok(None);
+        }
+        let slots = read_counter(store, &keys.month_seq(month, shard)).await?;
+        let cache = keys.month_count(month, shard);
+        let (mut counted, mut filled) = match store.get(&cache).await? {
+            Some(bytes) => parse_count(&bytes).unwrap_or((0, 0)),
+            None => (0, 0),
+        };
+        while counted < slots {
+            let n = CHUNK.min(u32::try_from(slots - counted).unwrap_or(CHUNK));
+            if !spend(n) {
+                return Ok(None);
+            }
+            let chunk: Vec<String> = (counted + 1..=counted + i64::from(n))
+                .map(|slot| keys.month_slot(month, shard, slot))
+                .collect();
+            filled += store.get_many(&chunk).await?.iter().flatten().count() as i64;
+            counted += i64::from(n);
+            store
+                .set(&cache, format!("{counted} {filled}").as_bytes())
+                .await?;
+        }
+        coupons += filled;
+        month = month.next();
+    }
+    Ok(Some(coupons))
+}
+
+fn parse_count(bytes: &[u8]) -> Option<(i64, i64)> {
+    let (slots, coupons) = std::str::from_utf8(bytes).ok()?.split_once(' ')?;
+    Some((slots.parse().ok()?, coupons.parse().ok()?))
+}
+
+/// Gives back what `shard` holds beyond its `issued` coupons; the units it
+/// gave back, or `None` if another sweep owns doing it.
+async fn give_back(
+    store: &impl Store,
+    keys: &CampaignKeys,
+    round: i64,
+    shard: u32,
+    issued: i64,
+    now: Timestamp,
+) -> Result<Option<u64>> {
+    let counter = keys.claimed(shard);
+    let lost = |value: i64| (brake::count(value) - issued).max(0);
+    if lost(read_counter(store, &counter).await?) == 0 {
+        return Ok(Some(0));
+    }
+    let Ownership::Owned(_) = lease::own(store, &keys.recount_shard(round, shard), 1, now).await?
+    else {
+        return Ok(None);
+    };
+    // Read again as the owner: a lapsed owner may have given some back.
+    let lost = lost(read_counter(store, &counter).await?);
+    if lost > 0 {
+        // Counted first: a give-back that dies after it only makes the next
+        // fence due.
+        store.increment(&keys.recount_returned(round), lost).await?;
+        store.increment(&counter, -lost).await?;
+    }
+    Ok(Some(lost as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::UserId;
+    use crate::campaign::CampaignId;
+    use crate::code::CouponCode;
+    use crate::error::Error;
+    use crate::ops::campaigns::{create, get};
+    use crate::ops::claim::{ClaimRequest, claim};
+    use crate::ops::testing::{campaign, setup_time, ts};
+    use crate::store::memory::MemoryStore;
+    use futures::executor::block_on;
+
+    const NOW: &str = "2028-02-10T10:00:00+08:00";
+
+    fn claim_at(store: &MemoryStore, n: u32, at: Timestamp) -> crate::error::Result<()> {
+        let mut bytes = [0u8; crate::code::RANDOM_BYTES];
+        bytes[..4].copy_from_slice(&n.to_be_bytes());
+        let request = ClaimRequest {
+            campaign_id: CampaignId::parse("r").expect("id"),
+        };
+        let user = UserId(format!("u{n}"));
+        let code = CouponCode::from_random(bytes);
+        block_on(claim(store, &user, &format!("k{n}"), request, at, code)).map(drop)
+    }
+
+    fn step_at(store: &MemoryStore, c: &Campaign, at: Timestamp) -> Recount {
+        block_on(step(store, c, at, &mut |_| true)).expect("step")
+    }
+
+    #[test]
+    fn a_unit_a_dead_claim_took_is_given_back_once_the_stock_is_found_full() {
+        let store = MemoryStore::default();
+        let mut c = campaign("r");
+        c.stock = 3;
+        c.shards = 1;
+        block_on(create(&store, c.clone(), setup_time())).expect("create");
+        let keys = CampaignKeys::new(&c.id);
+        let t0 = ts(NOW);
+        claim_at(&store, 1, t0).expect("first");
+        claim_at(&store, 2, t0).expect("second");
+        // A claim took the third unit, then its instance died.
+        block_on(store.increment(&keys.claimed(0), 1)).expect("taken");
+        // Nothing is due until a claim finds the stock full.
+        assert_eq!(step_at(&store, &c, t0), Recount::Idle);
+        assert_eq!(claim_at(&store, 3, t0), Err(Error::SoldOut));
+        // The fence goes up; a claim behind it takes nothing.
+        assert_eq!(step_at(&store, &c, t0), Recount::Idle);
+        let t1 = t0 + jiff::SignedDuration::from_secs(1);
+        store.increments.borrow_mut().clear();
+        assert_eq!(claim_at(&store, 4, t1), Err(Error::SoldOut));
+        let touched = store.increments.borrow().clone();
+        assert!(
+            touched.iter().all(|(key, _)| *key != keys.claimed(0)),
+            "{touched:?}"
+        );
+        // Claims that read it down have finished a lease later.
+        let almost = t0 + lease::LEASE - jiff::SignedDuration::from_millis(1);
+        assert_eq!(step_at(&store, &c, almost), Recount::Idle);
+        let settled = t0 + lease::LEASE;
+        assert_eq!(step_at(&store, &c, settled), Recount::Returned(1));
+        assert_eq!(block_on(get(&store, &c.id)).expect("get").stats.claimed, 2);
+        claim_at(&store, 5, settled).expect("the unit given back");
+        // Full again, and found so: one more fence, which finds nothing lost,
+        // and none after it.
+        let t2 = settled + jiff::SignedDuration::from_secs(1);
+        assert_eq!(claim_at(&store, 6, t2), Err(Error::SoldOut));
+        assert_eq!(step_at(&store, &c, t2), Recount::Idle);
+        let t3 = t2 + lease::LEASE;
+        assert_eq!(step_at(&store, &c, t3), Recount::Returned(0));
+        assert_eq!(claim_at(&store, 7, t3), Err(Error::SoldOut));
+        assert_eq!(step_at(&store, &c, t3 + lease::LEASE), Recount::Idle);
+        assert_eq!(block_on(read_counter(&store, &keys.recount())), Ok(4));
+        assert_eq!(block_on(get(&store, &c.id)).expect("get").stats.claimed, 3);
+    }
+
+    #[test]
+    fn a_give_back_whose_owner_died_is_finished_once_by_the_next() {
+        let store = MemoryStore::default();
+        let mut c = campaign("r");
+        c.stock = 2;
+        c.shards = 1;
+        block_on(create(&store, c.clone(), setup_time())).expect("create");
+        let keys = CampaignKeys::new(&c.id);
+        let t0 = c.claim_ends_at;
+        claim_at(&store, 1, ts(NOW)).expect("issued");
+        block_on(store.increment(&keys.claimed(0), 1)).expect("lost");
+        // The window closed: the fence goes up without a hint.
+        assert_eq!(step_at(&store, &c, t0), Recount::Idle);
+        // A sweep owned the give-back, gave it back, and died before lowering
+        // the fence.
+        let settled = t0 + lease::LEASE;
+        block_on(async {
+            lease::own(&store, &keys.recount_shard(1, 0), 1, settled).await?;
+            store.increment(&keys.recount_returned(1), 1).await?;
+            store.increment(&keys.claimed(0), -1).await
+        })
+        .expect("the dead sweep");
+        // The next finds nothing left to give back, and lowers it.
+        assert_eq!(step_at(&store, &c, settled), Recount::Returned(0));
+        assert_eq!(block_on(read_counter(&store, &keys.claimed(0))), Ok(1));
+        assert_eq!(block_on(read_counter(&store, &keys.recount())), Ok(2));
+    }
+}
