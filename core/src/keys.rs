@@ -21,8 +21,9 @@
 //! | `c:{id}:recount:{r}:shard:{shard}` | lease | owns giving back the shard's lost units in fence `r` |
 //! | `c:{id}:recount:{r}:returned` | counter | units fence `r` gave back (counted before each give-back: at least that many) |
 //! | `c:{id}:soldout` | register | the Unix second a claim last found every shard empty: claims in that second are refused at once |
-//! | `c:{id}:redeemed:{shard}` | counter | coupons redeemed now, split by a hash of the code so redemptions share no hot key |
-//! | `c:{id}:expired:{epoch}` | counter | coupons the sweep moved to `expired` since the `epoch`-th revival (see `c:{id}:expiry`) |
+//! | `c:{id}:redemptions:{shard}` | ledger | redemptions, split by a hash of the code so redemptions share no hot key (see `ops::ledger`: `{ledger}` counts positions, `{ledger}:{p}` is the entry `{code} {generation}`, `{ledger}:settled` the prefix settled) |
+//! | `c:{id}:cancels:{shard}` | ledger | cancelled redemptions, split the same way |
+//! | `c:{id}:expirations:{epoch}` | ledger | generations recorded `expired` since the `epoch`-th revival (see `c:{id}:expiry`) |
 //! | `c:{id}:expiry` | register | the expiry rule in force, if re-dated: revision, rule, revivals (JSON) |
 //! | `c:{id}:expiry:seq` | counter | re-datings so far; revision numbers of `c:{id}:expiry:{n}` |
 //! | `c:{id}:expiry:{n}` | record | the n-th re-dating: who, when, old and new rule |
@@ -44,12 +45,14 @@
 //! | `k:{code}:lock:{g}` | lease | owns generation g's ending: a redemption or the sweep |
 //! | `k:{code}:end:{g}` | record | how generation g ended: redeemed by an order, or expired |
 //! | `k:{code}:cancel:{g}` | lease | owns cancelling generation g's redemption |
+//! | `k:{code}:cancelled:{g}` | record | the position of generation g's cancel in its ledger: written with the entry, before the generation moves on |
 //!
 //! User ids and idempotency keys are escaped so no input can forge a separator.
 
 use crate::campaign::CampaignId;
 use crate::code::CouponCode;
 use crate::expiry::YearMonth;
+use crate::ops::ledger::Ledger;
 
 /// Keeps `[A-Za-z0-9._-]` and writes every other byte as `%XX`: injective and
 /// free of `:`.
@@ -117,11 +120,14 @@ impl CampaignKeys {
     pub fn sold_out(&self) -> String {
         self.sub("soldout")
     }
-    pub fn redeemed(&self, shard: u32) -> String {
-        self.sub(&format!("redeemed:{shard}"))
+    pub fn redemptions(&self, shard: u32) -> Ledger {
+        Ledger::new(self.sub(&format!("redemptions:{shard}")))
     }
-    pub fn expired(&self, epoch: u32) -> String {
-        self.sub(&format!("expired:{epoch}"))
+    pub fn cancels(&self, shard: u32) -> Ledger {
+        Ledger::new(self.sub(&format!("cancels:{shard}")))
+    }
+    pub fn expirations(&self, epoch: u32) -> Ledger {
+        Ledger::new(self.sub(&format!("expirations:{epoch}")))
     }
     pub fn dating(&self) -> String {
         self.sub("expiry")
@@ -188,6 +194,9 @@ impl CouponKeys {
     }
     pub fn cancel(&self, generation: i64) -> String {
         format!("{}:cancel:{generation}", self.0)
+    }
+    pub fn cancelled(&self, generation: i64) -> String {
+        format!("{}:cancelled:{generation}", self.0)
     }
 }
 

@@ -93,6 +93,27 @@ pub(crate) mod memory {
         pub values: RefCell<BTreeMap<String, Vec<u8>>>,
         /// Every increment that changed a counter, in order: what a request touched.
         pub increments: RefCell<Vec<(String, i64)>>,
+        /// A test's say in the calls: see [`Hook`].
+        pub hook: RefCell<Option<Hook>>,
+    }
+
+    /// A call a [`Hook`] sees.
+    pub enum Call<'a> {
+        Increment { delta: i64 },
+        Write { entries: &'a [(String, Vec<u8>)] },
+    }
+
+    /// Runs before each increment (an error refuses it: it does not apply)
+    /// and after each write has applied (to change the store behind a caller).
+    pub type Hook = Box<dyn Fn(&MemoryStore, Call<'_>) -> StoreResult<()>>;
+
+    impl MemoryStore {
+        fn run_hook(&self, call: Call<'_>) -> StoreResult<()> {
+            match &*self.hook.borrow() {
+                Some(hook) => hook(self, call),
+                None => Ok(()),
+            }
+        }
     }
 
     pub async fn yield_now() {
@@ -120,11 +141,7 @@ pub(crate) mod memory {
             Ok(keys.iter().map(|k| values.get(k).cloned()).collect())
         }
         async fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
-            yield_now().await;
-            self.values
-                .borrow_mut()
-                .insert(key.to_owned(), value.to_vec());
-            Ok(())
+            self.set_many(&[(key.to_owned(), value.to_vec())]).await
         }
         async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> StoreResult<()> {
             yield_now().await;
@@ -132,10 +149,12 @@ pub(crate) mod memory {
             for (k, v) in entries {
                 values.insert(k.clone(), v.clone());
             }
-            Ok(())
+            drop(values);
+            self.run_hook(Call::Write { entries })
         }
         async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64> {
             yield_now().await;
+            self.run_hook(Call::Increment { delta })?;
             let mut values = self.values.borrow_mut();
             let old = match values.get(key) {
                 Some(text) => std::str::from_utf8(text)

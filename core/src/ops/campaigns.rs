@@ -1,6 +1,6 @@
 //! The operator's campaign API: create, read with stats, pause and resume.
 
-use super::{encode, load_campaign};
+use super::{encode, ledger, load_campaign};
 use crate::campaign::{Campaign, CampaignId};
 use crate::error::{Error, Result};
 use crate::keys::{self, CampaignKeys};
@@ -10,7 +10,8 @@ use crate::time::render;
 use jiff::Timestamp;
 use serde::Serialize;
 
-/// Counts kept by increments, equal to the stored coupons once requests finish.
+/// Counts kept by increments: equal to the stored coupons once the sweep has
+/// settled them (see `ledger`, and `recount` for `claimed`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stats {
     pub claimed: i64,
@@ -224,17 +225,15 @@ pub(crate) async fn view(
         // A claim in flight may hold an increment it is about to take back.
         claimed += brake::count(counter).clamp(0, campaign.shard_capacity(shard));
     }
-    let expired = read_counter(store, &keys.expired(dating.epoch)).await?;
+    let expired = ledger::count(store, &[keys.expirations(dating.epoch)]).await?;
+    let shards = 0..campaign.shard_count();
+    let redemptions: Vec<_> = shards.clone().map(|s| keys.redemptions(s)).collect();
+    let cancels: Vec<_> = shards.map(|s| keys.cancels(s)).collect();
+    let redeemed =
+        ledger::count(store, &redemptions).await? - ledger::count(store, &cancels).await?;
     let stats = Stats {
         claimed,
-        redeemed: {
-            let mut redeemed: i64 = 0;
-            for shard in 0..campaign.shard_count() {
-                redeemed =
-                    redeemed.saturating_add(read_counter(store, &keys.redeemed(shard)).await?);
-            }
-            redeemed
-        },
+        redeemed,
         expired,
         expired_value: expired.saturating_mul(campaign.discount.face_value().minor()),
         remaining_stock: stock - claimed,
@@ -273,7 +272,7 @@ pub(crate) async fn load_slot(
 mod tests {
     use super::*;
     use crate::ops::testing::campaign;
-    use crate::store::memory::MemoryStore;
+    use crate::store::memory::{Call, MemoryStore};
     use futures::executor::block_on;
 
     #[test]
@@ -395,40 +394,23 @@ mod tests {
         });
     }
 
-    /// Fails every increment by `+2^40` before it applies: the step that
-    /// gives a racing release back, or that moves a shard's brake.
-    struct FailingBrake(MemoryStore);
-
-    impl Store for FailingBrake {
-        async fn get(&self, key: &str) -> crate::store::StoreResult<Option<Vec<u8>>> {
-            self.0.get(key).await
-        }
-        async fn get_many(
-            &self,
-            keys: &[String],
-        ) -> crate::store::StoreResult<Vec<Option<Vec<u8>>>> {
-            self.0.get_many(keys).await
-        }
-        async fn set(&self, key: &str, value: &[u8]) -> crate::store::StoreResult<()> {
-            self.0.set(key, value).await
-        }
-        async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> crate::store::StoreResult<()> {
-            self.0.set_many(entries).await
-        }
-        async fn increment(&self, key: &str, delta: i64) -> crate::store::StoreResult<i64> {
-            if delta == brake::OFFSET && self.0.values.borrow().contains_key("failing") {
-                return Err(crate::store::StoreError("refused".into()));
-            }
-            self.0.increment(key, delta).await
-        }
-    }
-
     #[test]
     fn overlapping_resumes_with_a_failure_never_release_a_shard_twice() {
         use crate::auth::UserId;
         use crate::code::CouponCode;
         use crate::ops::claim::{ClaimRequest, claim};
-        let store = FailingBrake(MemoryStore::default());
+        // Fails every increment by `+2^40` before it applies while "failing"
+        // is set: the step that gives a racing release back, or that moves a
+        // shard's brake.
+        let store = MemoryStore::default();
+        *store.hook.borrow_mut() = Some(Box::new(|store, call| match call {
+            Call::Increment { delta, .. }
+                if delta == brake::OFFSET && store.values.borrow().contains_key("failing") =>
+            {
+                Err(crate::store::StoreError("refused".into()))
+            }
+            _ => Ok(()),
+        }));
         let mut c = campaign("p");
         c.shards = 1;
         let id = c.id.clone();
@@ -437,14 +419,14 @@ mod tests {
                 .await
                 .expect("create");
             set_paused(&store, &id, true, now()).await.expect("pause");
-            store.0.values.borrow_mut().insert("failing".into(), vec![]);
+            store.values.borrow_mut().insert("failing".into(), vec![]);
             let (a, b) = futures::future::join(
                 set_paused(&store, &id, false, now()),
                 set_paused(&store, &id, false, now()),
             )
             .await;
             let _ = (a, b);
-            store.0.values.borrow_mut().remove("failing");
+            store.values.borrow_mut().remove("failing");
             // Whatever the resumes answered, retries settle the brake: at
             // once, or once the failed step's lease has lapsed.
             let later = now() + crate::lease::LEASE;

@@ -13,7 +13,9 @@
 
 use super::campaigns::load_slot;
 use super::dating::Dating;
+use super::ledger::{self, Settle};
 use super::recount::{self, Recount};
+use super::redeem::confirm_cancel;
 use super::{encode, load_ending};
 use crate::campaign::Campaign;
 use crate::code::CouponCode;
@@ -54,6 +56,9 @@ pub struct Swept {
     /// Stock units a recount gave back in this call: taken by claims that
     /// died before writing their coupon (see `recount`).
     pub returned: u64,
+    /// Ledger positions this call settled: counted redemptions, cancels and
+    /// expiries, or left empty by a writer that died (see `ledger`).
+    pub settled: u64,
     /// Where the next call continues; `null` when the walk is complete.
     pub next_cursor: Option<String>,
 }
@@ -137,6 +142,7 @@ pub async fn sweep(
         visited: 0,
         expired: 0,
         returned: 0,
+        settled: 0,
         unfinished: std::cell::Cell::new(false),
     };
     let campaigns = read_counter(store, keys::CAMPAIGN_SEQ).await?;
@@ -152,7 +158,10 @@ pub async fn sweep(
             continue;
         };
         // At the campaign's start, not when resuming inside its months.
-        if cursor.month.is_none() && walk.recount(&campaign).await? == Recount::Stopped {
+        if cursor.month.is_none()
+            && (walk.recount(&campaign).await? == Recount::Stopped
+                || walk.settle(&campaign, &dating).await? == Settle::Stopped)
+        {
             return Ok(walk.stopped(Some(cursor.render_campaign())));
         }
         if let Some(stopped) = walk.campaign(&campaign, &dating, cursor).await? {
@@ -175,6 +184,8 @@ struct Walk<'s, S, F> {
     visited: u32,
     expired: u64,
     returned: u64,
+    /// Ledger positions settled: work that is not an index slot.
+    settled: u32,
     /// A coupon of the month being walked was left to a redemption in flight.
     unfinished: std::cell::Cell<bool>,
 }
@@ -183,7 +194,8 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
     /// Whether this call has done its share of coupons: `limit` index slots,
     /// or its time is up.
     fn spent(&self) -> bool {
-        self.examined >= self.limit || (self.examined > 0 && (self.out_of_time)())
+        let work = self.examined + self.settled;
+        work >= self.limit || (work > 0 && (self.out_of_time)())
     }
 
     /// This call's answer, resuming at `next_cursor`.
@@ -192,6 +204,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
             examined: self.examined.into(),
             expired: self.expired,
             returned: self.returned,
+            settled: self.settled.into(),
             next_cursor,
         }
     }
@@ -199,15 +212,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
     /// Moves the campaign's stock recount on; its slot reads count as examined.
     async fn recount(&mut self, campaign: &Campaign) -> Result<Recount> {
         let (limit, out_of_time) = (self.limit, &self.out_of_time);
-        let examined = &mut self.examined;
-        // At least one read per call, so a count always moves on.
-        let mut spend = |slots: u32| {
-            if *examined >= limit || (*examined > 0 && out_of_time()) {
-                return false;
-            }
-            *examined += slots;
-            true
-        };
+        let mut spend = spender(&mut self.examined, self.settled, limit, out_of_time);
         let recount = recount::step(self.store, campaign, self.now, &mut spend).await?;
         if let Recount::Returned(units) = recount {
             self.returned += units;
@@ -343,13 +348,63 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
             swept_at: Some(self.now),
             revision: Some(dating.revision),
         };
+        let ledger = campaign_keys.expirations(dating.epoch);
+        let position = ledger.take(self.store).await?;
         self.store
-            .set(&keys.end(generation), &encode(&ending))
-            .await?;
-        self.store
-            .increment(&campaign_keys.expired(dating.epoch), 1)
+            .set_many(&[
+                (keys.end(generation), encode(&ending)),
+                ledger.entry(position, &code, generation),
+            ])
             .await?;
         Ok(Expired::Now)
+    }
+}
+
+impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
+    /// Settles the campaign's ledgers (see `ledger`), finishing cancels whose
+    /// canceller died; their reads count as examined.
+    async fn settle(&mut self, campaign: &Campaign, dating: &Dating) -> Result<Settle> {
+        let (store, now) = (self.store, self.now);
+        let (limit, out_of_time) = (self.limit, &self.out_of_time);
+        let mut spend = spender(&mut self.settled, self.examined, limit, out_of_time);
+        let keys = CampaignKeys::new(&campaign.id);
+        let counted = &mut async |_: &[u8]| Ok(true);
+        let cancelled = &mut async |entry: &[u8]| confirm_cancel(store, entry, now).await;
+        let expirations = keys.expirations(dating.epoch);
+        if ledger::settle(store, &expirations, now, &mut spend, counted).await? == Settle::Stopped {
+            return Ok(Settle::Stopped);
+        }
+        for shard in 0..campaign.shard_count() {
+            let redemptions = keys.redemptions(shard);
+            let cancels = keys.cancels(shard);
+            if ledger::settle(store, &redemptions, now, &mut spend, counted).await?
+                == Settle::Stopped
+                || ledger::settle(store, &cancels, now, &mut spend, cancelled).await?
+                    == Settle::Stopped
+            {
+                return Ok(Settle::Stopped);
+            }
+        }
+        Ok(Settle::Done)
+    }
+}
+
+/// Charges a call's reads against its share: `spend(n)` before `n` reads,
+/// `false` once the share is done (at least one read per call, so work that
+/// resumes always moves on).
+fn spender<'a>(
+    count: &'a mut u32,
+    other_work: u32,
+    limit: u32,
+    out_of_time: &'a impl Fn() -> bool,
+) -> impl FnMut(u32) -> bool + 'a {
+    move |reads: u32| {
+        let work = *count + other_work;
+        if work >= limit || (work > 0 && out_of_time()) {
+            return false;
+        }
+        *count += reads;
+        true
     }
 }
 
@@ -383,8 +438,7 @@ mod tests {
     use crate::ops::campaigns::{create, get};
     use crate::ops::claim::{ClaimRequest, claim};
     use crate::ops::testing::{campaign, ts};
-    use crate::store::Store;
-    use crate::store::memory::MemoryStore;
+    use crate::store::memory::{Call, MemoryStore};
     use futures::executor::block_on;
 
     /// Campaign "c" with `n` coupons claimed on 2028-02-10 by distinct users.
@@ -542,6 +596,7 @@ mod tests {
                 examined: 0,
                 expired: 0,
                 returned: 0,
+                settled: 0,
                 next_cursor: None
             }
         );
@@ -596,24 +651,17 @@ mod tests {
         assert!(calls > 12, "{calls} calls");
     }
 
-    /// Re-dates campaign "c" (to the end of April 2028) right after the
-    /// sweep records its first expiration, as an operator's `PUT` landing
-    /// while a sweep call is walking.
-    struct RedatedMidWalk(MemoryStore);
-
-    impl Store for RedatedMidWalk {
-        async fn get(&self, key: &str) -> crate::store::StoreResult<Option<Vec<u8>>> {
-            self.0.get(key).await
-        }
-        async fn get_many(
-            &self,
-            keys: &[String],
-        ) -> crate::store::StoreResult<Vec<Option<Vec<u8>>>> {
-            self.0.get_many(keys).await
-        }
-        async fn set(&self, key: &str, value: &[u8]) -> crate::store::StoreResult<()> {
-            self.0.set(key, value).await?;
-            if key.contains(":end:") {
+    #[test]
+    fn a_walking_sweep_stops_expiring_once_the_campaign_is_re_dated() {
+        // Re-dates campaign "c" (to the end of April 2028) right after the
+        // sweep records its first expiration, as an operator's `PUT` landing
+        // while a sweep call is walking.
+        let store = store_with_coupons(5);
+        *store.hook.borrow_mut() = Some(Box::new(|store, call| {
+            let Call::Write { entries } = call else {
+                return Ok(());
+            };
+            if entries.iter().any(|(key, _)| key.contains(":end:")) {
                 let later = Dating {
                     revision: 1,
                     expiry: crate::expiry::ExpiryRule::EndOfMonth {
@@ -624,24 +672,11 @@ mod tests {
                     epoch: 0,
                 };
                 let register = CampaignKeys::new(&CampaignId::parse("c").expect("id")).dating();
-                self.0
-                    .values
-                    .borrow_mut()
-                    .insert(register, serde_json::to_vec(&later).expect("json"));
+                let later = serde_json::to_vec(&later).expect("json");
+                store.values.borrow_mut().insert(register, later);
             }
             Ok(())
-        }
-        async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> crate::store::StoreResult<()> {
-            self.0.set_many(entries).await
-        }
-        async fn increment(&self, key: &str, delta: i64) -> crate::store::StoreResult<i64> {
-            self.0.increment(key, delta).await
-        }
-    }
-
-    #[test]
-    fn a_walking_sweep_stops_expiring_once_the_campaign_is_re_dated() {
-        let store = RedatedMidWalk(store_with_coupons(5));
+        }));
         let now = ts("2028-03-02T00:00:00+08:00");
         let first =
             block_on(sweep(&store, request(None, None, None), now, || false)).expect("sweep");
@@ -655,6 +690,6 @@ mod tests {
         ))
         .expect("sweep");
         assert_eq!((rest.expired, rest.next_cursor), (0, None));
-        assert_eq!(stats(&store.0).expired, 1);
+        assert_eq!(stats(&store).expired, 1);
     }
 }

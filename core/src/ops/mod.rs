@@ -9,6 +9,7 @@ pub mod claim;
 pub mod coupons;
 pub mod dating;
 pub mod expire;
+pub mod ledger;
 pub mod recount;
 pub mod redeem;
 

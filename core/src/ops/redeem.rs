@@ -68,14 +68,14 @@ pub async fn redeem(
         payable_amount: request.order.amount.saturating_sub(discount),
         redeemed_at: render(now, &held.zone),
     };
+    // Counted with the ending, in one write (see `ledger`).
+    let ledger = CampaignKeys::new(&held.campaign.id).redemptions(held.shard());
+    let position = ledger.take(store).await?;
     store
-        .set(&end_key, &encode(&Ending::Redeemed(redemption.clone())))
-        .await?;
-    store
-        .increment(
-            &CampaignKeys::new(&held.campaign.id).redeemed(held.shard()),
-            1,
-        )
+        .set_many(&[
+            (end_key, encode(&Ending::Redeemed(redemption.clone()))),
+            ledger.entry(position, &held.code, held.generation),
+        ])
         .await?;
     Ok(Redeemed {
         redemption,
@@ -137,13 +137,7 @@ pub async fn cancel(
                 )));
             }
             match lease::own(store, &keys.cancel(generation), 1, now).await? {
-                // A lapsed owner may have moved the counter already.
-                Ownership::Owned(n)
-                    if n == 1 || read_counter(store, &keys.generation()).await? <= generation =>
-                {
-                    start_next_generation(store, &held).await?;
-                }
-                Ownership::Owned(_) => {}
+                Ownership::Owned(owner) => finish_cancel(store, &held, owner).await?,
                 Ownership::Busy | Ownership::Lapsed => {
                     if read_counter(store, &keys.generation()).await? <= generation {
                         return Err(Error::RequestInProgress);
@@ -166,22 +160,60 @@ pub async fn cancel(
     Ok(after.view(now))
 }
 
-/// Moves a cancelled coupon to its next generation. Only the owner of the
-/// cancellation of `held.generation` moves the counter.
-async fn start_next_generation(store: &impl Store, held: &Held) -> Result<()> {
+/// Cancels `held`'s redemption as attempt `owner` of its cancel lease: counts
+/// it (with its marker, in one write), then moves the coupon to its next
+/// generation. What a lapsed owner did first is read, not done again.
+async fn finish_cancel(store: &impl Store, held: &Held, owner: i64) -> Result<()> {
     let keys = CouponKeys::new(&held.code);
-    // The stored counter lags the generation in play by the voided expirations.
+    let generation = held.generation;
+    let marker = keys.cancelled(generation);
+    if owner == 1 || store.get(&marker).await?.is_none() {
+        let ledger = CampaignKeys::new(&held.campaign.id).cancels(held.shard());
+        let position = ledger.take(store).await?;
+        store
+            .set_many(&[
+                (marker, position.to_string().into_bytes()),
+                ledger.entry(position, &held.code, generation),
+            ])
+            .await?;
+    }
+    // The stored counter lags the generation in play by the voided
+    // expirations; a lapsed owner may have moved it already.
     let stored = read_counter(store, &keys.generation()).await?;
-    store
-        .increment(&keys.generation(), held.generation + 1 - stored)
-        .await?;
-    store
-        .increment(
-            &CampaignKeys::new(&held.campaign.id).redeemed(held.shard()),
-            -1,
-        )
-        .await?;
+    if stored <= generation {
+        store
+            .increment(&keys.generation(), generation + 1 - stored)
+            .await?;
+    }
     Ok(())
+}
+
+/// Finishes the cancel a ledger entry (`{code} {generation}`) records, if its
+/// canceller died after counting it: the sweep settling the cancels calls
+/// this. `false` while a canceller may still run.
+pub(crate) async fn confirm_cancel(
+    store: &impl Store,
+    entry: &[u8],
+    now: Timestamp,
+) -> Result<bool> {
+    let parsed = std::str::from_utf8(entry).ok().and_then(|e| {
+        let (code, generation) = e.split_once(' ')?;
+        Some((code.to_owned(), generation.parse::<i64>().ok()?))
+    });
+    let Some((code, generation)) = parsed else {
+        return Err(Error::Internal(format!("a cancel entry reads {entry:?}")));
+    };
+    let held = load_held(store, &code, None).await?;
+    if held.generation > generation {
+        return Ok(true);
+    }
+    let keys = CouponKeys::new(&held.code);
+    match lease::own(store, &keys.cancel(generation), 1, now).await? {
+        Ownership::Owned(owner) => finish_cancel(store, &held, owner.max(2)).await?,
+        Ownership::Busy | Ownership::Lapsed => return Ok(false),
+    }
+    expire_if_due(store, &load_held(store, &code, None).await?, now).await?;
+    Ok(true)
 }
 
 /// Records `held`'s generation expired if it is past its expiry and has no
@@ -203,14 +235,13 @@ async fn expire_if_due(store: &impl Store, held: &Held, now: Timestamp) -> Resul
         swept_at: Some(now),
         revision: Some(held.dating.revision),
     };
+    let ledger = CampaignKeys::new(&held.campaign.id).expirations(held.dating.epoch);
+    let position = ledger.take(store).await?;
     store
-        .set(&keys.end(held.generation), &encode(&ending))
-        .await?;
-    store
-        .increment(
-            &CampaignKeys::new(&held.campaign.id).expired(held.dating.epoch),
-            1,
-        )
+        .set_many(&[
+            (keys.end(held.generation), encode(&ending)),
+            ledger.entry(position, &held.code, held.generation),
+        ])
         .await?;
     Ok(true)
 }
@@ -482,6 +513,50 @@ mod tests {
                 matches!(held.ending, Some(Ending::Expired { .. })),
                 "recorded, so a sweep that walked the month already misses nothing"
             );
+        });
+    }
+
+    #[test]
+    fn a_cancel_counted_by_a_canceller_that_died_is_finished_by_the_sweep() {
+        let (store, alice, code) = setup();
+        let t0 = ts(NOW);
+        block_on(async {
+            redeem(&store, &alice, redemption(&code, "o1"), t0)
+                .await
+                .expect("redeemed");
+            // A canceller owned the cancel and counted it, then its instance
+            // died before the coupon moved on; nobody retries it.
+            let held = load_held(&store, &code, None).await.expect("held");
+            let keys = CouponKeys::new(&held.code);
+            lease::own(&store, &keys.cancel(0), 1, t0)
+                .await
+                .expect("own");
+            let ledger = CampaignKeys::new(&held.campaign.id).cancels(held.shard());
+            let position = ledger.take(&store).await.expect("take");
+            store
+                .set_many(&[
+                    (keys.cancelled(0), position.to_string().into_bytes()),
+                    ledger.entry(position, &held.code, 0),
+                ])
+                .await
+                .expect("counted");
+            let swept_at = |at| sweep(&store, ExpirationRequest::default(), at, || false);
+            // The canceller may still run: the sweep leaves it.
+            swept_at(t0).await.expect("sweep");
+            let state = |held: Held| held.state(t0);
+            let held = load_held(&store, &code, None).await.expect("held");
+            assert_eq!(state(held), crate::coupon::CouponState::Redeemed);
+            // A lease later it is dead: the sweep finishes its cancel.
+            let later = t0 + lease::LEASE;
+            swept_at(later).await.expect("sweep");
+            let held = load_held(&store, &code, None).await.expect("held");
+            assert_eq!(state(held), crate::coupon::CouponState::Issued);
+            let stats = get(&store, &CampaignId::parse("c").expect("id")).await;
+            assert_eq!(stats.expect("stats").stats.redeemed, 0);
+            // Counted once: a retry of the cancel changes nothing.
+            cancel(&store, &code, "o1", later).await.expect("cancelled");
+            let stats = get(&store, &CampaignId::parse("c").expect("id")).await;
+            assert_eq!(stats.expect("stats").stats.redeemed, 0);
         });
     }
 }

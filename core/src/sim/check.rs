@@ -17,10 +17,6 @@ use crate::ops::redeem::{RedemptionRequest, redeem};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-/// Marks a violation of "every unit, slot and count taken by a request that
-/// died is given back or counted": see `sim::leaks_are_given_back`.
-pub const LEAK: &str = "leak: ";
-
 /// How long after the last client the checker waits before it asks: longer
 /// than any lease, so recovery has had its chance.
 const RECOVERY_WAIT_MS: i64 = 180_000;
@@ -349,7 +345,7 @@ async fn probe(
             (Ok(_), true) | (Err(Error::SoldOut), false) => {}
             (Err(Error::CampaignNotActive), _) => {}
             _ => problems.push(format!(
-                "{LEAK}{}: {user} holds {holds} of {}, {left} left, and a claim answered {}",
+                "{}: {user} holds {holds} of {}, {left} left, and a claim answered {}",
                 campaign.id,
                 campaign.per_user_limit,
                 answer.as_ref().map_or_else(|e| e.code(), |_| "201")
@@ -386,13 +382,13 @@ async fn probe(
         let stats = &view.stats;
         if stats.claimed != issued {
             problems.push(format!(
-                "{LEAK}{}: stats.claimed {} but {issued} coupons stored",
+                "{}: stats.claimed {} but {issued} coupons stored",
                 campaign.id, stats.claimed
             ));
         }
         if stats.redeemed != redeemed {
             problems.push(format!(
-                "{LEAK}{}: stats.redeemed {} but {redeemed} coupons redeemed",
+                "{}: stats.redeemed {} but {redeemed} coupons redeemed",
                 campaign.id, stats.redeemed
             ));
         }

@@ -1,0 +1,160 @@
+//! Counts that stay exact when a writer dies.
+//!
+//! A counter incremented after the record it counts is off by one whenever
+//! the writer dies between the two, and the store has no transaction to join
+//! them. So each counted event (a redemption, a cancelled redemption, an
+//! expiry) takes the next position of a ledger with an increment, and writes
+//! its entry there in the same `set_many` as its record: both or neither.
+//! The count is the positions taken less those left empty by writers that
+//! died. The sweep settles which are: an empty position is dead a lease after
+//! it was first seen empty (`crate::lease`), and stays empty. Until then a
+//! count may include a writer in flight or just dead; after, it is exact.
+//!
+//! The entries (`{code} {generation}`) are also the record of who was
+//! counted, for whoever reconciles.
+
+use crate::error::Result;
+use crate::lease::{self, Ownership};
+use crate::store::{Store, StoreResult, read_counter};
+use jiff::Timestamp;
+
+/// Positions read per round trip while settling.
+const CHUNK: u32 = 256;
+
+/// One ledger: `{key}` counts positions taken, `{key}:{p}` is an entry,
+/// `{key}:settled` the settled prefix.
+pub struct Ledger(String);
+
+impl Ledger {
+    pub fn new(key: String) -> Self {
+        Ledger(key)
+    }
+
+    /// Takes the next position for an entry.
+    pub async fn take(&self, store: &impl Store) -> StoreResult<i64> {
+        store.increment(&self.0, 1).await
+    }
+
+    /// The entry at `position`: written with the record it counts.
+    pub fn entry(
+        &self,
+        position: i64,
+        code: &impl std::fmt::Display,
+        generation: i64,
+    ) -> (String, Vec<u8>) {
+        (
+            self.entry_key(position),
+            format!("{code} {generation}").into_bytes(),
+        )
+    }
+
+    fn entry_key(&self, position: i64) -> String {
+        format!("{}:{position}", self.0)
+    }
+
+    fn settled_key(&self) -> String {
+        format!("{}:settled", self.0)
+    }
+}
+
+/// What a settled prefix says: of positions `1..=upto`, `empty` were never
+/// written. A true fact whoever wrote it, so settlers that race only repeat work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Settled {
+    upto: i64,
+    empty: i64,
+}
+
+impl Settled {
+    fn parse(bytes: Option<&[u8]>) -> Settled {
+        let parsed = bytes.and_then(|b| {
+            let (upto, empty) = std::str::from_utf8(b).ok()?.split_once(' ')?;
+            Some(Settled {
+                upto: upto.parse().ok()?,
+                empty: empty.parse().ok()?,
+            })
+        });
+        parsed.unwrap_or_default()
+    }
+
+    fn render(self) -> String {
+        format!("{} {}", self.upto, self.empty)
+    }
+}
+
+/// The entries of all `ledgers`: positions taken less those settled empty.
+pub async fn count(store: &impl Store, ledgers: &[Ledger]) -> StoreResult<i64> {
+    let settled: Vec<String> = ledgers.iter().map(Ledger::settled_key).collect();
+    let settled = store.get_many(&settled).await?;
+    let mut total: i64 = 0;
+    for (ledger, settled) in ledgers.iter().zip(settled) {
+        let taken = read_counter(store, &ledger.0).await?;
+        total = total.saturating_add(taken - Settled::parse(settled.as_deref()).empty);
+    }
+    Ok(total)
+}
+
+/// How far a settle got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Every position taken is settled.
+    Done,
+    /// A position is not final yet (its writer may run, or `confirm` said
+    /// wait): a later call goes on from it.
+    Waiting,
+    /// `spend` stopped it.
+    Stopped,
+}
+
+/// Settles `ledger` as far as its positions are final. `confirm` is asked of
+/// each entry; `false` leaves it (and what follows) for a later call.
+/// `spend(n)` is asked before `n` positions are read.
+pub async fn settle<S: Store>(
+    store: &S,
+    ledger: &Ledger,
+    now: Timestamp,
+    spend: &mut impl FnMut(u32) -> bool,
+    confirm: &mut impl AsyncFnMut(&[u8]) -> Result<bool>,
+) -> Result<Settle> {
+    let taken = read_counter(store, &ledger.0).await?;
+    let key = ledger.settled_key();
+    let mut settled = Settled::parse(store.get(&key).await?.as_deref());
+    let start = settled;
+    let outcome = loop {
+        if settled.upto >= taken {
+            break Settle::Done;
+        }
+        let n = CHUNK.min(u32::try_from(taken - settled.upto).unwrap_or(CHUNK));
+        if !spend(n) {
+            break Settle::Stopped;
+        }
+        let positions: Vec<String> = (settled.upto + 1..=settled.upto + i64::from(n))
+            .map(|p| ledger.entry_key(p))
+            .collect();
+        let mut waiting = false;
+        for (position, entry) in positions.iter().zip(store.get_many(&positions).await?) {
+            let done = match entry {
+                Some(entry) => confirm(&entry).await?,
+                None => match lease::lapsed(store, position, 1, now).await? {
+                    Ownership::Lapsed => {
+                        settled.empty += 1;
+                        true
+                    }
+                    _ => false,
+                },
+            };
+            if !done {
+                waiting = true;
+                break;
+            }
+            settled.upto += 1;
+        }
+        if waiting {
+            break Settle::Waiting;
+        }
+    };
+    if settled != start {
+        store.set(&key, settled.render().as_bytes()).await?;
+    }
+    Ok(outcome)
+}
