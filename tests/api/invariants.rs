@@ -116,8 +116,22 @@ async fn one_user_racing_for_more_than_the_limit_gets_the_limit(t: TestApp) {
         "{:?}",
         count_by_status(&answers)
     );
-    assert_eq!(t.stored_coupons().len(), 3);
-    assert_eq!(t.counter("c:limit:user:greedy"), 3);
+    let coupons = t.stored_coupons();
+    assert_eq!(coupons.len(), 3);
+    // Each of the user's three positions holds one of the coupons; claims
+    // that raced past them took positions above the limit, never filled.
+    let state = t.state();
+    let mut held: Vec<&[u8]> = (1..=3)
+        .map(|q| state[&format!("c:limit:user:greedy:slot:{q}")].as_slice())
+        .collect();
+    held.sort();
+    let mut codes: Vec<&[u8]> = coupons
+        .iter()
+        .map(|c| c["code"].as_str().expect("code").as_bytes())
+        .collect();
+    codes.sort();
+    assert_eq!(held, codes);
+    assert!(!state.contains_key("c:limit:user:greedy:slot:4"));
 }
 
 async fn retries_of_one_idempotency_key_yield_one_coupon(t: TestApp) {

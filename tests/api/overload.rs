@@ -7,8 +7,9 @@ use futures::future::join_all;
 
 #[tokio::test]
 async fn a_component_at_its_limit_sheds_and_the_others_still_answer() {
-    // Claims hang on their per-user counter until the gate opens.
-    let gated = Gated::new(":user:");
+    // Claims hang on their idempotency key, before taking anything, until
+    // the gate opens.
+    let gated = Gated::new(":idem:");
     let t = TestApp::with_limit(2, gated.clone()).await;
     t.create_campaign(campaign("spring")).await;
     let code = {

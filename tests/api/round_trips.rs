@@ -14,7 +14,8 @@ async fn each_operation_takes_its_known_number_of_round_trips() {
     let claimed = t.claim("alice", "spring", "k1").await;
     assert_eq!(claimed.status, 201, "{:#}", claimed.body);
     let code = claimed.body["code"].as_str().expect("a code").to_owned();
-    // Reads in one batch; key, per-user limit, stock, index slot; writes in one batch.
+    // Reads in one batch; key, stock, the user's position, index slot;
+    // writes in one batch.
     assert_eq!(store.take(), 6, "claim");
 
     let replayed = t.claim("alice", "spring", "k1").await;
@@ -43,7 +44,7 @@ async fn each_operation_takes_its_known_number_of_round_trips() {
         t.redeem("alice", &code, order("o1", 3000)).await.status,
         201
     );
-    // Two reads, the lock, the ending, the redeemed counter.
+    // Two reads, the lock, the ledger position, the ending with its entry.
     assert_eq!(store.take(), 5, "redeem");
 
     assert_eq!(
@@ -51,4 +52,11 @@ async fn each_operation_takes_its_known_number_of_round_trips() {
         200
     );
     assert_eq!(store.take(), 2, "redeem replayed");
+
+    let path = format!("/redemptions/{code}?order_id=o1");
+    let cancelled = t.operator("DELETE", &path, serde_json::Value::Null).await;
+    assert_eq!(cancelled.body["state"], "issued");
+    // Two reads, the cancel's lease, the ledger position, the marker with
+    // its entry, the generation read and moved, two reads of the result.
+    assert_eq!(store.take(), 9, "cancel");
 }

@@ -229,8 +229,10 @@ pub(crate) async fn view(
     let shards = 0..campaign.shard_count();
     let redemptions: Vec<_> = shards.clone().map(|s| keys.redemptions(s)).collect();
     let cancels: Vec<_> = shards.map(|s| keys.cancels(s)).collect();
+    // A position a dead canceller left empty counts until it is settled:
+    // never below none meanwhile.
     let redeemed =
-        ledger::count(store, &redemptions).await? - ledger::count(store, &cancels).await?;
+        (ledger::count(store, &redemptions).await? - ledger::count(store, &cancels).await?).max(0);
     let stats = Stats {
         claimed,
         redeemed,
