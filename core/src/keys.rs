@@ -19,6 +19,7 @@
 //! | `c:{id}:recount:{r}` | lease | owns moving the recount counter to `r` |
 //! | `c:{id}:recount:{r}:since` | register | when the recount counter was first seen at `r` (Unix ms) |
 //! | `c:{id}:recount:{r}:shard:{shard}` | lease | owns giving back the shard's lost units in fence `r` |
+//! | `c:{id}:recount:{r}:shard:{shard}:counted` | register | `{month} {coupons}`: fence `r`'s count of the shard, done up to (not including) that claim month |
 //! | `c:{id}:recount:{r}:returned` | counter | units fence `r` gave back (counted before each give-back: at least that many) |
 //! | `c:{id}:soldout` | register | the Unix second a claim last found every shard empty: claims in that second are refused at once |
 //! | `c:{id}:redemptions:{shard}` | ledger | redemptions, split by a hash of the code so redemptions share no hot key (see `ops::ledger`: `{ledger}` counts positions, `{ledger}:{p}` is the entry `{code} {generation}`, `{ledger}:settled` the prefix settled) |
@@ -110,6 +111,9 @@ impl CampaignKeys {
     }
     pub fn recount_shard(&self, round: i64, shard: u32) -> String {
         self.sub(&format!("recount:{round}:shard:{shard}"))
+    }
+    pub fn recount_progress(&self, round: i64, shard: u32) -> String {
+        format!("{}:counted", self.recount_shard(round, shard))
     }
     pub fn recount_returned(&self, round: i64) -> String {
         self.sub(&format!("recount:{round}:returned"))

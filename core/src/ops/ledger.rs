@@ -108,7 +108,8 @@ pub enum Settle {
 
 /// Settles `ledger` as far as its positions are final. `confirm` is asked of
 /// each entry; `false` leaves it (and what follows) for a later call.
-/// `spend(n)` is asked before `n` positions are read.
+/// `spend(n)` is asked before `n` positions are read (and `spend(0)` before
+/// the ledger is looked at).
 pub async fn settle<S: Store>(
     store: &S,
     ledger: &Ledger,
@@ -116,6 +117,9 @@ pub async fn settle<S: Store>(
     spend: &mut impl FnMut(u32) -> bool,
     confirm: &mut impl AsyncFnMut(&[u8]) -> Result<bool>,
 ) -> Result<Settle> {
+    if !spend(0) {
+        return Ok(Settle::Stopped);
+    }
     let taken = read_counter(store, &ledger.0).await?;
     let key = ledger.settled_key();
     let mut settled = Settled::parse(store.get(&key).await?.as_deref());

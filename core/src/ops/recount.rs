@@ -76,7 +76,7 @@ pub async fn step(
     }
     let mut returned = 0;
     for shard in 0..campaign.shard_count() {
-        let Some(issued) = count(store, campaign, &keys, shard, now, spend).await? else {
+        let Some(issued) = count(store, campaign, &keys, round, shard, now, spend).await? else {
             return Ok(Recount::Stopped);
         };
         match give_back(store, &keys, round, shard, issued, now).await? {
@@ -141,20 +141,27 @@ async fn advance(
 }
 
 /// The coupons issued from `shard`, counted in the expiry index; `None` if
-/// `spend` stopped it. Counts are kept per month as they go (every slot is
-/// final behind a settled fence, and stays so), so a stopped count resumes.
+/// `spend` stopped it (`spend(0)` is asked before each claim month). Every
+/// slot is final behind a settled fence and stays so, so what is counted is
+/// kept as it goes (per month, and the months done in `round`), and a
+/// stopped count resumes: even a claim window of centuries is counted.
 async fn count(
     store: &impl Store,
     campaign: &Campaign,
     keys: &CampaignKeys,
+    round: i64,
     shard: u32,
     now: Timestamp,
     spend: &mut impl FnMut(u32) -> bool,
 ) -> Result<Option<i64>> {
     let zone = campaign.zone()?;
-    let mut month = YearMonth::of(campaign.claim_starts_at, &zone);
+    let first = YearMonth::of(campaign.claim_starts_at, &zone);
     let last = YearMonth::of(campaign.claim_ends_at.min(now), &zone);
-    let mut coupons = 0;
+    let progress = keys.recount_progress(round, shard);
+    let (mut month, mut coupons) = match store.get(&progress).await? {
+        Some(bytes) => parse_progress(&bytes).unwrap_or((first, 0)),
+        None => (first, 0),
+    };
     while month <= last {
         if !spend(0) {
             return Ok(None);
@@ -181,8 +188,16 @@ async fn count(
         }
         coupons += filled;
         month = month.next();
+        store
+            .set(&progress, format!("{month} {coupons}").as_bytes())
+            .await?;
     }
     Ok(Some(coupons))
+}
+
+fn parse_progress(bytes: &[u8]) -> Option<(YearMonth, i64)> {
+    let (month, coupons) = std::str::from_utf8(bytes).ok()?.split_once(' ')?;
+    Some((YearMonth::parse(month)?, coupons.parse().ok()?))
 }
 
 fn parse_count(bytes: &[u8]) -> Option<(i64, i64)> {
@@ -322,5 +337,35 @@ mod tests {
         assert_eq!(step_at(&store, &c, settled), Recount::Returned(0));
         assert_eq!(block_on(read_counter(&store, &keys.claimed(0))), Ok(1));
         assert_eq!(block_on(read_counter(&store, &keys.recount())), Ok(2));
+    }
+
+    #[test]
+    fn a_count_over_centuries_of_months_resumes_across_bounded_calls() {
+        let store = MemoryStore::default();
+        let mut c = campaign("r");
+        c.claim_starts_at = ts("1000-01-02T00:00:00+08:00");
+        c.stock = 2;
+        c.shards = 1;
+        block_on(create(&store, c.clone(), setup_time())).expect("create");
+        let keys = CampaignKeys::new(&c.id);
+        claim_at(&store, 1, ts(NOW)).expect("issued");
+        block_on(store.increment(&keys.claimed(0), 1)).expect("lost");
+        assert_eq!(step_at(&store, &c, c.claim_ends_at), Recount::Idle);
+        let settled = c.claim_ends_at + lease::LEASE;
+        // Each call may look at 1,000 months: 12,338 of them take 13 calls.
+        let mut calls = 0;
+        let returned = loop {
+            calls += 1;
+            let mut share = 1_000;
+            let mut spend = |_| {
+                share -= 1;
+                share >= 0
+            };
+            match block_on(step(&store, &c, settled, &mut spend)).expect("step") {
+                Recount::Stopped => assert!(calls < 20, "no progress"),
+                done => break done,
+            }
+        };
+        assert_eq!((returned, calls), (Recount::Returned(1), 13));
     }
 }
