@@ -89,6 +89,8 @@ enum SweepEnd {
 #[derive(serde::Deserialize)]
 struct ExpirationStep {
     expired: u64,
+    returned: u64,
+    settled: u64,
     next_cursor: Option<String>,
 }
 
@@ -98,7 +100,8 @@ struct ExpirationStep {
 /// and why to stderr when it ended early.
 async fn sweep(app: &App, admin_token: &str, stop: &watch::Receiver<bool>) {
     let started = Instant::now();
-    let (mut expired, mut calls, mut status) = (0u64, 0u32, None);
+    let (mut expired, mut returned, mut settled) = (0u64, 0u64, 0u64);
+    let (mut calls, mut status) = (0u32, None);
     let mut cursor: Option<String> = None;
     let end = loop {
         if *stop.borrow() {
@@ -120,6 +123,8 @@ async fn sweep(app: &App, admin_token: &str, stop: &watch::Receiver<bool>) {
         match serde_json::from_str::<ExpirationStep>(&body) {
             Ok(step) => {
                 expired += step.expired;
+                returned += step.returned;
+                settled += step.settled;
                 match step.next_cursor {
                     Some(next) => cursor = Some(next),
                     None => break SweepEnd::Done,
@@ -149,7 +154,7 @@ async fn sweep(app: &App, admin_token: &str, stop: &watch::Receiver<bool>) {
     };
     let status = status.map_or("null".to_owned(), |s| s.to_string());
     println!(
-        r#"{{"sweep":"{label}","path":"/expirations","status":{status},"expired":{expired},"calls":{calls},"ms":{ms}}}"#
+        r#"{{"sweep":"{label}","path":"/expirations","status":{status},"expired":{expired},"returned":{returned},"settled":{settled},"calls":{calls},"ms":{ms}}}"#
     );
 }
 

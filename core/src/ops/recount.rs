@@ -85,10 +85,13 @@ pub async fn step(
             None => return Ok(Recount::Idle),
         }
     }
-    match advance(store, &keys, round, now).await? {
-        true => Ok(Recount::Returned(returned)),
-        false => Ok(Recount::Idle),
+    if !advance(store, &keys, round, now).await? {
+        return Ok(Recount::Idle);
     }
+    // When it came down: a claim finding the stock full after it makes the
+    // next fence due.
+    lease::first_seen(store, &keys.recount_since(round + 1), now).await?;
+    Ok(Recount::Returned(returned))
 }
 
 /// Whether a fence should go up now (the counter reads `round`, even).
