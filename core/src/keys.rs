@@ -20,7 +20,8 @@
 //! | `c:{id}:recount:{r}:since` | register | when the recount counter was first seen at `r` (Unix ms) |
 //! | `c:{id}:recount:{r}:shard:{shard}` | lease | owns giving back the shard's lost units in fence `r` |
 //! | `c:{id}:recount:{r}:shard:{shard}:counted` | register | `{month} {coupons}`: fence `r`'s count of the shard, done up to (not including) that claim month |
-//! | `c:{id}:recount:{r}:returned` | counter | units fence `r` gave back (counted before each give-back: at least that many) |
+//! | `c:{id}:recount:{r}:full` | register | present if fence `r` found every shard's coupons at its capacity: no unit can be taken again |
+//! | `c:{id}:recount:{r}:done` | register | when fence `r` was first seen counted and given back (Unix ms): it comes down a lease later, once no sweep that counted can still act |
 //! | `c:{id}:soldout` | register | the Unix second a claim last found every shard empty: claims in that second are refused at once |
 //! | `c:{id}:redemptions:{shard}` | ledger | redemptions, split by a hash of the code so redemptions share no hot key (see `ops::ledger`: `{ledger}` counts positions, `{ledger}:{p}` is the entry `{code} {generation}`, `{ledger}:settled` the prefix settled) |
 //! | `c:{id}:cancels:{shard}` | ledger | cancelled redemptions, split the same way |
@@ -28,9 +29,9 @@
 //! | `c:{id}:expiry` | register | the expiry rule in force, if re-dated: revision, rule, revivals (JSON) |
 //! | `c:{id}:expiry:seq` | counter | re-datings so far; revision numbers of `c:{id}:expiry:{n}` |
 //! | `c:{id}:expiry:{n}` | record | the n-th re-dating: who, when, old and new rule |
-//! | `c:{id}:user:{user}` | counter | positions this user's claims took, each the next: one per coupon, plus any a failed claim left vacant (below 10^6: read with `get` in a batch) |
-//! | `c:{id}:user:{user}:slot:{q}` | record | what position q (1 to the per-user limit) holds: the coupon's code, or `vacant:{n}` once its n-th owner gave it up |
-//! | `c:{id}:user:{user}:slot:{q}:owner` | lease | owns position q: attempt 1 is the claim that took it; a claim adopts a vacant or lapsed one as attempt 2 on |
+//! | `c:{id}:positions:{user}` | counter | positions this user's claims took, each the next: one per coupon, plus any a failed claim left vacant (below 10^6: read with `get` in a batch) |
+//! | `c:{id}:positions:{user}:{q}` | record | what position q (1 to the per-user limit) holds: the coupon's code, or `vacant:{n}` once its n-th owner gave it up |
+//! | `c:{id}:positions:{user}:{q}:owner` | lease | owns position q: attempt 1 is the claim that took it; a claim adopts a vacant or lapsed one as attempt 2 on |
 //! | `c:{id}:rate:{second}:{shard}` | counter | claims attempted in that Unix second on that rate shard (admission control) |
 //! | `c:{id}:m:{month}:seq:{shard}` | counter | coupons issued from the shard in that claim month (campaign zone); slot numbers of the next key |
 //! | `c:{id}:m:{month}:coupon:{shard}:{n}` | record | code of that month's and shard's n-th coupon: the expiry index the sweep walks |
@@ -115,8 +116,11 @@ impl CampaignKeys {
     pub fn recount_progress(&self, round: i64, shard: u32) -> String {
         format!("{}:counted", self.recount_shard(round, shard))
     }
-    pub fn recount_returned(&self, round: i64) -> String {
-        self.sub(&format!("recount:{round}:returned"))
+    pub fn recount_full(&self, round: i64) -> String {
+        self.sub(&format!("recount:{round}:full"))
+    }
+    pub fn recount_done(&self, round: i64) -> String {
+        self.sub(&format!("recount:{round}:done"))
     }
     pub fn month_count(&self, month: YearMonth, shard: u32) -> String {
         self.sub(&format!("m:{month}:count:{shard}"))
@@ -142,11 +146,11 @@ impl CampaignKeys {
     pub fn dating_change(&self, revision: i64) -> String {
         self.sub(&format!("expiry:{revision}"))
     }
-    pub fn user(&self, user: &str) -> String {
-        self.sub(&format!("user:{}", escape(user)))
+    pub fn positions(&self, user: &str) -> String {
+        self.sub(&format!("positions:{}", escape(user)))
     }
     pub fn user_slot(&self, user: &str, position: u32) -> String {
-        self.sub(&format!("user:{}:slot:{position}", escape(user)))
+        format!("{}:{position}", self.positions(user))
     }
     pub fn user_slot_owner(&self, user: &str, position: u32) -> String {
         format!("{}:owner", self.user_slot(user, position))

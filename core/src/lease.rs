@@ -11,8 +11,9 @@
 //! Why that is safe: a request runs for at most [`MAX_REQUEST`] (the host's
 //! limit), and a store call applies while its request runs or never, so an
 //! owner first seen unfinished at `t` has finished or died by
-//! `t + MAX_REQUEST`. The lease adds twice the clock skew between hosts
-//! ([`MAX_SKEW`]) for the observers' clocks. What the dead owner did before
+//! `t + MAX_REQUEST`. An observer records the time its own request started,
+//! up to [`MAX_REQUEST`] before it looked, and each clock may be off by
+//! [`MAX_SKEW`]: the lease covers both. What the dead owner did before
 //! it died is for the next owner to find in the store: each user of a lease
 //! says how.
 
@@ -24,9 +25,9 @@ pub const MAX_REQUEST: SignedDuration = SignedDuration::from_secs(30);
 /// The clock skew between hosts this design supports.
 pub const MAX_SKEW: SignedDuration = SignedDuration::from_secs(5);
 /// How long after an owner was first seen unfinished it counts as dead.
-pub const LEASE: SignedDuration = SignedDuration::from_secs(60);
+pub const LEASE: SignedDuration = SignedDuration::from_secs(90);
 
-const _: () = assert!(LEASE.as_secs() >= MAX_REQUEST.as_secs() + 2 * MAX_SKEW.as_secs());
+const _: () = assert!(LEASE.as_secs() >= 2 * MAX_REQUEST.as_secs() + 2 * MAX_SKEW.as_secs());
 
 /// The counter that owns attempt `n` of `key`. Attempt 1 is `key` itself, so
 /// keys written before leases existed keep their meaning.
@@ -84,11 +85,7 @@ pub async fn lapsed(
 /// ms): the first look, at `now`, writes it. Looks that race may each write
 /// their own `now`; any of them is no earlier than the thing seen.
 pub async fn first_seen(store: &impl Store, key: &str, now: Timestamp) -> StoreResult<Timestamp> {
-    let seen = store
-        .get(key)
-        .await?
-        .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<i64>().ok())
-        .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+    let seen = store.get(key).await?.and_then(|bytes| parse_ms(&bytes));
     if let Some(seen) = seen {
         return Ok(seen);
     }
@@ -96,6 +93,12 @@ pub async fn first_seen(store: &impl Store, key: &str, now: Timestamp) -> StoreR
         .set(key, now.as_millisecond().to_string().as_bytes())
         .await?;
     Ok(now)
+}
+
+/// A time as [`first_seen`] records it.
+pub fn parse_ms(bytes: &[u8]) -> Option<Timestamp> {
+    let ms = std::str::from_utf8(bytes).ok()?.parse::<i64>().ok()?;
+    Timestamp::from_millisecond(ms).ok()
 }
 
 /// Owns the first attempt of `key` from `first` on that is free or whose

@@ -122,7 +122,7 @@ async fn one_user_racing_for_more_than_the_limit_gets_the_limit(t: TestApp) {
     // that raced past them took positions above the limit, never filled.
     let state = t.state();
     let mut held: Vec<&[u8]> = (1..=3)
-        .map(|q| state[&format!("c:limit:user:greedy:slot:{q}")].as_slice())
+        .map(|q| state[&format!("c:limit:positions:greedy:{q}")].as_slice())
         .collect();
     held.sort();
     let mut codes: Vec<&[u8]> = coupons
@@ -131,7 +131,7 @@ async fn one_user_racing_for_more_than_the_limit_gets_the_limit(t: TestApp) {
         .collect();
     codes.sort();
     assert_eq!(held, codes);
-    assert!(!state.contains_key("c:limit:user:greedy:slot:4"));
+    assert!(!state.contains_key("c:limit:positions:greedy:4"));
 }
 
 async fn retries_of_one_idempotency_key_yield_one_coupon(t: TestApp) {

@@ -108,7 +108,7 @@ pub async fn claim(
             campaign_keys.brake(),
             answer_key.clone(),
             campaign_keys.sold_out(),
-            campaign_keys.user(user.as_str()),
+            campaign_keys.positions(user.as_str()),
             campaign_keys.recount(),
         ],
     )
@@ -396,7 +396,10 @@ impl<S: Store> Limits<'_, S> {
                 Ok(shard) => shard,
                 Err(refusal) => return Ok(Err(refusal)),
             };
-            let position = self.store.increment(&self.keys.user(self.user), 1).await;
+            let position = self
+                .store
+                .increment(&self.keys.positions(self.user), 1)
+                .await;
             let counter = self.keys.claimed(shard);
             let give_back = || self.store.increment(&counter, -1);
             match position {
@@ -727,7 +730,7 @@ mod tests {
             // A retry while still braked is refused too, and takes nothing.
             let again = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(2)).await;
             assert_eq!(again.unwrap_err(), Error::CampaignPaused);
-            assert_eq!(read_counter(&store, &keys.user("b")).await, Ok(0));
+            assert_eq!(read_counter(&store, &keys.positions("b")).await, Ok(0));
             brake::request(&store, &campaign("brake"), false)
                 .await
                 .expect("release");
@@ -842,7 +845,7 @@ mod tests {
             // The rest of that second is refused at once: nothing is probed or taken.
             let hinted = claim(&store, &user("c"), "k", request("tail"), ts(NOW), code(3)).await;
             assert_eq!(hinted.unwrap_err(), Error::SoldOut);
-            assert_eq!(read_counter(&store, &keys.user("c")).await, Ok(0));
+            assert_eq!(read_counter(&store, &keys.positions("c")).await, Ok(0));
             // The claim in flight gives its unit back: the next second's claim gets it.
             store
                 .increment(&keys.claimed(0), -1)
@@ -1011,7 +1014,10 @@ mod tests {
         let keys = CampaignKeys::new(&CampaignId::parse("dead").expect("id"));
         block_on(async {
             // A claim took the user's only position, then its instance died.
-            store.increment(&keys.user("a"), 1).await.expect("taken");
+            store
+                .increment(&keys.positions("a"), 1)
+                .await
+                .expect("taken");
             let first = claim(&store, &user("a"), "k", request("dead"), ts(NOW), code(1)).await;
             assert_eq!(first.unwrap_err(), Error::RequestInProgress);
             let lease = crate::lease::LEASE;

@@ -10,10 +10,12 @@
 //! difference, and lifts the fence. `stats.claimed` is then exact.
 //!
 //! A fence costs no sale: it goes up only once a claim has found every shard
-//! full (the sold-out hint) or the claim window has closed, and only if the
-//! last fence gave something back (those units may be taken, and lost, again).
-//! Each step is owned by a lease (`crate::lease`) and verified by reading, so
-//! sweeps that overlap, repeat or die part-way give nothing back twice.
+//! full (the sold-out hint) or the claim window has closed, and never again
+//! once a fence went up after the window closed or found every shard full to
+//! its capacity. Each step is owned by a lease (`crate::lease`) and verified
+//! by reading, so sweeps that overlap, repeat or die part-way give nothing
+//! back twice; the fence comes down a lease after the count was first done,
+//! so no sweep still counting can act on a moving counter.
 
 use super::campaigns::brake;
 use crate::campaign::Campaign;
@@ -68,13 +70,25 @@ pub async fn step(
             return Ok(Recount::Idle);
         }
     }
+    // Once counted and given back, the fence comes down a lease later: a
+    // sweep that began counting before may still write until then, and must
+    // find the stock fenced.
+    if let Some(done) = store.get(&keys.recount_done(round)).await? {
+        let done = lease::parse_ms(&done).unwrap_or(now);
+        if now.duration_since(done) >= lease::LEASE && advance(store, &keys, round, now).await? {
+            // When it came down: a claim finding the stock full after it
+            // makes the next fence due.
+            lease::first_seen(store, &keys.recount_since(round + 1), now).await?;
+        }
+        return Ok(Recount::Idle);
+    }
     // Claims that read the fence down may still take units until a lease
     // after it was first seen up.
     let since = lease::first_seen(store, &keys.recount_since(round), now).await?;
     if now.duration_since(since) < lease::LEASE {
         return Ok(Recount::Idle);
     }
-    let mut returned = 0;
+    let (mut returned, mut full) = (0, true);
     for shard in 0..campaign.shard_count() {
         let Some(issued) = count(store, campaign, &keys, round, shard, now, spend).await? else {
             return Ok(Recount::Stopped);
@@ -84,13 +98,12 @@ pub async fn step(
             // Another sweep is giving this shard back.
             None => return Ok(Recount::Idle),
         }
+        full &= issued >= campaign.shard_capacity(shard);
     }
-    if !advance(store, &keys, round, now).await? {
-        return Ok(Recount::Idle);
+    if full {
+        store.set(&keys.recount_full(round), b"1").await?;
     }
-    // When it came down: a claim finding the stock full after it makes the
-    // next fence due.
-    lease::first_seen(store, &keys.recount_since(round + 1), now).await?;
+    lease::first_seen(store, &keys.recount_done(round), now).await?;
     Ok(Recount::Returned(returned))
 }
 
@@ -102,10 +115,16 @@ async fn due(
     round: i64,
     now: Timestamp,
 ) -> Result<bool> {
-    // The last fence found the counts exact and the campaign full or closed:
-    // no unit has been taken since, so none can be lost.
-    if round > 0 && read_counter(store, &keys.recount_returned(round - 1)).await? == 0 {
-        return Ok(false);
+    if round > 0 {
+        // The last fence covered every claim there will be: it went up after
+        // the window closed, or found every shard full to its capacity (no
+        // unit can be taken again).
+        let raised = lease::first_seen(store, &keys.recount_since(round - 1), now).await?;
+        if raised >= campaign.claim_ends_at
+            || store.get(&keys.recount_full(round - 1)).await?.is_some()
+        {
+            return Ok(false);
+        }
     }
     if now >= campaign.claim_ends_at {
         return Ok(true);
@@ -229,10 +248,8 @@ async fn give_back(
     };
     // Read again as the owner: a lapsed owner may have given some back.
     let lost = lost(read_counter(store, &counter).await?);
+    // Under a settled fence the counter moves only here.
     if lost > 0 {
-        // Counted first: a give-back that dies after it only makes the next
-        // fence due.
-        store.increment(&keys.recount_returned(round), lost).await?;
         store.increment(&counter, -lost).await?;
     }
     Ok(Some(lost as u64))
@@ -300,18 +317,51 @@ mod tests {
         let settled = t0 + lease::LEASE;
         assert_eq!(step_at(&store, &c, settled), Recount::Returned(1));
         assert_eq!(block_on(get(&store, &c.id)).expect("get").stats.claimed, 2);
-        claim_at(&store, 5, settled).expect("the unit given back");
-        // Full again, and found so: one more fence, which finds nothing lost,
-        // and none after it.
-        let t2 = settled + jiff::SignedDuration::from_secs(1);
-        assert_eq!(claim_at(&store, 6, t2), Err(Error::SoldOut));
+        // It comes down a lease later, once no sweep that counted can act.
+        let almost = settled + lease::LEASE - jiff::SignedDuration::from_millis(1);
+        assert_eq!(step_at(&store, &c, almost), Recount::Idle);
+        assert_eq!(claim_at(&store, 5, almost), Err(Error::SoldOut));
+        let down = settled + lease::LEASE;
+        assert_eq!(step_at(&store, &c, down), Recount::Idle);
+        claim_at(&store, 6, down).expect("the unit given back");
+        // Full again, and found so: one more fence, which finds every shard
+        // full, and none after it.
+        let t2 = down + jiff::SignedDuration::from_secs(1);
+        assert_eq!(claim_at(&store, 7, t2), Err(Error::SoldOut));
         assert_eq!(step_at(&store, &c, t2), Recount::Idle);
         let t3 = t2 + lease::LEASE;
         assert_eq!(step_at(&store, &c, t3), Recount::Returned(0));
-        assert_eq!(claim_at(&store, 7, t3), Err(Error::SoldOut));
-        assert_eq!(step_at(&store, &c, t3 + lease::LEASE), Recount::Idle);
+        let t4 = t3 + lease::LEASE;
+        assert_eq!(step_at(&store, &c, t4), Recount::Idle);
+        assert_eq!(claim_at(&store, 8, t4), Err(Error::SoldOut));
+        assert_eq!(step_at(&store, &c, t4 + lease::LEASE), Recount::Idle);
         assert_eq!(block_on(read_counter(&store, &keys.recount())), Ok(4));
         assert_eq!(block_on(get(&store, &c.id)).expect("get").stats.claimed, 3);
+    }
+
+    #[test]
+    fn the_fence_stays_up_a_lease_after_the_count_so_a_slower_sweep_finds_it_fenced() {
+        let store = MemoryStore::default();
+        let mut c = campaign("r");
+        c.stock = 2;
+        c.shards = 1;
+        block_on(create(&store, c.clone(), setup_time())).expect("create");
+        let keys = CampaignKeys::new(&c.id);
+        claim_at(&store, 1, ts(NOW)).expect("issued");
+        let t0 = c.claim_ends_at;
+        assert_eq!(step_at(&store, &c, t0), Recount::Idle);
+        // One sweep counts and finds nothing lost; it may not lower the
+        // fence at once.
+        let settled = t0 + lease::LEASE;
+        assert_eq!(step_at(&store, &c, settled), Recount::Returned(0));
+        assert_eq!(block_on(read_counter(&store, &keys.recount())), Ok(1));
+        // A sweep that began counting before runs at most a request's time
+        // longer, all of it behind the fence: it finds nothing to give back.
+        assert_eq!(step_at(&store, &c, settled), Recount::Idle);
+        assert_eq!(block_on(read_counter(&store, &keys.claimed(0))), Ok(1));
+        let down = settled + lease::LEASE;
+        assert_eq!(step_at(&store, &c, down), Recount::Idle);
+        assert_eq!(block_on(read_counter(&store, &keys.recount())), Ok(2));
     }
 
     #[test]
@@ -332,13 +382,13 @@ mod tests {
         let settled = t0 + lease::LEASE;
         block_on(async {
             lease::own(&store, &keys.recount_shard(1, 0), 1, settled).await?;
-            store.increment(&keys.recount_returned(1), 1).await?;
             store.increment(&keys.claimed(0), -1).await
         })
         .expect("the dead sweep");
-        // The next finds nothing left to give back, and lowers it.
+        // The next finds nothing left to give back, and lowers it later.
         assert_eq!(step_at(&store, &c, settled), Recount::Returned(0));
         assert_eq!(block_on(read_counter(&store, &keys.claimed(0))), Ok(1));
+        assert_eq!(step_at(&store, &c, settled + lease::LEASE), Recount::Idle);
         assert_eq!(block_on(read_counter(&store, &keys.recount())), Ok(2));
     }
 

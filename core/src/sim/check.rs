@@ -21,6 +21,11 @@ use std::rc::Rc;
 /// than any lease, so recovery has had its chance.
 const RECOVERY_WAIT_MS: i64 = 180_000;
 
+/// Long enough that a lease first seen now has lapsed on every client's
+/// clock, however skewed.
+const LEASE_PASSED_MS: i64 =
+    crate::lease::LEASE.as_millis() as i64 + 2 * super::MAX_SKEW_MS + 1_000;
+
 pub fn recover_and_check(
     exec: &mut Executor,
     ctx: &Rc<Ctx>,
@@ -291,7 +296,7 @@ async fn probe(
         };
         // A lock whose owner died is first seen now: it lapses a lease later.
         let mut answer = Err(Error::RequestInProgress);
-        for wait in [0, crate::lease::LEASE.as_millis() as i64 + 1_000] {
+        for wait in [0, LEASE_PASSED_MS] {
             ctx.store.sleep_until(ctx.store.now_ms() + wait).await;
             let at = ctx.now(task);
             answer = redeem(
@@ -406,7 +411,7 @@ async fn probe_claim(
     key: &str,
 ) -> crate::error::Result<crate::ops::claim::Claimed> {
     let mut answer = Err(Error::RequestInProgress);
-    for wait in [0, crate::lease::LEASE.as_millis() as i64 + 1_000] {
+    for wait in [0, LEASE_PASSED_MS] {
         ctx.store.sleep_until(ctx.store.now_ms() + wait).await;
         answer = claim(
             &ctx.store,
@@ -427,11 +432,11 @@ async fn probe_claim(
 }
 
 /// The sweep as an operator's schedule runs it, over one recount: the fence
-/// goes up, a lease later the units go back and it comes down.
+/// goes up, a lease later the units go back, a lease later it comes down.
 async fn sweep_through_a_recount(ctx: &Ctx, task: usize) {
-    for _ in 0..3 {
+    for _ in 0..4 {
         sweep_to_end(ctx, task).await;
-        let later = ctx.store.now_ms() + crate::lease::LEASE.as_millis() as i64 + 1_000;
+        let later = ctx.store.now_ms() + LEASE_PASSED_MS;
         ctx.store.sleep_until(later).await;
     }
 }
