@@ -281,18 +281,28 @@ mod tests {
         block_on(claim(store, &user, &format!("k{n}"), request, at, code)).map(drop)
     }
 
+    /// Campaign "r" with `stock` in one shard, as `adjust` changes it.
+    fn setup(
+        stock: u64,
+        adjust: impl FnOnce(&mut Campaign),
+    ) -> (MemoryStore, Campaign, CampaignKeys) {
+        let store = MemoryStore::default();
+        let mut c = campaign("r");
+        c.stock = stock;
+        c.shards = 1;
+        adjust(&mut c);
+        block_on(create(&store, c.clone(), setup_time())).expect("create");
+        let keys = CampaignKeys::new(&c.id);
+        (store, c, keys)
+    }
+
     fn step_at(store: &MemoryStore, c: &Campaign, at: Timestamp) -> Recount {
         block_on(step(store, c, at, &mut |_| true)).expect("step")
     }
 
     #[test]
     fn a_unit_a_dead_claim_took_is_given_back_once_the_stock_is_found_full() {
-        let store = MemoryStore::default();
-        let mut c = campaign("r");
-        c.stock = 3;
-        c.shards = 1;
-        block_on(create(&store, c.clone(), setup_time())).expect("create");
-        let keys = CampaignKeys::new(&c.id);
+        let (store, c, keys) = setup(3, |_| {});
         let t0 = ts(NOW);
         claim_at(&store, 1, t0).expect("first");
         claim_at(&store, 2, t0).expect("second");
@@ -341,12 +351,7 @@ mod tests {
 
     #[test]
     fn the_fence_stays_up_a_lease_after_the_count_so_a_slower_sweep_finds_it_fenced() {
-        let store = MemoryStore::default();
-        let mut c = campaign("r");
-        c.stock = 2;
-        c.shards = 1;
-        block_on(create(&store, c.clone(), setup_time())).expect("create");
-        let keys = CampaignKeys::new(&c.id);
+        let (store, c, keys) = setup(2, |_| {});
         claim_at(&store, 1, ts(NOW)).expect("issued");
         let t0 = c.claim_ends_at;
         assert_eq!(step_at(&store, &c, t0), Recount::Idle);
@@ -366,12 +371,7 @@ mod tests {
 
     #[test]
     fn a_give_back_whose_owner_died_is_finished_once_by_the_next() {
-        let store = MemoryStore::default();
-        let mut c = campaign("r");
-        c.stock = 2;
-        c.shards = 1;
-        block_on(create(&store, c.clone(), setup_time())).expect("create");
-        let keys = CampaignKeys::new(&c.id);
+        let (store, c, keys) = setup(2, |_| {});
         let t0 = c.claim_ends_at;
         claim_at(&store, 1, ts(NOW)).expect("issued");
         block_on(store.increment(&keys.claimed(0), 1)).expect("lost");
@@ -394,13 +394,9 @@ mod tests {
 
     #[test]
     fn a_count_over_centuries_of_months_resumes_across_bounded_calls() {
-        let store = MemoryStore::default();
-        let mut c = campaign("r");
-        c.claim_starts_at = ts("1000-01-02T00:00:00+08:00");
-        c.stock = 2;
-        c.shards = 1;
-        block_on(create(&store, c.clone(), setup_time())).expect("create");
-        let keys = CampaignKeys::new(&c.id);
+        let (store, c, keys) = setup(2, |c| {
+            c.claim_starts_at = ts("1000-01-02T00:00:00+08:00");
+        });
         claim_at(&store, 1, ts(NOW)).expect("issued");
         block_on(store.increment(&keys.claimed(0), 1)).expect("lost");
         assert_eq!(step_at(&store, &c, c.claim_ends_at), Recount::Idle);
