@@ -1114,12 +1114,9 @@ fn check(scenario: &Scenario, observed: &Observed, stats: &[Value]) -> Verdict {
             "shortfall: {issued} coupons issued of {STOCK} while demand exceeded the stock"
         ));
     }
-    if !crashed && observed.probed > 0 {
-        violation(format!(
-            "{} claim keys had only `request_in_progress` answers after the storm",
-            observed.probed
-        ));
-    }
+    // A key may have met only `request_in_progress` in the storm (its user's
+    // other claims were writing the last positions); asked once more after
+    // it, every key must be decided (below).
     if !crashed && !stuck.is_empty() {
         violation(format!(
             "{} claim keys never got a decisive answer, e.g. key-{}",

@@ -64,13 +64,16 @@ pub struct Swept {
 }
 
 /// A position in the walk: campaign index slot (from 1), claim month (the
-/// campaign's first when `None`), stock shard (from 0), coupon slot (from 1).
+/// campaign's first when `None`), stock shard (from 0), coupon slot (from
+/// 1), and whether an earlier call of this month's walk left a coupon to a
+/// redemption in flight (so the month is not marked swept at its end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cursor {
     campaign: i64,
     month: Option<YearMonth>,
     shard: u32,
     coupon: i64,
+    unfinished: bool,
 }
 
 impl Cursor {
@@ -80,11 +83,12 @@ impl Cursor {
             month: None,
             shard: 0,
             coupon: 1,
+            unfinished: false,
         }
     }
 
-    /// `campaign.month.shard.coupon`, e.g. `3.2028-02.5.17`, or `campaign`
-    /// at a campaign's start.
+    /// `campaign.month.shard.coupon`, e.g. `3.2028-02.5.17`, with `.u` if
+    /// unfinished, or `campaign` at a campaign's start.
     fn parse(s: &str) -> Option<Cursor> {
         if let Ok(campaign) = s.parse::<i64>() {
             return (campaign >= 1).then(|| Cursor::campaign(campaign));
@@ -95,6 +99,16 @@ impl Cursor {
             month: Some(YearMonth::parse(parts.next()?)?),
             shard: parts.next()?.parse().ok()?,
             coupon: parts.next()?.parse().ok()?,
+            unfinished: false,
+        };
+        let unfinished = match parts.next() {
+            None => false,
+            Some("u") => true,
+            Some(_) => return None,
+        };
+        let cursor = Cursor {
+            unfinished,
+            ..cursor
         };
         (parts.next().is_none() && cursor.campaign >= 1 && cursor.coupon >= 1).then_some(cursor)
     }
@@ -104,7 +118,11 @@ impl Cursor {
     }
 
     fn render(self, month: YearMonth) -> String {
-        format!("{}.{month}.{}.{}", self.campaign, self.shard, self.coupon)
+        let unfinished = if self.unfinished { ".u" } else { "" };
+        format!(
+            "{}.{month}.{}.{}{unfinished}",
+            self.campaign, self.shard, self.coupon
+        )
     }
 }
 
@@ -223,18 +241,32 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
     /// Whether this call has done its share of campaigns and months: each
     /// costs a round trip, so thousands of them (or a claim window starting
     /// in year 1000) stop at [`MAX_VISITS`], or when time is up.
-    /// Charges `work` if this call's share is not done yet (it always has
-    /// room for some, so work that resumes moves on): whether it may go on.
-    fn charge(&mut self, work: Work) -> bool {
+    /// Grants as much of `work` as this call's share has room for (none
+    /// once it is done; while it is not, at least one, so work that resumes
+    /// moves on) and charges it: a look at a campaign, month or ledger (0)
+    /// is one visit.
+    fn charge(&mut self, work: Work) -> u32 {
         if self.spent_visiting() {
-            return false;
+            return 0;
         }
+        let room = self
+            .limit
+            .saturating_sub(self.examined + self.settled)
+            .max(1);
         match work {
-            Work::Slots(0) | Work::Entries(0) => self.visited += 1,
-            Work::Slots(n) => self.examined += n,
-            Work::Entries(n) => self.settled += n,
+            Work::Slots(0) | Work::Entries(0) => {
+                self.visited += 1;
+                1
+            }
+            Work::Slots(n) => {
+                self.examined += n.min(room);
+                n.min(room)
+            }
+            Work::Entries(n) => {
+                self.settled += n.min(room);
+                n.min(room)
+            }
         }
-        true
     }
 
     fn spent_visiting(&self) -> bool {
@@ -265,6 +297,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                         month: Some(month),
                         shard: 0,
                         coupon: 1,
+                        unfinished: false,
                         ..from
                     }
                     .render(month),
@@ -274,13 +307,22 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
             let expires_at = dating.expiry.expiry_of_claim_month(month, &zone);
             let swept = keys.month_swept(month, dating.revision);
             if expires_at <= self.as_of && read_counter(self.store, &swept).await? == 0 {
-                self.unfinished.set(false);
+                // Resuming this month's walk: what its earlier calls left.
+                self.unfinished
+                    .set(from.month == Some(month) && from.unfinished);
                 while cursor.shard < campaign.shard_count() {
                     let issued =
                         read_counter(self.store, &keys.month_seq(month, cursor.shard)).await?;
                     while cursor.coupon <= issued {
                         if self.spent() {
-                            return Ok(Some(cursor.render(month)));
+                            let unfinished = self.unfinished.get();
+                            return Ok(Some(
+                                Cursor {
+                                    unfinished,
+                                    ..cursor
+                                }
+                                .render(month),
+                            ));
                         }
                         self.examined += 1;
                         let slot = keys.month_slot(month, cursor.shard, cursor.coupon);
@@ -544,6 +586,63 @@ mod tests {
             (0, 0, 1)
         );
         assert_eq!(stats(&store).expired, 7);
+    }
+
+    #[test]
+    fn a_month_whose_walk_left_a_coupon_to_a_redemption_in_flight_is_walked_again() {
+        let store = MemoryStore::default();
+        let mut c = campaign("c");
+        c.stock = 100;
+        c.shards = 1;
+        block_on(create(&store, c, crate::ops::testing::setup_time())).expect("campaign");
+        let codes = claim_many(&store, 0..3, "2028-02-10T10:00:00+08:00");
+        let keys = CampaignKeys::new(&CampaignId::parse("c").expect("id"));
+        let first = block_on(store.get(&keys.month_slot(
+            YearMonth::parse("2028-02").expect("month"),
+            0,
+            1,
+        )));
+        let first = String::from_utf8(first.expect("get").expect("slot")).expect("code");
+        assert!(codes.contains(&first));
+        // A redemption of the first coupon took its lock and is still running
+        // when the sweep walks the month, one coupon a call.
+        let at = ts("2028-03-02T00:00:00+08:00");
+        let lock = CouponKeys::new(&CouponCode::parse(&first).expect("code")).lock(0);
+        block_on(crate::lease::own(&store, &lock, 1, at)).expect("lock");
+        assert_eq!(sweep_all(&store, "2028-03-02T00:00:00+08:00", 1), (2, 3, 3));
+        // Its owner died: a lease later the next walk takes the lock over.
+        let later = (at + crate::lease::LEASE).to_string();
+        assert_eq!(sweep_all(&store, &later, 1).0, 1);
+        assert_eq!(stats(&store).expired, 3);
+    }
+
+    #[test]
+    fn a_recount_reads_no_more_slots_than_a_call_may_examine() {
+        let store = store_with_coupons(5);
+        // The claim window has closed: the fence goes up, and a lease later
+        // the recount reads the 5 index slots, 2 a call at most.
+        let closed = ts("2028-02-15T00:00:00+08:00");
+        let first = block_on(sweep(&store, request(None, None, None), closed, || false));
+        assert_eq!(first.expect("sweep").next_cursor, None);
+        let settled = (closed + crate::lease::LEASE).to_string();
+        let mut cursor = None;
+        let mut examined = Vec::new();
+        loop {
+            let step = block_on(sweep(
+                &store,
+                request(None, Some(2), cursor),
+                ts(&settled),
+                || false,
+            ));
+            let step = step.expect("sweep");
+            examined.push(step.examined);
+            cursor = step.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert!(examined.iter().all(|n| *n <= 2), "{examined:?}");
+        assert_eq!(examined.iter().sum::<u64>(), 5, "{examined:?}");
     }
 
     #[test]

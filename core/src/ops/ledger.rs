@@ -108,16 +108,16 @@ pub enum Settle {
 
 /// Settles `ledger` as far as its positions are final. `confirm` is asked of
 /// each entry; `false` leaves it (and what follows) for a later call.
-/// `spend(n)` is asked before `n` positions are read (and `spend(0)` before
-/// the ledger is looked at).
+/// `spend(n)` grants how many of `n` positions may be read now (0 stops it;
+/// `spend(0)`, before the ledger is looked at, grants 1 to go on).
 pub async fn settle<S: Store>(
     store: &S,
     ledger: &Ledger,
     now: Timestamp,
-    spend: &mut impl FnMut(u32) -> bool,
+    spend: &mut impl FnMut(u32) -> u32,
     confirm: &mut impl AsyncFnMut(&[u8]) -> Result<bool>,
 ) -> Result<Settle> {
-    if !spend(0) {
+    if spend(0) == 0 {
         return Ok(Settle::Stopped);
     }
     let taken = read_counter(store, &ledger.0).await?;
@@ -128,8 +128,8 @@ pub async fn settle<S: Store>(
         if settled.upto >= taken {
             break Settle::Done;
         }
-        let n = CHUNK.min(u32::try_from(taken - settled.upto).unwrap_or(CHUNK));
-        if !spend(n) {
+        let n = spend(CHUNK.min(u32::try_from(taken - settled.upto).unwrap_or(CHUNK)));
+        if n == 0 {
             break Settle::Stopped;
         }
         let positions: Vec<String> = (settled.upto + 1..=settled.upto + i64::from(n))

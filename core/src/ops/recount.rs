@@ -50,12 +50,13 @@ pub(crate) fn is_fenced(counter: Option<&[u8]>) -> bool {
 
 /// Moves the campaign's recount on as far as it can: raises the fence when
 /// one is due, counts and gives back once claims have settled, lowers it.
-/// `spend(n)` is asked before `n` index slots are read; `false` stops the call.
+/// `spend(n)` grants how many of `n` index slots may be read now (0 stops
+/// the call; `spend(0)`, before a month, grants 1 to go on).
 pub async fn step(
     store: &impl Store,
     campaign: &Campaign,
     now: Timestamp,
-    spend: &mut impl FnMut(u32) -> bool,
+    spend: &mut impl FnMut(u32) -> u32,
 ) -> Result<Recount> {
     let keys = CampaignKeys::new(&campaign.id);
     let mut round = read_counter(store, &keys.recount()).await?;
@@ -174,7 +175,7 @@ async fn count(
     round: i64,
     shard: u32,
     now: Timestamp,
-    spend: &mut impl FnMut(u32) -> bool,
+    spend: &mut impl FnMut(u32) -> u32,
 ) -> Result<Option<i64>> {
     let zone = campaign.zone()?;
     let first = YearMonth::of(campaign.claim_starts_at, &zone);
@@ -185,7 +186,7 @@ async fn count(
         None => (first, 0),
     };
     while month <= last {
-        if !spend(0) {
+        if spend(0) == 0 {
             return Ok(None);
         }
         let slots = read_counter(store, &keys.month_seq(month, shard)).await?;
@@ -195,8 +196,8 @@ async fn count(
             None => (0, 0),
         };
         while counted < slots {
-            let n = CHUNK.min(u32::try_from(slots - counted).unwrap_or(CHUNK));
-            if !spend(n) {
+            let n = spend(CHUNK.min(u32::try_from(slots - counted).unwrap_or(CHUNK)));
+            if n == 0 {
                 return Ok(None);
             }
             let chunk: Vec<String> = (counted + 1..=counted + i64::from(n))
@@ -297,7 +298,7 @@ mod tests {
     }
 
     fn step_at(store: &MemoryStore, c: &Campaign, at: Timestamp) -> Recount {
-        block_on(step(store, c, at, &mut |_| true)).expect("step")
+        block_on(step(store, c, at, &mut |n: u32| n.max(1))).expect("step")
     }
 
     #[test]
@@ -405,10 +406,11 @@ mod tests {
         let mut calls = 0;
         let returned = loop {
             calls += 1;
-            let mut share = 1_000;
-            let mut spend = |_| {
-                share -= 1;
-                share >= 0
+            let mut share: u32 = 1_000;
+            let mut spend = |n: u32| {
+                let granted = n.max(1).min(share);
+                share -= granted;
+                granted
             };
             match block_on(step(&store, &c, settled, &mut spend)).expect("step") {
                 Recount::Stopped => assert!(calls < 20, "no progress"),
