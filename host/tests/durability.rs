@@ -54,7 +54,6 @@ struct Acknowledged {
     /// code → order, for every redemption answered 201 or 200.
     redemptions: BTreeMap<String, String>,
     sold_out: usize,
-    refused_per_user: usize,
 }
 
 #[test]
@@ -79,7 +78,9 @@ fn a_redis_killed_mid_storm_loses_no_acknowledged_claim_or_redemption() {
 
     let seen = Arc::new(Mutex::new(Acknowledged::default()));
     let started = Arc::new(AtomicBool::new(false));
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // A request the outage cut off holds its key, lock or position for a
+    // lease (90 s) after a retry first meets it: the retries wait that out.
+    let deadline = Instant::now() + Duration::from_secs(300);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let (host, seen, started) = (host.clone(), seen.clone(), started.clone());
@@ -120,11 +121,10 @@ fn a_redis_killed_mid_storm_loses_no_acknowledged_claim_or_redemption() {
     assert_eq!(status, 200, "{campaign}");
     let stats = &campaign["stats"];
     println!(
-        "{} claims and {} redemptions acknowledged, {} sold out, {} refused at the per-user limit; stats {stats}",
+        "{} claims and {} redemptions acknowledged, {} sold out; stats {stats}",
         seen.claims.len(),
         seen.redemptions.len(),
         seen.sold_out,
-        seen.refused_per_user
     );
     assert!(
         seen.claims.len() as u64 <= STOCK,
@@ -180,13 +180,6 @@ fn client(host: &Host, user: &str, seen: &Mutex<Acknowledged>, deadline: Instant
         (201 | 200, coupon) => coupon["code"].as_str().expect("a code").to_owned(),
         (410, _) => {
             seen.lock().expect("lock").sold_out += 1;
-            return;
-        }
-        // A final refusal too. Here it means a slot the outage left taken
-        // (issue #13, `sim::leaks_are_given_back`): this test checks that
-        // nothing acknowledged is lost and nothing oversold, not that.
-        (409, body) if body["error"]["code"] == "per_user_limit_reached" => {
-            seen.lock().expect("lock").refused_per_user += 1;
             return;
         }
         (status, body) => panic!("claim for {user}: {status} {body}"),
