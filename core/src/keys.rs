@@ -47,7 +47,7 @@
 //! | `k:{code}:lock:{g}` | lease | owns generation g's ending: a redemption or the sweep |
 //! | `k:{code}:end:{g}` | record | how generation g ended: redeemed by an order, or expired |
 //! | `k:{code}:cancel:{g}` | lease | owns cancelling generation g's redemption |
-//! | `k:{code}:cancelled:{g}` | record | the position of generation g's cancel in its ledger: written with the entry, before the generation moves on |
+//! | `k:{code}:cancelled:{g}` | record | present once generation g's cancel is counted: written with its ledger entry, before the generation moves on |
 //!
 //! User ids and idempotency keys are escaped so no input can forge a separator.
 

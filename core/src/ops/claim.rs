@@ -215,7 +215,8 @@ pub async fn claim(
         issued_at: now,
     };
     let zone = campaign.zone()?;
-    if let Ok(Taken { shard, .. }) = taken {
+    if let Ok(taken) = &taken {
+        let shard = taken.shard;
         // The expiry index: by claim month, as every coupon of a claim month
         // expires at one instant whatever the rule; by shard, so claims share
         // no counter.
@@ -226,9 +227,7 @@ pub async fn claim(
         let slot = undo.on_error(store, slot).await?;
         // The position first: a backend that writes in order never leaves a
         // coupon whose position could be adopted.
-        if let Ok(taken) = &taken {
-            writes.push(taken.slot(&campaign_keys, user.as_str(), code.to_string()));
-        }
+        writes.push(taken.slot(&campaign_keys, user.as_str(), code.to_string()));
         writes.push((CouponKeys::new(&code).record(), encode(&record)));
         writes.push((
             campaign_keys.month_slot(month, shard, slot),
@@ -479,41 +478,27 @@ impl<S: Store> Limits<'_, S> {
         }))
     }
 
+    /// One coupon from the first shard with any left, starting at `start_shard`.
     async fn stock(&self) -> StoreResult<Result<u32, Outcome>> {
-        take_stock(
-            self.store,
-            self.campaign,
-            self.keys,
-            self.start_shard,
-            self.attempt,
-        )
-        .await
-    }
-}
-
-/// One coupon from the first shard with any left, starting at `start_shard`.
-async fn take_stock(
-    store: &impl Store,
-    campaign: &Campaign,
-    keys: &CampaignKeys,
-    start_shard: u32,
-    attempt: i64,
-) -> StoreResult<Result<u32, Outcome>> {
-    let shards = campaign.shard_count();
-    for k in 0..shards {
-        let shard = (start_shard + k) % shards;
-        let counter = keys.claimed(shard);
-        let taken = store.increment(&counter, 1).await?;
-        // The brake is in the same counter: see campaigns::brake.
-        if !brake::is_engaged(taken) && brake::count(taken) <= campaign.shard_capacity(shard) {
-            return Ok(Ok(shard));
+        let shards = self.campaign.shard_count();
+        for k in 0..shards {
+            let shard = (self.start_shard + k) % shards;
+            let counter = self.keys.claimed(shard);
+            let taken = self.store.increment(&counter, 1).await?;
+            // The brake is in the same counter: see campaigns::brake.
+            let capacity = self.campaign.shard_capacity(shard);
+            if !brake::is_engaged(taken) && brake::count(taken) <= capacity {
+                return Ok(Ok(shard));
+            }
+            self.store.increment(&counter, -1).await?;
+            if brake::is_engaged(taken) {
+                return Ok(Err(Outcome::Paused {
+                    attempt: self.attempt,
+                }));
+            }
         }
-        store.increment(&counter, -1).await?;
-        if brake::is_engaged(taken) {
-            return Ok(Err(Outcome::Paused { attempt }));
-        }
+        Ok(Err(Outcome::SoldOut))
     }
-    Ok(Err(Outcome::SoldOut))
 }
 
 /// The outcome stored for this idempotency key, checked against this request's body.

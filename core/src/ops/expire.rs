@@ -404,13 +404,14 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
             swept_at: Some(self.now),
             revision: Some(dating.revision),
         };
-        let ledger = campaign_keys.expirations(dating.epoch);
-        let position = ledger.take(self.store).await?;
-        self.store
-            .set_many(&[
+        campaign_keys
+            .expirations(dating.epoch)
+            .record(
+                self.store,
                 (keys.end(generation), encode(&ending)),
-                ledger.entry(position, &code, generation),
-            ])
+                &code,
+                generation,
+            )
             .await?;
         Ok(Expired::Now)
     }

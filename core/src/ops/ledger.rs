@@ -30,22 +30,20 @@ impl Ledger {
         Ledger(key)
     }
 
-    /// Takes the next position for an entry.
-    pub async fn take(&self, store: &impl Store) -> StoreResult<i64> {
-        store.increment(&self.0, 1).await
-    }
-
-    /// The entry at `position`: written with the record it counts.
-    pub fn entry(
+    /// Writes `record`, counted: takes the next position, then writes the
+    /// record and the entry `{code} {generation}` there in one `set_many`.
+    pub async fn record(
         &self,
-        position: i64,
+        store: &impl Store,
+        record: (String, Vec<u8>),
         code: &impl std::fmt::Display,
         generation: i64,
-    ) -> (String, Vec<u8>) {
-        (
-            self.entry_key(position),
-            format!("{code} {generation}").into_bytes(),
-        )
+    ) -> StoreResult<()> {
+        let position = store.increment(&self.0, 1).await?;
+        let entry = format!("{code} {generation}").into_bytes();
+        store
+            .set_many(&[record, (self.entry_key(position), entry)])
+            .await
     }
 
     fn entry_key(&self, position: i64) -> String {

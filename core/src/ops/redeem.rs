@@ -69,13 +69,10 @@ pub async fn redeem(
         redeemed_at: render(now, &held.zone),
     };
     // Counted with the ending, in one write (see `ledger`).
-    let ledger = CampaignKeys::new(&held.campaign.id).redemptions(held.shard());
-    let position = ledger.take(store).await?;
-    store
-        .set_many(&[
-            (end_key, encode(&Ending::Redeemed(redemption.clone()))),
-            ledger.entry(position, &held.code, held.generation),
-        ])
+    let ending = (end_key, encode(&Ending::Redeemed(redemption.clone())));
+    CampaignKeys::new(&held.campaign.id)
+        .redemptions(held.shard())
+        .record(store, ending, &held.code, held.generation)
         .await?;
     Ok(Redeemed {
         redemption,
@@ -168,13 +165,9 @@ async fn finish_cancel(store: &impl Store, held: &Held, owner: i64) -> Result<()
     let generation = held.generation;
     let marker = keys.cancelled(generation);
     if owner == 1 || store.get(&marker).await?.is_none() {
-        let ledger = CampaignKeys::new(&held.campaign.id).cancels(held.shard());
-        let position = ledger.take(store).await?;
-        store
-            .set_many(&[
-                (marker, position.to_string().into_bytes()),
-                ledger.entry(position, &held.code, generation),
-            ])
+        CampaignKeys::new(&held.campaign.id)
+            .cancels(held.shard())
+            .record(store, (marker, b"1".to_vec()), &held.code, generation)
             .await?;
     }
     // The stored counter lags the generation in play by the voided
@@ -235,13 +228,14 @@ async fn expire_if_due(store: &impl Store, held: &Held, now: Timestamp) -> Resul
         swept_at: Some(now),
         revision: Some(held.dating.revision),
     };
-    let ledger = CampaignKeys::new(&held.campaign.id).expirations(held.dating.epoch);
-    let position = ledger.take(store).await?;
-    store
-        .set_many(&[
+    CampaignKeys::new(&held.campaign.id)
+        .expirations(held.dating.epoch)
+        .record(
+            store,
             (keys.end(held.generation), encode(&ending)),
-            ledger.entry(position, &held.code, held.generation),
-        ])
+            &held.code,
+            held.generation,
+        )
         .await?;
     Ok(true)
 }
@@ -531,13 +525,9 @@ mod tests {
             lease::own(&store, &keys.cancel(0), 1, t0)
                 .await
                 .expect("own");
-            let ledger = CampaignKeys::new(&held.campaign.id).cancels(held.shard());
-            let position = ledger.take(&store).await.expect("take");
-            store
-                .set_many(&[
-                    (keys.cancelled(0), position.to_string().into_bytes()),
-                    ledger.entry(position, &held.code, 0),
-                ])
+            CampaignKeys::new(&held.campaign.id)
+                .cancels(held.shard())
+                .record(&store, (keys.cancelled(0), b"1".to_vec()), &held.code, 0)
                 .await
                 .expect("counted");
             let swept_at = |at| sweep(&store, ExpirationRequest::default(), at, || false);
