@@ -155,18 +155,10 @@ impl App {
             .acquire()
             .await
             .context("the request limiter was closed")?;
-        let response = match server.handle(Request::from_parts(parts, body)).await {
-            Ok(response) => response,
+        match server.handle(Request::from_parts(parts, body)).await {
+            Ok(response) => Ok(response),
             Err(error) => {
                 eprintln!("coupon-host: {description} failed: {error:?}");
-                return Ok(component_failed());
-            }
-        };
-        let (parts, body) = response.into_parts();
-        match body.collect().await {
-            Ok(body) => Ok(Response::from_parts(parts, body.to_bytes())),
-            Err(error) => {
-                eprintln!("coupon-host: {description}: the response body failed: {error:?}");
                 Ok(component_failed())
             }
         }

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod kv;
 pub mod manifest;
 mod refusal;
+mod request_log;
 pub mod routes;
 mod runtime;
 pub mod runtime_config;

@@ -15,6 +15,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tokio::sync::watch;
 
+/// glibc's allocator locks an arena whenever a thread frees what another
+/// allocated, which tokio's work stealing makes the common case: under load
+/// that was most of the host's futex calls. mimalloc frees to the owner
+/// without a lock.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 usage: coupon-host up [options]
 

@@ -7,22 +7,17 @@ use crate::clock::ManualClock;
 use crate::kv::host::{Kv, KvView, StoreAccess};
 use crate::variables::{ComponentVariables, Variables};
 use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
-use wasmtime::component::{GuestTaskId, Linker, ResourceTable};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreContextMut,
-};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::handler::{
-    HandlerState, Instance, Proxy, ProxyHandler, ShouldAccept, WorkerExpiration, WorkerState,
-    WorkerStatus,
-};
-use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::p3::Request;
+use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// The most linear memory one instance may grow to: a runaway request fails
@@ -39,8 +34,6 @@ pub(crate) struct InstancePolicy {
     /// Requests one instance serves before it is dropped (1: a fresh instance
     /// per request).
     pub(crate) max_requests: usize,
-    /// Requests one instance serves at once.
-    pub(crate) max_concurrent: usize,
     /// How long an idle instance is kept for the next request.
     pub(crate) idle_timeout: Duration,
     /// How long a request may run before its instance is stopped (a 500).
@@ -52,18 +45,18 @@ impl InstancePolicy {
     pub(crate) fn fresh(request_timeout: Duration) -> Self {
         Self {
             max_requests: 1,
-            max_concurrent: 1,
             idle_timeout: Duration::ZERO,
             request_timeout,
         }
     }
 
     /// Spin 4's reuse for WASI 0.3 components: up to 128 requests per instance,
-    /// 16 at once, dropped after 1 s idle.
+    /// dropped after 1 s idle. Spin also lets an instance serve up to 16 at
+    /// once; here each serves one at a time (see [`ComponentServer`]), which a
+    /// component cannot tell apart from Spin running fewer at once.
     pub(crate) fn reuse(request_timeout: Duration) -> Self {
         Self {
             max_requests: 128,
-            max_concurrent: 16,
             idle_timeout: Duration::from_secs(1),
             request_timeout,
         }
@@ -147,7 +140,14 @@ impl Runtime {
             .total_core_instances(5000)
             .total_memories(2000)
             .total_tables(5000)
-            .total_stacks(1000);
+            .total_stacks(1000)
+            // An instance is dropped every 128 requests: zeroing its memory
+            // with memset and batching the rest of the decommits spares most
+            // of the madvise calls, each of which interrupts every core to
+            // flush its TLB.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10)
+            .decommit_batch_size(16);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -238,10 +238,35 @@ pub(crate) struct ComponentEnv {
     pub(crate) clock: Option<ManualClock>,
 }
 
-/// Serves one component's requests on its instances.
+/// Serves one component's requests, each on an instance of its own for as
+/// long as it runs, inside the task that received it.
+///
+/// Not wasmtime-wasi-http's `ProxyHandler`: that multiplexes up to 16 requests
+/// into one worker task per instance and hands each over through a queue, so a
+/// request waits for whatever that worker's single poll is doing, and every
+/// hand-over wakes another thread. Here a request takes an idle instance (or
+/// makes one), runs the guest's event loop until its response body is
+/// complete, and gives the instance back; nothing crosses tasks.
 #[derive(Clone)]
 pub(crate) struct ComponentServer {
-    handler: ProxyHandler<Instances>,
+    inner: Arc<ServerInner>,
+}
+
+struct ServerInner {
+    id: String,
+    component: LoadedComponent,
+    env: ComponentEnv,
+    policy: InstancePolicy,
+    /// Idle instances, the most recently used last.
+    idle: Mutex<Vec<IdleInstance>>,
+}
+
+/// A live instance between requests.
+struct IdleInstance {
+    store: Store<InstanceState>,
+    service: Service,
+    served: usize,
+    since: Instant,
 }
 
 impl ComponentServer {
@@ -252,40 +277,74 @@ impl ComponentServer {
         policy: InstancePolicy,
     ) -> Self {
         Self {
-            handler: ProxyHandler::new(Instances {
+            inner: Arc::new(ServerInner {
                 id: id.to_owned(),
                 component,
-                env: Arc::new(env),
+                env,
                 policy,
+                idle: Mutex::new(Vec::new()),
             }),
         }
     }
 
-    /// Hands `request` to an instance (a new one or, with reuse, a live one)
-    /// and returns its response, whose body may still be streaming. An error
-    /// means no response: the guest trapped, failed or timed out.
+    /// Serves `request` on an instance (a live one or, if none is idle, a new
+    /// one) and returns its complete response. An error means no response: the
+    /// guest trapped, failed or ran past the request timeout; its instance is
+    /// dropped.
     pub(crate) async fn handle(
         &self,
         request: http::Request<WasiBody>,
-    ) -> wasmtime::Result<http::Response<WasiBody>> {
-        self.handler.handle((), request).await
+    ) -> Result<http::Response<Bytes>> {
+        let inner = &self.inner;
+        let mut instance = match inner.take_idle() {
+            Some(instance) => instance,
+            None => inner.instantiate().await?,
+        };
+        let served = tokio::time::timeout(
+            inner.policy.request_timeout,
+            serve(&mut instance.store, &instance.service, request),
+        )
+        .await;
+        let response = match served {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => anyhow::bail!(
+                "the guest ran past the request timeout ({:?})",
+                inner.policy.request_timeout
+            ),
+        };
+        instance.served += 1;
+        if instance.served < inner.policy.max_requests {
+            instance.since = Instant::now();
+            inner.lock_idle().push(instance);
+        }
+        Ok(response)
     }
 }
 
-/// Creates the instances of one component.
-struct Instances {
-    id: String,
-    component: LoadedComponent,
-    env: Arc<ComponentEnv>,
-    policy: InstancePolicy,
-}
+impl ServerInner {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleInstance>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-impl HandlerState for Instances {
-    type StoreData = InstanceState;
-    type WorkerExpiration = Expiration;
-    type WorkerState = Worker;
+    /// The most recently used idle instance, after dropping those idle past
+    /// the policy's timeout.
+    fn take_idle(&self) -> Option<IdleInstance> {
+        let mut idle = self.lock_idle();
+        let now = Instant::now();
+        let stale = idle
+            .iter()
+            .take_while(|instance| now.duration_since(instance.since) > self.policy.idle_timeout)
+            .count();
+        // Dropped outside the lock: freeing an instance returns its memory.
+        let stale: Vec<_> = idle.drain(..stale).collect();
+        let instance = idle.pop();
+        drop(idle);
+        drop(stale);
+        instance
+    }
 
-    async fn instantiate(&self) -> wasmtime::Result<Instance<InstanceState, Expiration, Worker>> {
+    async fn instantiate(&self) -> Result<IdleInstance> {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stderr();
         if let Some(clock) = &self.env.clock {
@@ -302,94 +361,53 @@ impl HandlerState for Instances {
         let mut store = Store::new(self.component.pre.engine(), state);
         store.epoch_deadline_async_yield_and_update(1);
         store.set_epoch_deadline(1);
-        let service = self.component.pre.instantiate_async(&mut store).await?;
-        Ok(Instance {
+        let service = self
+            .component
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot instantiate component {:?}: {e:?}", self.id))?;
+        Ok(IdleInstance {
             store,
-            proxy: Proxy::P3(service),
-            view: WasiHttpView::http,
-            expiration: Expiration {
-                policy: self.policy,
-                sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
-            },
-            state: Worker {
-                id: self.id.clone(),
-                policy: self.policy,
-            },
+            service,
+            served: 0,
+            since: Instant::now(),
         })
     }
 }
 
-/// Decides when an instance is dropped: after `idle_timeout` without work, or
-/// `request_timeout` after its latest request started.
-struct Expiration {
-    policy: InstancePolicy,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-}
+/// What reports a failure reading the request body to the guest.
+type RequestIo =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>>;
 
-impl WorkerExpiration for Expiration {
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        status: WorkerStatus,
-        since: Instant,
-    ) -> Poll<()> {
-        let timeout = match status {
-            WorkerStatus::Idle => self.policy.idle_timeout,
-            WorkerStatus::Requests | WorkerStatus::PostReturn => self.policy.request_timeout,
-        };
-        let Some(deadline) = since.checked_add(timeout) else {
-            return Poll::Pending;
-        };
-        let deadline = tokio::time::Instant::from_std(deadline);
-        if self.sleep.deadline() != deadline {
-            self.sleep.as_mut().reset(deadline);
-        }
-        self.sleep.as_mut().poll(cx)
-    }
-}
-
-/// One instance's admission of requests, and its end.
-struct Worker {
-    id: String,
-    policy: InstancePolicy,
-}
-
-impl WorkerState for Worker {
-    type StoreData = InstanceState;
-    type RequestData = ();
-
-    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.policy.max_requests {
-            ShouldAccept::Never
-        } else if concurrent >= self.policy.max_concurrent {
-            ShouldAccept::No
-        } else {
-            ShouldAccept::Yes
-        }
-    }
-
-    fn on_request_start(
-        &self,
-        _store: StoreContextMut<'_, InstanceState>,
-        _request: (),
-        _task: GuestTaskId,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        Box::pin(tokio::time::sleep(self.policy.request_timeout))
-    }
-
-    /// Logs why the instance ended, if it failed. Not "worker panicked": the
-    /// handler reports that both for a panic, which the panic hook has already
-    /// printed, and for a worker whose task was dropped (its runtime shut down,
-    /// as at the end of a test), which is no failure.
-    fn drop(&self, store: Store<InstanceState>, result: wasmtime::Result<()>) {
-        if let Err(error) = result
-            && error.to_string() != "worker panicked"
-        {
-            eprintln!(
-                "coupon-host: an instance of component {:?} failed: {error:?}",
-                self.id
-            );
-        }
-        drop(store);
-    }
+/// Calls the guest's `handle` with `request` and runs its event loop until the
+/// response body has been written in full.
+async fn serve(
+    store: &mut Store<InstanceState>,
+    service: &Service,
+    request: http::Request<WasiBody>,
+) -> Result<http::Response<Bytes>> {
+    let response = store
+        .run_concurrent(async |accessor| -> wasmtime::Result<_> {
+            let (request, request_io) = accessor.with(|mut store| {
+                let (request, io) = Request::from_http(store.data_mut().http().hooks, request);
+                let io: RequestIo = Box::pin(io);
+                (request, io)
+            });
+            let response = match service.handle(accessor, request).await? {
+                Ok(response) => response,
+                Err(code) => wasmtime::bail!("the guest answered with an error: {code:?}"),
+            };
+            let response = accessor.with(|mut store| {
+                response.into_http_with_getter(&mut store, request_io, WasiHttpView::http)
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| wasmtime::format_err!("the response body failed: {e:?}"))?;
+            Ok(http::Response::from_parts(parts, body.to_bytes()))
+        })
+        .await??;
+    Ok(response)
 }

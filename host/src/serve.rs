@@ -3,6 +3,7 @@
 
 use crate::app::{App, ClientAddr};
 use crate::refusal::refusal;
+use crate::request_log;
 use anyhow::Result;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -77,6 +78,7 @@ pub async fn serve(app: App, listener: TcpListener, stop: impl Future<Output = (
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN_TIMEOUT) => eprintln!("coupon-host: requests still running after {DRAIN_TIMEOUT:?}; stopping anyway"),
     }
+    request_log::flush();
     Ok(())
 }
 
@@ -117,9 +119,9 @@ async fn answer(
     };
     let status = response.status().as_u16();
     let micros = started.elapsed().as_micros();
-    println!(
+    request_log::line(format_args!(
         r#"{{"method":"{method}","path":{path:?},"component":"{component}","status":{status},"latency_us":{micros}}}"#
-    );
+    ));
     Ok(response.map(Full::new))
 }
 
