@@ -12,18 +12,22 @@
 //! where `store` is the label and a counter is 8 little-endian bytes. This
 //! backend keeps that layout but not Spin's way of reaching it (one locked
 //! connection, rollback journal, `synchronous=FULL`, an fsync per write):
-//! the file is switched to WAL with `synchronous=NORMAL`, writes go through one
-//! writer connection and reads through a small pool of reader connections, all
-//! on tokio's blocking threads, so reads never queue behind writes.
+//! the file is switched to WAL with `synchronous=NORMAL`, reads go through a
+//! small pool of reader connections on tokio's blocking threads, so they never
+//! queue behind writes, and writes through one writer thread that commits
+//! every write waiting at once in one transaction (group commit, below).
 
 use super::{KeyValueStore, KvError, decode_counter, encode_counter};
 use anyhow::Context as _;
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+
+/// Writes one transaction takes at most.
+const GROUP: usize = 512;
 
 /// Reader connections per file: enough to keep both cores busy while a write
 /// is in progress, few enough to keep memory and file handles small.
@@ -73,9 +77,9 @@ pub struct SqliteDb {
 
 struct Db {
     path: PathBuf,
-    /// One connection: writes queue here, in this process, rather than
-    /// spinning on SQLite's file lock.
-    writer: Pool,
+    /// One connection on a thread of its own: writes queue here, in this
+    /// process, rather than spinning on SQLite's file lock.
+    writer: Writer,
     /// Up to [`READERS`] connections, opened on demand.
     readers: Pool,
 }
@@ -104,12 +108,12 @@ impl SqliteDb {
             "SQLite key-value file {}: cannot switch it to WAL mode (it stays in {journal_mode:?} mode); is it on a network file system?",
             path.display()
         );
-        let writer_pool = Pool::new(&path, Role::Writer, 1);
-        writer_pool.idle.give_back(writer);
+        let writer = Writer::start(writer, &path)
+            .with_context(|| format!("cannot start the writer of {}", path.display()))?;
         Ok(Self {
             inner: Arc::new(Db {
                 readers: Pool::new(&path, Role::Reader, READERS),
-                writer: writer_pool,
+                writer,
                 path,
             }),
         })
@@ -155,10 +159,12 @@ impl SqliteStore {
             .await
     }
 
-    /// Runs `work` on the writer connection with this store's label.
+    /// Runs `work` on the writer connection with this store's label, inside
+    /// a transaction that may hold other writes: `work` is applied in full or
+    /// not at all, and answered once the transaction has committed.
     async fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Connection, &str) -> Result<T, Failure> + Send + 'static,
+        work: impl FnOnce(&Connection, &str) -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, KvError> {
         let label = self.label.clone();
         self.db
@@ -220,27 +226,24 @@ impl KeyValueStore for SqliteStore {
         .await
     }
 
-    /// Reads, adds and writes in one `IMMEDIATE` transaction, which holds
-    /// SQLite's write lock from the start: atomic across every connection to
-    /// the file, in this process or another.
+    /// Reads, adds and writes inside the writer's `IMMEDIATE` transaction,
+    /// which holds SQLite's write lock from the start: atomic across every
+    /// connection to the file, in this process or another.
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
         let key = key.to_owned();
         self.write(move |connection, label| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current = match select_value(&transaction, label, &key)? {
+            let current = match select_value(connection, label, &key)? {
                 Some(value) => decode_counter(&key, &value)?,
                 None => 0,
             };
             let next = current
                 .checked_add(delta)
                 .ok_or_else(|| KvError::Overflow { key: key.clone() })?;
-            transaction.prepare_cached(UPSERT)?.execute(params![
+            connection.prepare_cached(UPSERT)?.execute(params![
                 label,
                 key,
                 encode_counter(next)
             ])?;
-            transaction.commit()?;
             Ok(next)
         })
         .await
@@ -286,37 +289,27 @@ impl KeyValueStore for SqliteStore {
         .await
     }
 
-    /// One transaction: every pair is stored, or none.
+    /// One write: every pair is stored, or none.
     async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
         let entries = entries.to_vec();
         self.write(move |connection, label| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut upsert = transaction.prepare_cached(UPSERT)?;
-                for (key, value) in &entries {
-                    upsert.execute(params![label, key, value])?;
-                }
+            let mut upsert = connection.prepare_cached(UPSERT)?;
+            for (key, value) in &entries {
+                upsert.execute(params![label, key, value])?;
             }
-            transaction.commit()?;
             Ok(())
         })
         .await
     }
 
-    /// One transaction: every key is removed, or none.
+    /// One write: every key is removed, or none.
     async fn delete_many(&self, keys: &[String]) -> Result<(), KvError> {
         let keys = keys.to_vec();
         self.write(move |connection, label| {
-            let transaction =
-                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut delete = transaction.prepare_cached(DELETE)?;
-                for key in &keys {
-                    delete.execute(params![label, key])?;
-                }
+            let mut delete = connection.prepare_cached(DELETE)?;
+            for key in &keys {
+                delete.execute(params![label, key])?;
             }
-            transaction.commit()?;
             Ok(())
         })
         .await
@@ -374,6 +367,112 @@ fn open_connection(path: &Path, role: Role) -> rusqlite::Result<Connection> {
         connection.pragma_update(None, "query_only", true)?;
     }
     Ok(connection)
+}
+
+/// The writer connection on a thread of its own, committing writes in groups.
+///
+/// An `IMMEDIATE` transaction per write spent most of its time starting and
+/// committing (and hopping to a blocking thread and back). The thread takes
+/// every write waiting (up to [`GROUP`]) into one transaction, each inside a
+/// savepoint so that a write that fails (a value that is not a counter, an
+/// overflow) is rolled back alone, commits, and only then answers each: no
+/// write is acknowledged before the commit that holds it, as before. Writes
+/// arriving one at a time still commit one at a time.
+struct Writer {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// One write: runs inside the group's transaction (not at all if there is
+/// none), and returns what answers its caller once the transaction has
+/// committed (or failed to).
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Answer + Send>;
+type Answer = Box<dyn FnOnce(Result<(), &KvError>) + Send>;
+
+impl Writer {
+    fn start(connection: Connection, path: &Path) -> std::io::Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let path = path.to_owned();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                // Ends when every sender (the database) is gone.
+                while let Ok(first) = queue.recv() {
+                    let mut group = vec![first];
+                    group.extend(queue.try_iter().take(GROUP - 1));
+                    commit_group(&connection, &path, group);
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, KvError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |connection| {
+            let outcome = connection.map(|connection| in_savepoint(connection, work));
+            Box::new(move |committed: Result<(), &KvError>| {
+                let answered = match (committed, outcome) {
+                    (Ok(()), Some(outcome)) => outcome,
+                    (Err(error), _) => Err(error.clone()),
+                    (Ok(()), None) => Err(KvError::Backend("the write did not run".into())),
+                };
+                let _ = answer.send(answered);
+            })
+        });
+        let stopped = || KvError::Backend("the SQLite writer has stopped".into());
+        self.jobs.send(job).map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+/// Runs `group` in one `IMMEDIATE` transaction and answers each job.
+fn commit_group(connection: &Connection, path: &Path, group: Vec<Job>) {
+    let failed = |error: rusqlite::Error| {
+        KvError::Backend(format!("SQLite key-value file {}: {error}", path.display()))
+    };
+    if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+        let error = failed(error);
+        for job in group {
+            job(None)(Err(&error));
+        }
+        return;
+    }
+    let answers: Vec<Answer> = group.into_iter().map(|job| job(Some(connection))).collect();
+    let committed = connection.execute_batch("COMMIT").map_err(failed);
+    if committed.is_err() {
+        // Nothing of the group is applied.
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    for answer in answers {
+        answer(committed.as_ref().map(|_| ()));
+    }
+}
+
+/// Runs `work` inside a savepoint: applied in full, or rolled back alone.
+fn in_savepoint<T>(
+    connection: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, Failure>,
+) -> Result<T, KvError> {
+    let failed = |error: Failure| match error {
+        Failure::Store(error) => error,
+        Failure::Sqlite(error) => KvError::Backend(format!("SQLite: {error}")),
+    };
+    connection
+        .execute_batch("SAVEPOINT write")
+        .map_err(|e| failed(e.into()))?;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(connection)))
+        .unwrap_or_else(|_| Err(KvError::Backend("the SQLite write panicked".into()).into()));
+    let ended = match outcome {
+        Ok(_) => connection.execute_batch("RELEASE write"),
+        Err(_) => connection.execute_batch("ROLLBACK TO write; RELEASE write"),
+    };
+    match (outcome, ended) {
+        (Ok(value), Ok(())) => Ok(value),
+        (Err(error), _) => Err(failed(error)),
+        (Ok(_), Err(error)) => Err(failed(error.into())),
+    }
 }
 
 /// Up to `size` connections to one file, each lent to one operation at a time
@@ -535,6 +634,54 @@ mod tests {
     async fn keeps_the_key_value_contract() -> anyhow::Result<()> {
         let file = SqliteFile::new()?;
         check_backend(&file).await?;
+        Ok(())
+    }
+
+    /// Writes committed together stay apart: one that fails, even after it
+    /// wrote, leaves nothing, and the others of its group all land.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_in_a_group_is_rolled_back_alone() -> anyhow::Result<()> {
+        let file = SqliteFile::new()?;
+        let store = SqliteStore::open(&file.path, "default")?;
+        store.set("text", b"not a counter").await?;
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let store = store.clone();
+            writes.spawn(async move {
+                match i % 4 {
+                    0 => store.increment("n", 1).await.map(|_| ()),
+                    1 => store.set(&format!("k{i}"), b"v").await,
+                    2 => store.increment("text", 1).await.map(|_| ()),
+                    _ => {
+                        store
+                            .write(move |connection, label| {
+                                connection.prepare_cached(UPSERT)?.execute(params![
+                                    label,
+                                    format!("partial{i}"),
+                                    b"x".to_vec()
+                                ])?;
+                                Err(KvError::Backend("failed after writing".into()).into())
+                            })
+                            .await
+                    }
+                }
+            });
+        }
+        let mut failed = 0;
+        while let Some(outcome) = writes.join_next().await {
+            failed += usize::from(outcome?.is_err());
+        }
+        assert_eq!(failed, 100, "every failing write, and only those, failed");
+        assert_eq!(store.get("n").await?, Some(encode_counter(50).to_vec()));
+        for i in 0..200 {
+            let (set, partial) = (
+                store.get(&format!("k{i}")).await?,
+                store.get(&format!("partial{i}")).await?,
+            );
+            assert_eq!(set.is_some(), i % 4 == 1, "k{i}");
+            assert_eq!(partial, None, "partial{i} was rolled back");
+        }
+        assert_eq!(store.get("text").await?, Some(b"not a counter".to_vec()));
         Ok(())
     }
 
