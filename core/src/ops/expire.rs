@@ -12,7 +12,7 @@
 //! would, so the two can never both succeed.
 
 use super::campaigns::load_slot;
-use super::dating::Dating;
+use super::dating::{self, Dating};
 use super::ledger::{self, Settle};
 use super::recount::{self, Recount};
 use super::redeem::confirm_cancel;
@@ -30,6 +30,10 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_LIMIT: u32 = 1_000;
 pub const MAX_LIMIT: u32 = 10_000;
+
+/// Index slots one batch of the walk reads at once: two reads for the batch,
+/// the coupons' locks taken together, and one ledger write for all it expires.
+const BATCH: u32 = 256;
 
 /// Campaigns and claim months one call looks at, at most.
 pub const MAX_VISITS: u32 = 1_000;
@@ -324,21 +328,25 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                                 .render(month),
                             ));
                         }
-                        self.examined += 1;
-                        let slot = keys.month_slot(month, cursor.shard, cursor.coupon);
+                        let room = self.limit - (self.examined + self.settled).min(self.limit);
+                        let left = u32::try_from(issued - cursor.coupon + 1).unwrap_or(BATCH);
+                        let n = BATCH.min(left).min(room.max(1));
+                        self.examined += n;
+                        let slots: Vec<String> = (cursor.coupon..cursor.coupon + i64::from(n))
+                            .map(|coupon| keys.month_slot(month, cursor.shard, coupon))
+                            .collect();
                         match self
-                            .expire(campaign, &keys, dating, &slot, expires_at)
+                            .expire_batch(campaign, &keys, dating, &slots, expires_at)
                             .await?
                         {
-                            Expired::Now => self.expired += 1,
-                            Expired::Not => {}
+                            Some(expired) => self.expired += expired,
                             // Re-dated while walking: the next call walks
                             // this campaign again under the rule in force.
-                            Expired::RuleChanged => {
+                            None => {
                                 return Ok(Some(Cursor::campaign(from.campaign).render_campaign()));
                             }
                         }
-                        cursor.coupon += 1;
+                        cursor.coupon += i64::from(n);
                     }
                     cursor.shard += 1;
                     cursor.coupon = 1;
@@ -362,23 +370,106 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
         Ok(None)
     }
 
-    /// Expires the coupon in `slot` unless its generation has ended or is
-    /// being ended. A slot without a code is a claim that died before
-    /// writing: nothing to expire.
-    async fn expire(
+    /// Expires the coupons in `slots` as [`expire`](Self::expire) does each,
+    /// in a few round trips for all: the slots, then every coupon's first
+    /// generation and ending with the rule in force, then the locks of those
+    /// never ended, taken together, then one ledger write for all it expired.
+    /// A coupon past its first generation (cancelled, or revived) goes the
+    /// one-at-a-time way. How many it expired; `None`: re-dated meanwhile.
+    async fn expire_batch(
         &self,
         campaign: &Campaign,
         campaign_keys: &CampaignKeys,
         dating: &Dating,
-        slot: &str,
+        slots: &[String],
+        expires_at: Timestamp,
+    ) -> Result<Option<u64>> {
+        let mut codes = Vec::with_capacity(slots.len());
+        for (slot, code) in slots.iter().zip(self.store.get_many(slots).await?) {
+            // A slot without a code is a claim that died before writing.
+            if let Some(code) = code {
+                let code = CouponCode::parse(&String::from_utf8_lossy(&code))
+                    .ok_or_else(|| Error::Internal(format!("{slot} holds no coupon code")))?;
+                codes.push((CouponKeys::new(&code), code));
+            }
+        }
+        let mut reads = vec![campaign_keys.dating()];
+        for (keys, _) in &codes {
+            reads.extend([keys.generation(), keys.end(0)]);
+        }
+        let mut values = self.store.get_many(&reads).await?.into_iter();
+        let register = values.next().flatten();
+        if dating::parse(&campaign_keys.dating(), register.as_deref(), campaign)?.revision
+            != dating.revision
+        {
+            return Ok(None);
+        }
+        let mut expired = 0;
+        let mut fresh = Vec::new();
+        for (keys, code) in codes {
+            let (generation, end) = (values.next().flatten(), values.next().flatten());
+            if generation.is_none() && end.is_none() {
+                fresh.push((keys, code));
+                continue;
+            }
+            match self
+                .expire_one(campaign, campaign_keys, dating, &code, expires_at)
+                .await?
+            {
+                Expired::Now => expired += 1,
+                Expired::Not => {}
+                Expired::RuleChanged => return Ok(None),
+            }
+        }
+        let locks: Vec<String> = fresh.iter().map(|(keys, _)| keys.lock(0)).collect();
+        let owned = futures::future::join_all(
+            locks
+                .iter()
+                .map(|lock| lease::own(self.store, lock, 1, self.now)),
+        )
+        .await;
+        let mut ending = Vec::new();
+        for ((keys, code), ownership) in fresh.iter().zip(owned) {
+            let ours = match ownership? {
+                Ownership::Owned(1) => true,
+                // A lapsed owner may have written its ending.
+                Ownership::Owned(_) => self.store.get(&keys.end(0)).await?.is_none(),
+                Ownership::Busy | Ownership::Lapsed => {
+                    self.unfinished.set(true);
+                    false
+                }
+            };
+            if ours {
+                ending.push(((keys.end(0), Vec::new()), code.to_string(), 0));
+            }
+        }
+        let record = encode(&Ending::Expired {
+            at: expires_at,
+            swept_at: Some(self.now),
+            revision: Some(dating.revision),
+        });
+        for ((_, value), _, _) in &mut ending {
+            value.clone_from(&record);
+        }
+        let count = ending.len() as u64;
+        campaign_keys
+            .expirations(dating.epoch)
+            .record_many(self.store, ending)
+            .await?;
+        Ok(Some(expired + count))
+    }
+
+    /// Expires coupon `code` unless its generation has ended or is being
+    /// ended.
+    async fn expire_one(
+        &self,
+        campaign: &Campaign,
+        campaign_keys: &CampaignKeys,
+        dating: &Dating,
+        code: &CouponCode,
         expires_at: Timestamp,
     ) -> Result<Expired> {
-        let Some(code) = self.store.get(slot).await? else {
-            return Ok(Expired::Not);
-        };
-        let code = CouponCode::parse(&String::from_utf8_lossy(&code))
-            .ok_or_else(|| Error::Internal(format!("{slot} holds no coupon code")))?;
-        let keys = CouponKeys::new(&code);
+        let keys = CouponKeys::new(code);
         let Some((generation, ending)) =
             load_ending(self.store, &keys, campaign_keys, campaign, dating).await?
         else {
@@ -409,7 +500,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
             .record(
                 self.store,
                 (keys.end(generation), encode(&ending)),
-                &code,
+                code,
                 generation,
             )
             .await?;

@@ -39,11 +39,34 @@ impl Ledger {
         code: &impl std::fmt::Display,
         generation: i64,
     ) -> StoreResult<()> {
-        let position = store.increment(&self.0, 1).await?;
-        let entry = format!("{code} {generation}").into_bytes();
-        store
-            .set_many(&[record, (self.entry_key(position), entry)])
+        self.record_many(store, vec![(record, code.to_string(), generation)])
             .await
+    }
+
+    /// Writes `records`, each counted as [`record`](Self::record) counts one:
+    /// takes as many positions with one increment, then writes every record
+    /// and entry in one `set_many`.
+    pub async fn record_many(
+        &self,
+        store: &impl Store,
+        records: Vec<((String, Vec<u8>), String, i64)>,
+    ) -> StoreResult<()> {
+        let Ok(n) = i64::try_from(records.len()) else {
+            return Err(crate::store::StoreError("too many records at once".into()));
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let last = store.increment(&self.0, n).await?;
+        let mut entries = Vec::with_capacity(records.len() * 2);
+        for (position, (record, code, generation)) in (last - n + 1..).zip(records) {
+            entries.push(record);
+            entries.push((
+                self.entry_key(position),
+                format!("{code} {generation}").into_bytes(),
+            ));
+        }
+        store.set_many(&entries).await
     }
 
     fn entry_key(&self, position: i64) -> String {

@@ -1,9 +1,10 @@
 //! A seeded, single-threaded executor and the store it schedules.
 //!
-//! Every task runs until it waits on a store call; then the scheduler picks
-//! one waiting call at random (from the seed), decides its fault, applies it
-//! to the map and resumes that task alone. So the seed fixes the whole
-//! interleaving, every fault and every clock: one seed, one trace.
+//! Every task runs until it waits on store calls (several at once if it sends
+//! them together); then the scheduler picks one waiting call at random (from
+//! the seed), decides its fault, applies it to the map and resumes that task
+//! alone. So the seed fixes the whole interleaving, every fault and every
+//! clock: one seed, one trace.
 
 use crate::store::{Store, StoreError, StoreResult};
 use std::cell::RefCell;
@@ -87,15 +88,20 @@ pub struct Applied {
     pub _count: Option<i64>,
 }
 
+/// A call: its task, and its number among all calls.
+type CallId = (usize, u64);
+
 #[derive(Default)]
 pub struct World {
     pub map: BTreeMap<String, Vec<u8>>,
     pub now_ms: i64,
     pub step: u64,
-    waiting: BTreeMap<usize, Call>,
-    answers: BTreeMap<usize, Answer>,
+    /// Calls waiting, by task and the call's number.
+    waiting: BTreeMap<CallId, Call>,
+    answers: BTreeMap<CallId, Answer>,
     crashed: BTreeSet<usize>,
     current: usize,
+    calls: u64,
     pub applied: Vec<Applied>,
     /// A running digest of every decision: equal seeds give equal digests.
     pub digest: u64,
@@ -154,13 +160,14 @@ pub struct SimStore(pub Rc<RefCell<World>>);
 
 impl SimStore {
     async fn call(&self, call: Call) -> Answer {
-        let task = {
+        let id = {
             let mut world = self.0.borrow_mut();
-            let task = world.current;
-            world.waiting.insert(task, call);
-            task
+            world.calls += 1;
+            let id = (world.current, world.calls);
+            world.waiting.insert(id, call);
+            id
         };
-        std::future::poll_fn(|_| match self.0.borrow_mut().answers.remove(&task) {
+        std::future::poll_fn(|_| match self.0.borrow_mut().answers.remove(&id) {
             Some(answer) => Poll::Ready(answer),
             None => Poll::Pending,
         })
@@ -232,7 +239,11 @@ impl<F: Future> Future for Crashable<F> {
         if self.world.borrow_mut().crashed.remove(&self.task) {
             self.inner = None;
             // The crash's answer to the call it waited on is not for anyone.
-            self.world.borrow_mut().answers.remove(&self.task);
+            let task = self.task;
+            self.world
+                .borrow_mut()
+                .answers
+                .retain(|(of, _), _| *of != task);
             return Poll::Ready(Err(Crashed));
         }
         match self.inner.as_mut() {
@@ -312,7 +323,7 @@ impl Executor {
                 }
                 // Store calls first; a sleeper runs (and moves the clock)
                 // only when nothing else is waiting, the earliest first.
-                let calls: Vec<usize> = world
+                let calls: Vec<CallId> = world
                     .waiting
                     .iter()
                     .filter(|(_, c)| !matches!(c, Call::Sleep(_)))
@@ -327,7 +338,7 @@ impl Executor {
                             _ => (i64::MAX, **id),
                         })
                         .map(|(id, _)| id)
-                        .unwrap_or(&0)
+                        .unwrap_or(&(0, 0))
                 } else {
                     calls[self.rng.below(calls.len() as u64) as usize]
                 };
@@ -339,28 +350,44 @@ impl Executor {
             world.waiting.remove(&pick);
             world.step += 1;
             world.now_ms += self.rng.range(0, 3);
-            world.current = pick;
+            let task = pick.0;
+            world.current = task;
             let answer = match fault {
-                None => world.apply(pick, &call),
+                None => world.apply(task, &call),
                 Some(Fault::ErrorBefore) => Answer::Failed("simulated: refused".into()),
                 Some(Fault::ErrorAfter) => {
-                    world.apply(pick, &call);
+                    world.apply(task, &call);
                     // The caller waited for its timeout.
                     world.now_ms += 5_000;
                     Answer::Failed("simulated: timed out after applying".into())
                 }
                 Some(Fault::Crash { applied }) => {
                     if applied {
-                        world.apply(pick, &call);
+                        world.apply(task, &call);
                     }
-                    world.crashed.insert(pick);
+                    // Its other calls in flight were sent: each applies or
+                    // not, and nobody hears.
+                    let others: Vec<CallId> = world
+                        .waiting
+                        .keys()
+                        .filter(|(of, _)| *of == task)
+                        .copied()
+                        .collect();
+                    for other in others {
+                        if let Some(call) = world.waiting.remove(&other)
+                            && self.rng.chance(500)
+                        {
+                            world.apply(task, &call);
+                        }
+                    }
+                    world.crashed.insert(task);
                     Answer::Failed("simulated: crashed".into())
                 }
             };
             world.digest = world
                 .digest
                 .rotate_left(7)
-                .wrapping_add(pick as u64 * 31 + world.step)
+                .wrapping_add(task as u64 * 31 + world.step)
                 ^ match &fault {
                     None => 0,
                     Some(Fault::ErrorBefore) => 1,
@@ -369,7 +396,7 @@ impl Executor {
                 };
             world.answers.insert(pick, answer);
             drop(world);
-            ready.insert(pick);
+            ready.insert(task);
         }
     }
 
