@@ -4,8 +4,8 @@
 //!
 //! For each store (SQLite; Redis unless `--quick`) it starts a host, creates
 //! campaigns, claims coupons ahead for many users, then measures claim,
-//! validate and redeem at 64 connections with wrk (closed loop) and claim and
-//! validate at fixed arrival rates (open loop). Then the ceilings: a native
+//! validate and redeem at 64 connections with wrk (closed loop), and the
+//! arrival rate claim and validate each hold (open loop, by bisection). Then the ceilings: a native
 //! hyper server, an empty component on the same host, the stores alone. The
 //! Markdown page goes to stdout and to `bench/results.md` (or `--out`);
 //! progress goes to stderr.
@@ -31,9 +31,11 @@ use workload::Workload;
 use wrk::Lines;
 
 const USAGE: &str = "\
-usage: cargo run --release -p coupon-bench -- [--quick] [--out FILE]
+usage: cargo run --release -p coupon-bench -- [--quick | --runtime] [--out FILE]
 
   --quick       a seconds-long run on SQLite only: checks the benchmark works
+  --runtime     only the runtime path: the native server and the empty
+                component, 10 s each (the stalls, reproduced in 30 s)
   --out FILE    where the Markdown table goes [default: bench/results.md]
 
 With SPIN=/path/to/spin, also claim, validate and redeem on `spin up` beside
@@ -55,12 +57,15 @@ struct Plan {
     coupons: usize,
     /// Lines of the claim file: distinct keys for the closed-loop claims.
     claim_lines: usize,
-    rates: Vec<u32>,
+    /// The open loop's first rate, its steps' length and how many it runs
+    /// per operation at most (then one at half the rate held).
+    first_rate: u32,
     rate_step: Duration,
-    /// Whether validations also run at fixed rates (claims always do).
-    open_loop_validate: bool,
+    probes: usize,
     /// Each store-ceiling figure.
     store_ceiling: Duration,
+    /// Whether the stores alone are measured.
+    store_ceilings: bool,
 }
 
 impl Plan {
@@ -78,10 +83,11 @@ impl Plan {
                 campaigns: 4,
                 coupons: seconds as usize * 5_000,
                 claim_lines: seconds as usize * 8_000,
-                rates: vec![300, 1_000, 3_000],
+                first_rate: 500,
                 rate_step: Duration::from_secs(1),
-                open_loop_validate: false,
+                probes: 3,
                 store_ceiling: Duration::from_secs(1),
+                store_ceilings: true,
             }
         } else {
             let seconds = 10;
@@ -93,10 +99,11 @@ impl Plan {
                 campaigns: 4,
                 coupons: seconds as usize * 5_000,
                 claim_lines: seconds as usize * 8_000,
-                rates: vec![300, 1_000, 3_000, 10_000],
-                rate_step: Duration::from_secs(5),
-                open_loop_validate: true,
+                first_rate: 1_500,
+                rate_step: Duration::from_secs(30),
+                probes: 7,
                 store_ceiling: Duration::from_secs(2),
+                store_ceilings: true,
             }
         }
     }
@@ -116,12 +123,15 @@ impl Plan {
                 report::thousands(self.coupons as f64)
             ),
             format!(
-                "Closed loop: `wrk -t2 -c{}` for {} s per operation. Open loop: {} s per rate. \
+                "Closed loop: `wrk -t2 -c{}` for {} s per operation. Open loop: {} s per rate, \
+                 at most {} rates per operation from {}/s, then half the rate held. \
                  Host: `coupon-host up` with its defaults (32 requests at once per component, \
                  a JSON log line per request to a pipe the bench drains).",
                 wrk::CONNECTIONS,
                 self.closed_loop.as_secs(),
-                self.rate_step.as_secs()
+                self.rate_step.as_secs(),
+                self.probes,
+                self.first_rate
             ),
         ]
     }
@@ -136,11 +146,13 @@ fn main() {
 
 fn run() -> Result<()> {
     let mut quick = false;
+    let mut runtime_only = false;
     let mut out = host::workspace().join("bench").join("results.md");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--runtime" => runtime_only = true,
             "--out" => out = PathBuf::from(args.next().context("--out needs a file")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -149,7 +161,11 @@ fn run() -> Result<()> {
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
-    let plan = Plan::new(quick);
+    let mut plan = Plan::new(quick);
+    if runtime_only {
+        plan.stores.clear();
+        plan.store_ceilings = false;
+    }
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -278,28 +294,26 @@ impl Bench<'_> {
         results.closed_loop.push(validate);
 
         let open_loop = |operation: &'static str, call: &dyn Fn(usize) -> Call| {
-            eprintln!("coupon-bench:   {operation} at fixed rates");
-            let steps = self.runtime.block_on(open_loop::run(
+            eprintln!("coupon-bench:   {operation}: the rate it holds");
+            let capacity = self.runtime.block_on(open_loop::bisect(
                 host.address,
-                &self.plan.rates,
+                self.plan.first_rate,
                 self.plan.rate_step,
+                self.plan.probes,
                 call,
             ));
             OpenLoop {
                 store,
                 operation,
-                rates: self.plan.rates.clone(),
                 step_length: self.plan.rate_step,
-                steps,
+                capacity,
             }
         };
         results
             .open_loop
             .push(open_loop("claim", &|n| workload.claim(n, "open")));
-        if self.plan.open_loop_validate {
-            let validate = |n: usize| workload.validate(&coupons[n % coupons.len()]);
-            results.open_loop.push(open_loop("validate", &validate));
-        }
+        let validate = |n: usize| workload.validate(&coupons[n % coupons.len()]);
+        results.open_loop.push(open_loop("validate", &validate));
 
         // Last: it uses the coupons up.
         let redemptions = coupons
@@ -384,6 +398,9 @@ impl Bench<'_> {
         results.empty_component = Some(wrk::run(host.address, &requests, Lines::Cycle, length)?);
         drop(host);
 
+        if !self.plan.store_ceilings {
+            return Ok(());
+        }
         results.sqlite = Some(self.runtime.block_on(ceilings::sqlite_store(
             &self.scratch.join("ceiling.sqlite"),
             self.plan.store_ceiling,

@@ -26,13 +26,8 @@ pub const MAX_CONNECTIONS: usize = 1000;
 /// A request unanswered this long after its instant is given up.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A step breaks (and no higher rate runs) past these.
-const MAX_ERROR_SHARE: f64 = 0.05;
-const MAX_P99: Duration = Duration::from_secs(1);
-
 /// How often a running step checks whether it broke, over all its answers
-/// so far. Not more often: the host pauses for 50-100 ms now and then, and a
-/// quarter-second window would call one pause a breakdown.
+/// so far: a step that broke stops early.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// One rate step's outcome.
@@ -66,37 +61,95 @@ impl Step {
     }
 }
 
-/// Runs each rate of `rates` for `length`, stopping after the first that
-/// breaks. Request `n` (counted across steps) is `call(n)`.
-pub async fn run(
+/// What a step must stay within to count as held.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Answers other than 2xx (sheds, timeouts, connection errors) over all.
+    pub max_error_share: f64,
+    pub max_p99: Duration,
+}
+
+/// Held: nothing shed, nothing failed, p99 within 50 ms.
+pub const HELD: Limits = Limits {
+    max_error_share: 0.0,
+    max_p99: Duration::from_millis(50),
+};
+
+/// The rate an operation holds, found by bisection, and how it behaves at
+/// half that rate.
+#[derive(Debug, Clone)]
+pub struct Capacity {
+    /// Every step run, in order.
+    pub probes: Vec<Step>,
+    /// The highest rate held, if any was.
+    pub held: Option<u32>,
+    /// A step at half the rate held: the latency a service provisioned at
+    /// twice its load sees.
+    pub half: Option<Step>,
+}
+
+/// Finds the highest rate that holds ([`HELD`]) for `length`: doubles from
+/// `first` until a step breaks, then halves the gap until it is within 10%
+/// of the rate held, or `probes` steps have run. Then runs half that rate.
+/// Request `n` (counted across steps) is `call(n)`.
+pub async fn bisect(
     address: SocketAddr,
-    rates: &[u32],
+    first: u32,
     length: Duration,
+    probes: usize,
     call: impl Fn(usize) -> Call,
-) -> Vec<Step> {
+) -> Capacity {
     let pool = Pool::new(address);
-    let mut steps: Vec<Step> = Vec::new();
     let mut n = 0;
-    for &rate in rates {
-        let step = run_step(&pool, rate, length, &call, &mut n).await;
-        eprintln!(
-            "coupon-bench:     {rate}/s: sent {} in {:.1} s, p99 {}, answers {:?}{}",
-            step.sent,
-            step.seconds,
-            crate::report::millis(step.p99),
-            step.statuses,
-            step.broke
-                .as_deref()
-                .map(|b| format!(", broke: {b}"))
-                .unwrap_or_default()
-        );
-        let broke = step.broke.is_some();
-        steps.push(step);
-        if broke {
-            break;
+    let (mut held, mut broke): (Option<u32>, Option<u32>) = (None, None);
+    let mut steps = Vec::new();
+    let mut rate = first;
+    while steps.len() < probes && rate > 0 {
+        let step = run_step(&pool, rate, length, &call, &mut n, HELD).await;
+        report(&step);
+        if step.broke.is_none() {
+            held = Some(rate);
+        } else {
+            broke = Some(rate);
         }
+        steps.push(step);
+        rate = match (held, broke) {
+            (Some(held), None) => held.saturating_mul(2),
+            (None, Some(broke)) => broke / 2,
+            (Some(held), Some(broke)) if (broke - held) * 10 > held => held + (broke - held) / 2,
+            _ => break,
+        };
+        // Let the queues a broken step left drain before the next.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    steps
+    let half = match held {
+        Some(rate) if rate >= 2 => {
+            let step = run_step(&pool, rate / 2, length, &call, &mut n, HELD).await;
+            report(&step);
+            Some(step)
+        }
+        _ => None,
+    };
+    Capacity {
+        probes: steps,
+        held,
+        half,
+    }
+}
+
+fn report(step: &Step) {
+    eprintln!(
+        "coupon-bench:     {}/s: sent {} in {:.1} s, p99 {}, answers {:?}{}",
+        step.rate,
+        step.sent,
+        step.seconds,
+        crate::report::millis(step.p99),
+        step.statuses,
+        step.broke
+            .as_deref()
+            .map(|b| format!(", broke: {b}"))
+            .unwrap_or_default()
+    );
 }
 
 async fn run_step(
@@ -105,6 +158,7 @@ async fn run_step(
     length: Duration,
     call: &impl Fn(usize) -> Call,
     n: &mut usize,
+    limits: Limits,
 ) -> Step {
     let samples = Arc::new(Mutex::new(Samples::default()));
     let total = (f64::from(rate) * length.as_secs_f64()) as u64;
@@ -131,7 +185,7 @@ async fn run_step(
         }
         if now >= next_check {
             next_check = now + CHECK_EVERY;
-            broke = lock(&samples).broken();
+            broke = lock(&samples).broken(limits);
             if broke.is_some() {
                 break;
             }
@@ -141,7 +195,7 @@ async fn run_step(
     while tasks.join_next().await.is_some() {}
     let mut samples = std::mem::take(&mut *lock(&samples));
     // Judge the whole step too: the slowest answers come after the last check.
-    let broke = broke.or_else(|| samples.broken());
+    let broke = broke.or_else(|| samples.broken(limits));
     samples.latencies.sort_unstable();
     Step {
         rate,
@@ -212,21 +266,27 @@ impl Samples {
         *self.statuses.entry(label).or_default() += 1;
     }
 
-    /// Why the step counts as broken: too many errors or a p99 over a second.
-    /// Judged only once there are enough answers for a p99.
-    fn broken(&self) -> Option<String> {
+    /// Why the step counts as broken: errors or a p99 past `limits`. Judged
+    /// only once there are enough answers for a p99.
+    fn broken(&self, limits: Limits) -> Option<String> {
         let answered = self.latencies.len();
         if answered < 100 {
             return None;
         }
         let error_share = self.errors as f64 / answered as f64;
-        if error_share > MAX_ERROR_SHARE {
+        if error_share > limits.max_error_share {
             return Some(format!("{:.1}% errors", error_share * 100.0));
         }
         let mut latencies = self.latencies.clone();
         latencies.sort_unstable();
         let p99 = latencies[(answered * 99).div_ceil(100) - 1];
-        (p99 > MAX_P99).then(|| format!("p99 {} > 1 s", crate::report::millis(p99)))
+        (p99 > limits.max_p99).then(|| {
+            format!(
+                "p99 {} > {}",
+                crate::report::millis(p99),
+                crate::report::millis(limits.max_p99)
+            )
+        })
     }
 
     /// The `q`th percentile of the sorted latencies.

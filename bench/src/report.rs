@@ -4,7 +4,7 @@
 
 use crate::ceilings::{ROUND_TRIPS, StoreCeiling};
 use crate::host::Store;
-use crate::open_loop::{self, Step};
+use crate::open_loop::{self, Capacity, Step};
 use crate::wrk::{self, WrkRun};
 use std::fmt::Write;
 use std::time::Duration;
@@ -39,14 +39,12 @@ pub struct ClosedLoop {
     pub run: WrkRun,
 }
 
-/// One operation at fixed arrival rates.
+/// The arrival rate one operation holds.
 pub struct OpenLoop {
     pub store: Store,
     pub operation: &'static str,
-    /// Every rate asked for; those after a broken step did not run.
-    pub rates: Vec<u32>,
     pub step_length: Duration,
-    pub steps: Vec<Step>,
+    pub capacity: Capacity,
 }
 
 /// The machine the figures come from.
@@ -150,22 +148,60 @@ impl Results {
     }
 
     fn open_loop_table(&self, page: &mut String) {
-        if self.open_loop.is_empty() {
+        let Some(first) = self.open_loop.first() else {
             return;
+        };
+        let limits = open_loop::HELD;
+        let _ = writeln!(
+            page,
+            "\n## Open loop: the rate each operation holds\n\n\
+             Requests at a fixed arrival rate, latency from each request's scheduled instant \
+             (keep-alive connections, a new one when none is idle, at most {}). A rate holds \
+             when for {} s nothing is shed, times out ({} s) or fails and p99 ≤ {}; a step \
+             that breaks stops at the next second's check. Rates double until one breaks, then \
+             the gap is halved until within 10%; then half the rate held runs.\n\n\
+             | store | operation | holds | p50 | p99 | p99.9 | at half: p50 | p99 | p99.9 |\n\
+             |---|---|---|---|---|---|---|---|---|",
+            open_loop::MAX_CONNECTIONS,
+            first.step_length.as_secs(),
+            open_loop::TIMEOUT.as_secs(),
+            millis(limits.max_p99),
+        );
+        for row in &self.open_loop {
+            let capacity = &row.capacity;
+            let held = capacity
+                .held
+                .and_then(|rate| capacity.probes.iter().find(|step| step.rate == rate));
+            let latencies = |step: Option<&Step>| match step {
+                Some(step) => format!(
+                    "{} | {} | {}",
+                    millis(step.p50),
+                    millis(step.p99),
+                    millis(step.p999)
+                ),
+                None => " | | ".to_owned(),
+            };
+            let _ = writeln!(
+                page,
+                "| {} | {} | {} | {} | {} |",
+                row.store.name(),
+                row.operation,
+                held.map_or("none".to_owned(), |step| format!(
+                    "**{}/s**",
+                    thousands(f64::from(step.rate))
+                )),
+                latencies(held),
+                latencies(capacity.half.as_ref())
+            );
         }
         let _ = writeln!(
             page,
-            "\n## Open loop: fixed arrival rates, latency from each request's scheduled instant\n\n\
-             Keep-alive connections, a new one when none is idle (at most {}); a request \
-             unanswered {} s after its instant is a timeout. A step stops early past 5% errors \
-             or a p99 over 1 s (checked every second), and no higher rate runs.\n\n\
+            "\nEvery step:\n\n\
              | store | operation | rate | sent | p50 | p99 | p99.9 | errors | connections | |\n\
-             |---|---|---|---|---|---|---|---|---|---|",
-            open_loop::MAX_CONNECTIONS,
-            open_loop::TIMEOUT.as_secs()
+             |---|---|---|---|---|---|---|---|---|---|"
         );
         for row in &self.open_loop {
-            for step in &row.steps {
+            for step in row.capacity.probes.iter().chain(&row.capacity.half) {
                 let errors = step.errors();
                 let error_list = if errors == 0 {
                     "none".to_owned()
@@ -183,7 +219,7 @@ impl Results {
                     )
                 };
                 let verdict = match &step.broke {
-                    Some(why) => format!("**broke** after {:.1} s: {why}", step.seconds),
+                    Some(why) => format!("broke after {:.1} s: {why}", step.seconds),
                     None => format!("held for {:.0} s", row.step_length.as_secs_f64()),
                 };
                 let _ = writeln!(
@@ -201,15 +237,6 @@ impl Results {
                     verdict
                 );
             }
-            for rate in row.rates.iter().skip(row.steps.len()) {
-                let _ = writeln!(
-                    page,
-                    "| {} | {} | {}/s | | | | | | | not run |",
-                    row.store.name(),
-                    row.operation,
-                    thousands(f64::from(*rate))
-                );
-            }
         }
     }
 
@@ -220,10 +247,11 @@ impl Results {
         );
         let http = |run: &WrkRun| {
             format!(
-                "{} requests/s, p50 {}, p99 {}",
+                "{} requests/s, p50 {}, p99 {}, p99.9 {}",
                 thousands(run.requests_per_second()),
                 micros(run.p50_us),
-                micros(run.p99_us)
+                micros(run.p99_us),
+                micros(run.p999_us)
             )
         };
         if let Some(run) = &self.hello {
@@ -287,7 +315,7 @@ impl Results {
     fn targets_table(&self, page: &mut String) {
         let _ = writeln!(
             page,
-            "\n## Targets (#6)\n\n| target | figure | |\n|---|---|---|"
+            "\n## Targets (#6, #14)\n\n| target | figure | |\n|---|---|---|"
         );
         if let (Some(hello), Some(empty)) = (&self.hello, &self.empty_component) {
             let ratio = empty.requests_per_second() / hello.requests_per_second();
@@ -295,6 +323,14 @@ impl Results {
                 page,
                 "| empty component requests/s ÷ hyper hello requests/s ≥ 0.5 | {ratio:.2} | {} |",
                 met(ratio >= 0.5)
+            );
+            let tail = empty.p999_us / hello.p999_us;
+            let _ = writeln!(
+                page,
+                "| empty component p99.9 ÷ hyper hello p99.9 ≤ 2 (no stall) | {tail:.2} ({} ÷ {}) | {} |",
+                micros(empty.p999_us),
+                micros(hello.p999_us),
+                met(tail <= 2.0)
             );
         }
         for row in &self.closed_loop {
@@ -331,6 +367,35 @@ impl Results {
                     wrk::CONNECTIONS,
                     micros(row.run.p99_us),
                     met(p99_ms <= limit_ms)
+                );
+            }
+        }
+        for row in &self.open_loop {
+            let (store, operation) = (row.store.name(), row.operation);
+            let target = match operation {
+                "claim" => 3_000,
+                _ => 6_000,
+            };
+            let held = row.capacity.held.unwrap_or(0);
+            let _ = writeln!(
+                page,
+                "| {store} {operation} holds ≥ {}/s in the open loop | {}/s | {} |",
+                thousands(f64::from(target)),
+                thousands(f64::from(held)),
+                met(held >= target)
+            );
+            let limit = match operation {
+                "validate" => Duration::from_millis(10),
+                _ => Duration::from_millis(25),
+            };
+            if let Some(half) = &row.capacity.half {
+                let _ = writeln!(
+                    page,
+                    "| {store} {operation} p99 at half the rate it holds ({}/s) ≤ {} | {} | {} |",
+                    thousands(f64::from(half.rate)),
+                    millis(limit),
+                    millis(half.p99),
+                    met(half.p99 <= limit)
                 );
             }
         }
