@@ -1,6 +1,7 @@
 //! The expiry sweep on a schedule (`up --sweep-schedule`): at each fire
 //! time, `POST /expirations` through the app in process, with the operator's
-//! token, from the start and then from each `next_cursor` until it is null.
+//! token, in [`PARTITIONS`] partitions side by side, each from the start and
+//! then from each `next_cursor` until it is null.
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -30,9 +31,15 @@ pub fn admin_token(
         .context("--sweep-schedule needs the admin_token variable: set SPIN_VARIABLE_ADMIN_TOKEN, or pass --generate-secrets")
 }
 
-/// Most `POST /expirations` calls in one firing of the sweep (each examines
-/// up to 1000 coupons): a cursor that never ends cannot hold a firing forever.
+/// Most `POST /expirations` calls of one partition in one firing of the sweep
+/// (each examines up to 1000 coupons): a cursor that never ends cannot hold a
+/// firing forever.
 const MAX_SWEEP_CALLS: u32 = 100_000;
+
+/// Walks of one firing side by side, each over its share of the stock shards
+/// (`"partition": "i/4"`): a component takes a coupon's lock one round trip at
+/// a time, so four walks lock four at once (see BENCHMARKS.md, the sweep).
+const PARTITIONS: u32 = 4;
 
 /// The longest wait between two looks at the system clock: the timer runs on
 /// the monotonic clock, which a clock change or a suspend leaves behind.
@@ -94,37 +101,102 @@ struct ExpirationStep {
     next_cursor: Option<String>,
 }
 
-/// One firing: `POST /expirations` from the start, then from each
-/// `next_cursor` until it is null. Logs one JSON line to stdout (`"sweep"`:
-/// `done`, `failed`, `stopped` or `call_limit`, with the last call's status),
-/// and why to stderr when it ended early.
+/// What one partition's walk did.
+#[derive(Default)]
+struct Walked {
+    expired: u64,
+    returned: u64,
+    settled: u64,
+    calls: u32,
+    status: Option<u16>,
+}
+
+/// One firing: the [`PARTITIONS`] walks side by side. Logs one JSON line to
+/// stdout (`"sweep"`: `done`, or how the first walk that did not finish
+/// ended: `failed`, `stopped` or `call_limit`, with the last call's status),
+/// and why to stderr when a walk ended early.
 async fn sweep(app: &App, admin_token: &str, stop: &watch::Receiver<bool>) {
     let started = Instant::now();
-    let (mut expired, mut returned, mut settled) = (0u64, 0u64, 0u64);
-    let (mut calls, mut status) = (0u32, None);
+    let walks: Vec<_> = (0..PARTITIONS)
+        .map(|index| {
+            let (app, admin_token, stop) = (app.clone(), admin_token.to_owned(), stop.clone());
+            tokio::spawn(async move { walk(&app, &admin_token, &stop, index).await })
+        })
+        .collect();
+    let mut total = Walked::default();
+    let mut end = SweepEnd::Done;
+    for walk in walks {
+        let (walked, ended) = match walk.await {
+            Ok(outcome) => outcome,
+            Err(e) => (
+                Walked::default(),
+                SweepEnd::Failed(format!("the walk panicked: {e}")),
+            ),
+        };
+        total.expired += walked.expired;
+        total.returned += walked.returned;
+        total.settled += walked.settled;
+        total.calls += walked.calls;
+        total.status = total.status.or(walked.status).max(walked.status);
+        if matches!(end, SweepEnd::Done) {
+            end = ended;
+        }
+    }
+    let ms = started.elapsed().as_millis();
+    let label = match &end {
+        SweepEnd::Done => "done",
+        SweepEnd::Failed(_) => "failed",
+        SweepEnd::Stopped => "stopped",
+        SweepEnd::CallLimit => "call_limit",
+    };
+    let Walked {
+        expired,
+        returned,
+        settled,
+        calls,
+        status,
+    } = total;
+    let status = status.map_or("null".to_owned(), |s| s.to_string());
+    println!(
+        r#"{{"sweep":"{label}","path":"/expirations","status":{status},"expired":{expired},"returned":{returned},"settled":{settled},"calls":{calls},"ms":{ms}}}"#
+    );
+}
+
+/// Partition `index`'s walk: `POST /expirations` from the start, then from
+/// each `next_cursor` until it is null.
+async fn walk(
+    app: &App,
+    admin_token: &str,
+    stop: &watch::Receiver<bool>,
+    index: u32,
+) -> (Walked, SweepEnd) {
+    let mut walked = Walked::default();
     let mut cursor: Option<String> = None;
     let end = loop {
         if *stop.borrow() {
             break SweepEnd::Stopped;
         }
-        if calls == MAX_SWEEP_CALLS {
+        if walked.calls == MAX_SWEEP_CALLS {
+            eprintln!(
+                "coupon-host: expiry sweep: still a cursor after {MAX_SWEEP_CALLS} calls; the next firing starts over"
+            );
             break SweepEnd::CallLimit;
         }
-        calls += 1;
-        let response = match post_expirations(app, admin_token, cursor.as_deref()).await {
+        walked.calls += 1;
+        let response = match post_expirations(app, admin_token, index, cursor.as_deref()).await {
             Ok(response) => response,
             Err(e) => break SweepEnd::Failed(format!("{e:#}")),
         };
-        status = Some(response.status().as_u16());
+        walked.status = Some(response.status().as_u16());
         let body = String::from_utf8_lossy(response.body());
         if response.status() != StatusCode::OK {
             break SweepEnd::Failed(format!("answered {}: {}", response.status(), body.trim()));
         }
         match serde_json::from_str::<ExpirationStep>(&body) {
             Ok(step) => {
-                expired += step.expired;
-                returned += step.returned;
-                settled += step.settled;
+                walked.expired += step.expired;
+                walked.returned += step.returned;
+                walked.settled += step.settled;
                 match step.next_cursor {
                     Some(next) => cursor = Some(next),
                     None => break SweepEnd::Done,
@@ -137,44 +209,29 @@ async fn sweep(app: &App, admin_token: &str, stop: &watch::Receiver<bool>) {
             }
         }
     };
-    let ms = started.elapsed().as_millis();
-    let label = match &end {
-        SweepEnd::Done => "done",
-        SweepEnd::Failed(reason) => {
-            eprintln!("coupon-host: expiry sweep: POST /expirations (call {calls}) {reason}");
-            "failed"
-        }
-        SweepEnd::Stopped => "stopped",
-        SweepEnd::CallLimit => {
-            eprintln!(
-                "coupon-host: expiry sweep: still a cursor after {MAX_SWEEP_CALLS} calls; the next firing starts over"
-            );
-            "call_limit"
-        }
-    };
-    let status = status.map_or("null".to_owned(), |s| s.to_string());
-    println!(
-        r#"{{"sweep":"{label}","path":"/expirations","status":{status},"expired":{expired},"returned":{returned},"settled":{settled},"calls":{calls},"ms":{ms}}}"#
-    );
+    if let SweepEnd::Failed(reason) = &end {
+        eprintln!(
+            "coupon-host: expiry sweep: POST /expirations (partition {index}/{PARTITIONS}, call {}) {reason}",
+            walked.calls
+        );
+    }
+    (walked, end)
 }
 
 /// Sends `POST /expirations` as an operator would, through the app in
-/// process: the admin token, and the cursor to go on from, if any (no body:
-/// everything due now, from the start).
+/// process: the admin token, the partition, and the cursor to go on from, if
+/// any (none: everything due now, from the start).
 async fn post_expirations(
     app: &App,
     admin_token: &str,
+    index: u32,
     cursor: Option<&str>,
 ) -> Result<Response<Bytes>> {
+    let body =
+        serde_json::json!({ "partition": format!("{index}/{PARTITIONS}"), "cursor": cursor });
     let request = Request::post("/expirations")
-        .header(header::AUTHORIZATION, format!("Bearer {admin_token}"));
-    let request = match cursor {
-        Some(cursor) => request
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Bytes::from(
-                serde_json::json!({ "cursor": cursor }).to_string(),
-            ))?,
-        None => request.body(Bytes::new())?,
-    };
+        .header(header::AUTHORIZATION, format!("Bearer {admin_token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Bytes::from(body.to_string()))?;
     app.handle(request).await
 }

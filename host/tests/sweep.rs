@@ -1,8 +1,9 @@
 //! The month-end sweep at volume on `coupon-host up` with its default SQLite
 //! store: 10,000, 100,000 and 1,000,000 coupons (or the counts in
 //! `SWEEP_COUPONS`, comma-separated) of a campaign whose month has ended are
-//! swept through `POST /expirations` in 10,000-coupon calls, and the time and
-//! the host's memory are printed (figures in BENCHMARKS.md). The coupons are
+//! swept through `POST /expirations` in 10,000-coupon calls by 4 partitions
+//! side by side (or `SWEEP_PARTITIONS`), and the time and the host's memory
+//! are printed (figures in BENCHMARKS.md). The coupons are
 //! claimed beforehand by coupon-core's own claim, natively on the same SQLite
 //! file, as the host's clock cannot be set back.
 //!
@@ -144,9 +145,25 @@ fn memory(pid: u32) -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// One whole walk of the sweep in calls of 10,000: the sum of `field` over
-/// its answers, and how many calls it took.
-fn walk(host: &Host, field: &str) -> (u64, u32) {
+/// One whole walk of the sweep in calls of 10,000, by `partitions` walks
+/// side by side: the sum of `field` over the answers, and how many calls.
+fn walk(host: &Host, field: &str, partitions: u32) -> (u64, u32) {
+    std::thread::scope(|scope| {
+        let walks: Vec<_> = (0..partitions)
+            .map(|index| {
+                let partition = format!("{index}/{partitions}");
+                scope.spawn(move || walk_partition(host, field, &partition))
+            })
+            .collect();
+        walks
+            .into_iter()
+            .map(|walk| walk.join().expect("a walk"))
+            .fold((0, 0), |(total, calls), (t, c)| (total + t, calls + c))
+    })
+}
+
+/// One partition's walk: the sum of `field` over its answers, and its calls.
+fn walk_partition(host: &Host, field: &str, partition: &str) -> (u64, u32) {
     let (mut total, mut calls, mut cursor) = (0, 0, Value::Null);
     loop {
         let (status, body) = host.request(
@@ -154,7 +171,7 @@ fn walk(host: &Host, field: &str) -> (u64, u32) {
             "/expirations",
             ADMIN,
             &[],
-            Some(json!({"limit": 10_000, "cursor": cursor})),
+            Some(json!({"limit": 10_000, "cursor": cursor, "partition": partition})),
         );
         assert_eq!(status, 200, "{body}");
         total += body[field].as_u64().unwrap_or(0);
@@ -180,6 +197,9 @@ fn sweeping_up_to_a_million_coupons_on_sqlite() {
             .collect(),
         Err(_) => vec![10_000, 100_000, 1_000_000],
     };
+    let partitions: u32 = std::env::var("SWEEP_PARTITIONS")
+        .map(|p| p.parse().expect("SWEEP_PARTITIONS: a count"))
+        .unwrap_or(4);
     for n in counts {
         let dir = scratch(&format!("sweep-{n}"));
         let started = Instant::now();
@@ -188,7 +208,7 @@ fn sweeping_up_to_a_million_coupons_on_sqlite() {
         let host = Host::start(&["--state-dir", dir.to_str().expect("a UTF-8 path")]);
         let (peak_before, _) = memory(host.pid());
         let started = Instant::now();
-        let (expired, calls) = walk(&host, "expired");
+        let (expired, calls) = walk(&host, "expired", partitions);
         let swept = started.elapsed();
         let (peak, rss) = memory(host.pid());
         assert_eq!(expired, n as u64);
@@ -196,11 +216,11 @@ fn sweeping_up_to_a_million_coupons_on_sqlite() {
         assert_eq!(stats["stats"]["expired"], n);
         // The next walk settles the expiry ledger the first one wrote.
         let started = Instant::now();
-        let (settled, settle_calls) = walk(&host, "settled");
+        let (settled, settle_calls) = walk(&host, "settled", partitions);
         let settling = started.elapsed();
         assert_eq!(settled, n as u64);
         println!(
-            "{n} coupons (seeded in {:.1} s): swept in {:.2} s over {calls} calls, {:.0} coupons/s; \
+            "{n} coupons (seeded in {:.1} s): swept by {partitions} partitions in {:.2} s over {calls} calls, {:.0} coupons/s; \
              the ledger settled by the next walk in {:.2} s over {settle_calls} calls; \
              host peak RSS {peak_before:.0} MiB before, {peak:.0} MiB after the sweep (RSS now {rss:.0} MiB)",
             seeded.as_secs_f64(),

@@ -49,6 +49,54 @@ pub struct ExpirationRequest {
     pub as_of: Option<Timestamp>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
+    /// `"i/n"`: walk only the stock shards `s` with `s % n == i`, so that `n`
+    /// sweepers walk a month's coupons side by side (see [`Partition`]).
+    pub partition: Option<String>,
+}
+
+/// The most sweepers that can walk side by side.
+pub const MAX_PARTITIONS: u32 = 64;
+
+/// A share of every month's stock shards: those `s` with `s % of == index`.
+///
+/// A coupon's lock is an increment, which a component makes one at a time
+/// (`wasi:keyvalue`'s increment is synchronous), so one walker takes one lock
+/// per store round trip; `of` walkers, each in its own request, take `of` at
+/// once. Partition 0 also does each campaign's own work (the recount, the
+/// ledgers). Each partition marks a month swept for itself; a month the whole
+/// walk marked is skipped by every partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Partition {
+    index: u32,
+    of: u32,
+}
+
+impl Partition {
+    const WHOLE: Partition = Partition { index: 0, of: 1 };
+
+    /// `"i/n"` with `0 ≤ i < n ≤ MAX_PARTITIONS`.
+    fn parse(s: &str) -> Option<Partition> {
+        let (index, of) = s.split_once('/')?;
+        let partition = Partition {
+            index: index.parse().ok()?,
+            of: of.parse().ok()?,
+        };
+        (partition.index < partition.of && partition.of <= MAX_PARTITIONS).then_some(partition)
+    }
+
+    /// The first shard of this partition from `shard` on.
+    fn from(self, shard: u32) -> u32 {
+        shard.saturating_add((self.index + self.of - shard % self.of) % self.of)
+    }
+
+    /// The counter that marks `month` swept by this partition under `revision`.
+    fn swept(self, keys: &CampaignKeys, month: YearMonth, revision: i64) -> String {
+        let whole = keys.month_swept(month, revision);
+        match self == Partition::WHOLE {
+            true => whole,
+            false => format!("{whole}:{}of{}", self.index, self.of),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -149,6 +197,15 @@ pub async fn sweep(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(Error::invalid("limit", format!("must be 1 to {MAX_LIMIT}")));
     }
+    let partition = match &request.partition {
+        Some(s) => Partition::parse(s).ok_or_else(|| {
+            Error::invalid(
+                "partition",
+                format!("must be \"i/n\" with 0 <= i < n <= {MAX_PARTITIONS}"),
+            )
+        })?,
+        None => Partition::WHOLE,
+    };
     let mut cursor = match &request.cursor {
         Some(s) => Cursor::parse(s)
             .ok_or_else(|| Error::invalid("cursor", "is not a cursor this service gave"))?,
@@ -159,6 +216,7 @@ pub async fn sweep(
         now,
         as_of,
         limit,
+        partition,
         out_of_time,
         examined: 0,
         visited: 0,
@@ -181,6 +239,7 @@ pub async fn sweep(
         };
         // At the campaign's start, not when resuming inside its months.
         if cursor.month.is_none()
+            && partition.index == 0
             && (walk.recount(&campaign).await? == Recount::Stopped
                 || walk.settle(&campaign, &dating).await? == Settle::Stopped)
         {
@@ -200,6 +259,7 @@ struct Walk<'s, S, F> {
     now: Timestamp,
     as_of: Timestamp,
     limit: u32,
+    partition: Partition,
     out_of_time: F,
     examined: u32,
     /// Campaigns and claim months looked at: work that is not a coupon.
@@ -309,11 +369,16 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
             }
             self.visited += 1;
             let expires_at = dating.expiry.expiry_of_claim_month(month, &zone);
-            let swept = keys.month_swept(month, dating.revision);
-            if expires_at <= self.as_of && read_counter(self.store, &swept).await? == 0 {
+            let swept = self.partition.swept(&keys, month, dating.revision);
+            let whole = keys.month_swept(month, dating.revision);
+            if expires_at <= self.as_of
+                && read_counter(self.store, &swept).await? == 0
+                && (swept == whole || read_counter(self.store, &whole).await? == 0)
+            {
                 // Resuming this month's walk: what its earlier calls left.
                 self.unfinished
                     .set(from.month == Some(month) && from.unfinished);
+                cursor.shard = self.partition.from(cursor.shard);
                 while cursor.shard < campaign.shard_count() {
                     let issued =
                         read_counter(self.store, &keys.month_seq(month, cursor.shard)).await?;
@@ -348,7 +413,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                         }
                         cursor.coupon += i64::from(n);
                     }
-                    cursor.shard += 1;
+                    cursor.shard = cursor.shard.saturating_add(self.partition.of);
                     cursor.coupon = 1;
                 }
                 // Walked to the end: once the month is over (and its last
@@ -772,6 +837,7 @@ mod tests {
             as_of: as_of.map(ts),
             limit,
             cursor,
+            partition: None,
         }
     }
 
@@ -823,6 +889,49 @@ mod tests {
             || false,
         ));
         assert_eq!(junk.unwrap_err().field(), Some("cursor"));
+        for partition in ["4/4", "0/0", "1/65", "1", "a/2", "-1/2"] {
+            let mut bad = request(None, None, None);
+            bad.partition = Some(partition.into());
+            let refused = block_on(sweep(&store, bad, now, || false));
+            assert_eq!(
+                refused.unwrap_err().field(),
+                Some("partition"),
+                "{partition}"
+            );
+        }
+    }
+
+    #[test]
+    fn partitions_walked_side_by_side_expire_each_coupon_once() {
+        let store = store_with_coupons(40);
+        let now = ts("2028-03-02T00:00:00+08:00");
+        // Four partitions, a call of each in turn, three slots a call.
+        let mut cursors: Vec<Option<Option<String>>> = vec![Some(None); 4];
+        let (mut expired, mut examined) = (0, 0);
+        while cursors.iter().any(Option::is_some) {
+            for (index, cursor) in cursors.iter_mut().enumerate() {
+                let Some(from) = cursor.take() else { continue };
+                let mut call = request(None, Some(3), from);
+                call.partition = Some(format!("{index}/4"));
+                let swept = block_on(sweep(&store, call, now, || false)).expect("sweep");
+                expired += swept.expired;
+                examined += swept.examined;
+                *cursor = swept.next_cursor.map(Some);
+            }
+        }
+        assert_eq!((expired, examined), (40, 40));
+        assert_eq!(stats(&store).expired, 40);
+        // Each partition marked the month for itself: walked again, it
+        // reads nothing.
+        let mut again = request(None, None, None);
+        again.partition = Some("2/4".into());
+        let swept = block_on(sweep(&store, again, now, || false)).expect("sweep");
+        assert_eq!((swept.examined, swept.expired), (0, 0));
+        // The whole walk has its own mark: it reads every slot, expires none.
+        assert_eq!(
+            sweep_all(&store, "2028-03-02T00:00:00+08:00", 1000),
+            (0, 40, 1)
+        );
     }
 
     #[test]

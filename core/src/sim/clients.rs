@@ -477,26 +477,38 @@ async fn sweeper(ctx: &Ctx, task: usize) {
     }
 }
 
+/// Walks the sweep to its end: whole, or (one time in two) as 2 or 3
+/// partitions walked one after the other.
 pub async fn sweep_to_end(ctx: &Ctx, task: usize) {
-    let mut cursor = None;
-    loop {
-        let limit = Some(ctx.rng.borrow_mut().range(1, 4) as u32);
-        let answer = with_retries(ctx, task, "sweep", |now| {
-            sweep(
-                &ctx.store,
-                ExpirationRequest {
-                    as_of: None,
-                    limit,
-                    cursor: cursor.clone(),
-                },
-                now,
-                || false,
-            )
-        })
-        .await;
-        match answer {
-            Some((Ok(swept), _)) if swept.next_cursor.is_some() => cursor = swept.next_cursor,
-            _ => return,
+    let of = match ctx.rng.borrow_mut().range(0, 3) {
+        0 | 1 => None,
+        n => Some(n),
+    };
+    for index in 0..of.unwrap_or(1) {
+        let partition = of.map(|of| format!("{index}/{of}"));
+        let mut cursor = None;
+        loop {
+            let limit = Some(ctx.rng.borrow_mut().range(1, 4) as u32);
+            let answer = with_retries(ctx, task, "sweep", |now| {
+                sweep(
+                    &ctx.store,
+                    ExpirationRequest {
+                        as_of: None,
+                        limit,
+                        cursor: cursor.clone(),
+                        partition: partition.clone(),
+                    },
+                    now,
+                    || false,
+                )
+            })
+            .await;
+            match answer {
+                Some((Ok(swept), _)) if swept.next_cursor.is_some() => {
+                    cursor = swept.next_cursor;
+                }
+                _ => break,
+            }
         }
     }
 }
