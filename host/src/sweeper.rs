@@ -137,7 +137,7 @@ async fn sweep(app: &App, admin_token: &str, stop: &watch::Receiver<bool>) {
         total.returned += walked.returned;
         total.settled += walked.settled;
         total.calls += walked.calls;
-        total.status = total.status.or(walked.status).max(walked.status);
+        total.status = total.status.max(walked.status);
         if matches!(end, SweepEnd::Done) {
             end = ended;
         }

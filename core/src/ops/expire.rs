@@ -32,7 +32,7 @@ pub const DEFAULT_LIMIT: u32 = 1_000;
 pub const MAX_LIMIT: u32 = 10_000;
 
 /// Index slots one batch of the walk reads at once: two reads for the batch,
-/// the coupons' locks taken together, and one ledger write for all it expires.
+/// a lock per coupon, and one ledger write for all it expires.
 const BATCH: u32 = 256;
 
 /// Campaigns and claim months one call looks at, at most.
@@ -313,10 +313,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
         if self.spent_visiting() {
             return 0;
         }
-        let room = self
-            .limit
-            .saturating_sub(self.examined + self.settled)
-            .max(1);
+        let room = self.room().max(1);
         match work {
             Work::Slots(0) | Work::Entries(0) => {
                 self.visited += 1;
@@ -331,6 +328,11 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                 n.min(room)
             }
         }
+    }
+
+    /// Slots and entries this call may still read.
+    fn room(&self) -> u32 {
+        self.limit.saturating_sub(self.examined + self.settled)
     }
 
     fn spent_visiting(&self) -> bool {
@@ -393,9 +395,8 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                                 .render(month),
                             ));
                         }
-                        let room = self.limit - (self.examined + self.settled).min(self.limit);
                         let left = u32::try_from(issued - cursor.coupon + 1).unwrap_or(BATCH);
-                        let n = BATCH.min(left).min(room.max(1));
+                        let n = BATCH.min(left).min(self.room().max(1));
                         self.examined += n;
                         let slots: Vec<String> = (cursor.coupon..cursor.coupon + i64::from(n))
                             .map(|coupon| keys.month_slot(month, cursor.shard, coupon))
@@ -435,10 +436,11 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
         Ok(None)
     }
 
-    /// Expires the coupons in `slots` as [`expire`](Self::expire) does each,
-    /// in a few round trips for all: the slots, then every coupon's first
-    /// generation and ending with the rule in force, then the locks of those
-    /// never ended, taken together, then one ledger write for all it expired.
+    /// Expires the coupons in `slots` as [`expire_one`](Self::expire_one)
+    /// does each, in few round trips: the slots, then every coupon's first
+    /// generation and ending with the rule in force, then the lock of each
+    /// never ended (one at a time: a component's increment is synchronous),
+    /// then one ledger write for all it expired.
     /// A coupon past its first generation (cancelled, or revived) goes the
     /// one-at-a-time way. How many it expired; `None`: re-dated meanwhile.
     async fn expire_batch(
@@ -486,16 +488,14 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                 Expired::RuleChanged => return Ok(None),
             }
         }
-        let locks: Vec<String> = fresh.iter().map(|(keys, _)| keys.lock(0)).collect();
-        let owned = futures::future::join_all(
-            locks
-                .iter()
-                .map(|lock| lease::own(self.store, lock, 1, self.now)),
-        )
-        .await;
+        let record = encode(&Ending::Expired {
+            at: expires_at,
+            swept_at: Some(self.now),
+            revision: Some(dating.revision),
+        });
         let mut ending = Vec::new();
-        for ((keys, code), ownership) in fresh.iter().zip(owned) {
-            let ours = match ownership? {
+        for (keys, code) in &fresh {
+            let ours = match lease::own(self.store, &keys.lock(0), 1, self.now).await? {
                 Ownership::Owned(1) => true,
                 // A lapsed owner may have written its ending.
                 Ownership::Owned(_) => self.store.get(&keys.end(0)).await?.is_none(),
@@ -505,16 +505,8 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                 }
             };
             if ours {
-                ending.push(((keys.end(0), Vec::new()), code.to_string(), 0));
+                ending.push(((keys.end(0), record.clone()), code.to_string(), 0));
             }
-        }
-        let record = encode(&Ending::Expired {
-            at: expires_at,
-            swept_at: Some(self.now),
-            revision: Some(dating.revision),
-        });
-        for ((_, value), _, _) in &mut ending {
-            value.clone_from(&record);
         }
         let count = ending.len() as u64;
         campaign_keys

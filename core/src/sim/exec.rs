@@ -1,10 +1,9 @@
 //! A seeded, single-threaded executor and the store it schedules.
 //!
-//! Every task runs until it waits on store calls (several at once if it sends
-//! them together); then the scheduler picks one waiting call at random (from
-//! the seed), decides its fault, applies it to the map and resumes that task
-//! alone. So the seed fixes the whole interleaving, every fault and every
-//! clock: one seed, one trace.
+//! Every task runs until it waits on a store call; then the scheduler picks
+//! one waiting call at random (from the seed), decides its fault, applies it
+//! to the map and resumes that task alone. So the seed fixes the whole
+//! interleaving, every fault and every clock: one seed, one trace.
 
 use crate::store::{Store, StoreError, StoreResult};
 use std::cell::RefCell;
@@ -88,20 +87,15 @@ pub struct Applied {
     pub _count: Option<i64>,
 }
 
-/// A call: its task, and its number among all calls.
-type CallId = (usize, u64);
-
 #[derive(Default)]
 pub struct World {
     pub map: BTreeMap<String, Vec<u8>>,
     pub now_ms: i64,
     pub step: u64,
-    /// Calls waiting, by task and the call's number.
-    waiting: BTreeMap<CallId, Call>,
-    answers: BTreeMap<CallId, Answer>,
+    waiting: BTreeMap<usize, Call>,
+    answers: BTreeMap<usize, Answer>,
     crashed: BTreeSet<usize>,
     current: usize,
-    calls: u64,
     pub applied: Vec<Applied>,
     /// A running digest of every decision: equal seeds give equal digests.
     pub digest: u64,
@@ -160,14 +154,13 @@ pub struct SimStore(pub Rc<RefCell<World>>);
 
 impl SimStore {
     async fn call(&self, call: Call) -> Answer {
-        let id = {
+        let task = {
             let mut world = self.0.borrow_mut();
-            world.calls += 1;
-            let id = (world.current, world.calls);
-            world.waiting.insert(id, call);
-            id
+            let task = world.current;
+            world.waiting.insert(task, call);
+            task
         };
-        std::future::poll_fn(|_| match self.0.borrow_mut().answers.remove(&id) {
+        std::future::poll_fn(|_| match self.0.borrow_mut().answers.remove(&task) {
             Some(answer) => Poll::Ready(answer),
             None => Poll::Pending,
         })
@@ -239,11 +232,7 @@ impl<F: Future> Future for Crashable<F> {
         if self.world.borrow_mut().crashed.remove(&self.task) {
             self.inner = None;
             // The crash's answer to the call it waited on is not for anyone.
-            let task = self.task;
-            self.world
-                .borrow_mut()
-                .answers
-                .retain(|(of, _), _| *of != task);
+            self.world.borrow_mut().answers.remove(&self.task);
             return Poll::Ready(Err(Crashed));
         }
         match self.inner.as_mut() {
@@ -323,7 +312,7 @@ impl Executor {
                 }
                 // Store calls first; a sleeper runs (and moves the clock)
                 // only when nothing else is waiting, the earliest first.
-                let calls: Vec<CallId> = world
+                let calls: Vec<usize> = world
                     .waiting
                     .iter()
                     .filter(|(_, c)| !matches!(c, Call::Sleep(_)))
@@ -338,7 +327,7 @@ impl Executor {
                             _ => (i64::MAX, **id),
                         })
                         .map(|(id, _)| id)
-                        .unwrap_or(&(0, 0))
+                        .unwrap_or(&0)
                 } else {
                     calls[self.rng.below(calls.len() as u64) as usize]
                 };
@@ -350,44 +339,28 @@ impl Executor {
             world.waiting.remove(&pick);
             world.step += 1;
             world.now_ms += self.rng.range(0, 3);
-            let task = pick.0;
-            world.current = task;
+            world.current = pick;
             let answer = match fault {
-                None => world.apply(task, &call),
+                None => world.apply(pick, &call),
                 Some(Fault::ErrorBefore) => Answer::Failed("simulated: refused".into()),
                 Some(Fault::ErrorAfter) => {
-                    world.apply(task, &call);
+                    world.apply(pick, &call);
                     // The caller waited for its timeout.
                     world.now_ms += 5_000;
                     Answer::Failed("simulated: timed out after applying".into())
                 }
                 Some(Fault::Crash { applied }) => {
                     if applied {
-                        world.apply(task, &call);
+                        world.apply(pick, &call);
                     }
-                    // Its other calls in flight were sent: each applies or
-                    // not, and nobody hears.
-                    let others: Vec<CallId> = world
-                        .waiting
-                        .keys()
-                        .filter(|(of, _)| *of == task)
-                        .copied()
-                        .collect();
-                    for other in others {
-                        if let Some(call) = world.waiting.remove(&other)
-                            && self.rng.chance(500)
-                        {
-                            world.apply(task, &call);
-                        }
-                    }
-                    world.crashed.insert(task);
+                    world.crashed.insert(pick);
                     Answer::Failed("simulated: crashed".into())
                 }
             };
             world.digest = world
                 .digest
                 .rotate_left(7)
-                .wrapping_add(task as u64 * 31 + world.step)
+                .wrapping_add(pick as u64 * 31 + world.step)
                 ^ match &fault {
                     None => 0,
                     Some(Fault::ErrorBefore) => 1,
@@ -396,7 +369,7 @@ impl Executor {
                 };
             world.answers.insert(pick, answer);
             drop(world);
-            ready.insert(task);
+            ready.insert(pick);
         }
     }
 
