@@ -37,15 +37,16 @@ impl Store for Native {
         self.0.get(key).await.map_err(failed)
     }
     async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>> {
-        let found = self.0.get_many(keys).await.map_err(failed)?;
+        let found: std::collections::BTreeMap<String, Option<Vec<u8>>> = self
+            .0
+            .get_many(keys)
+            .await
+            .map_err(failed)?
+            .into_iter()
+            .collect();
         Ok(keys
             .iter()
-            .map(|k| {
-                found
-                    .iter()
-                    .find(|(f, _)| f == k)
-                    .and_then(|(_, v)| v.clone())
-            })
+            .map(|k| found.get(k).cloned().flatten())
             .collect())
     }
     async fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
