@@ -1,15 +1,17 @@
 //! The ready-to-paste walk through the coupon API that `up` prints: create a
 //! campaign, claim, validate, redeem. Printed only when the app has the
-//! coupon app's variables, and only when `--generate-secrets` made them up.
+//! coupon app's variables, and only when `--generate-secrets` made both up: an
+//! operator's own admin token or signing secret is never printed nor used.
 
 use coupon_core::Timestamp;
 use coupon_core::auth::sign_user_token;
 use std::collections::BTreeMap;
 
-/// The example for the app at `url`, or `None` for an app that is not this one.
-pub fn text(url: &str, variables: &BTreeMap<String, String>) -> Option<String> {
-    let admin = variables.get("admin_token")?;
-    let secret = variables.get("user_token_secret")?;
+/// The example for the app at `url` with the secrets this run `made_up`, or
+/// `None` unless it made up both the admin token and the signing secret.
+pub fn text(url: &str, made_up: &BTreeMap<String, String>) -> Option<String> {
+    let admin = made_up.get("admin_token")?;
+    let secret = made_up.get("user_token_secret")?;
     let now = Timestamp::now();
     let week = 7 * 24 * 3600;
     let token = sign_user_token(

@@ -5,7 +5,8 @@
 mod example;
 mod sweeper;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use clap::Parser;
 use coupon_core::Timestamp;
 use coupon_host::kv::StoreFidelity;
 use coupon_host::runtime_config::Durability;
@@ -22,137 +23,120 @@ use tokio::sync::watch;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "\
-usage: coupon-host up [options]
+/// Serves Spin apps on wasmtime, like `spin up`.
+#[derive(Parser)]
+#[command(name = "coupon-host", version)]
+enum Command {
+    /// Serves the app of a spin.toml on wasmtime, like `spin up`.
+    ///
+    /// Variables come from SPIN_VARIABLE_<NAME> environment variables, as on Spin.
+    Up(Up),
+}
 
-Serves the app of a spin.toml on wasmtime, like `spin up`.
-
-options:
-  --listen <ADDR>               address to listen on [default: 127.0.0.1:3000]
-  -f, --from <FILE|DIR>         the app's spin.toml (or its directory) [default: spin.toml]
-  --runtime-config-file <FILE>  Spin runtime config: [key_value_store.<label>] type = \"spin\" | \"redis\"
-  --state-dir <DIR>             where the default SQLite store lives [default: .spin beside spin.toml]
-  --store-fidelity <host|spin>  spin: every store behaves as Spin 4's store of its kind, unsafe
-                                parts included (Redis get-many is KEYS, lost compare-and-swaps
-                                succeed, ...): a test fixture, never for production [default: host]
-  --allow-volatile-store        run on a Redis that does not fsync every write before answering
-                                (without appendonly yes and appendfsync always, a restart loses
-                                acknowledged claims and redemptions): benchmarks, throwaway data
-  --build                       run each component's build command first
-  --no-instance-reuse           a fresh instance per request (default: reuse as Spin 4 does)
-  --max-concurrent-requests <N> requests each component serves at once; as many again wait up
-                                to 250 ms, the rest get 503 overloaded [default: 32]
-  --generate-secrets            give unset required secret variables random values, kept in
-                                <state-dir>/secrets.toml (for trying the app out, not production)
-  --sweep-schedule <CRON>       run the expiry sweep (POST /expirations with the admin_token
-                                variable, until next_cursor is null) at each fire time of CRON:
-                                [CRON_TZ=<zone> ][second ]minute hour day-of-month month day-of-week
-                                with *, */n, a, a-b, a-b/n, a/n and lists; UTC unless CRON_TZ;
-                                e.g. \"0 * * * * *\" (every minute at second 0)
-
-Variables come from SPIN_VARIABLE_<NAME> environment variables.";
-
-/// The `up` command's options.
+/// The `up` command's options; each may also come from the environment
+/// variable it names.
+#[derive(clap::Args)]
 struct Up {
+    /// Address to listen on.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "COUPON_HOST_LISTEN",
+        default_value = "127.0.0.1:3000"
+    )]
     listen: SocketAddr,
+    /// The app's spin.toml, or its directory.
+    #[arg(
+        short = 'f',
+        long = "from",
+        value_name = "FILE|DIR",
+        default_value = "spin.toml"
+    )]
     manifest: PathBuf,
+    /// Spin runtime config: [key_value_store.<label>] type = "spin" | "redis".
+    #[arg(
+        long = "runtime-config-file",
+        value_name = "FILE",
+        env = "COUPON_HOST_RUNTIME_CONFIG_FILE"
+    )]
     runtime_config: Option<PathBuf>,
-    /// `None`: `.spin` beside the manifest, as Spin does.
+    /// Where the default SQLite store lives [default: .spin beside spin.toml].
+    #[arg(long, value_name = "DIR", env = "COUPON_HOST_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    store_fidelity: StoreFidelity,
-    durability: Durability,
+    /// spin: every store behaves as Spin 4's store of its kind, unsafe parts
+    /// included (Redis get-many is KEYS, lost compare-and-swaps succeed, ...):
+    /// a test fixture, never for production.
+    #[arg(long, value_enum, default_value = "host")]
+    store_fidelity: Fidelity,
+    /// Run on a Redis that does not fsync every write before answering
+    /// (without appendonly yes and appendfsync always, a restart loses
+    /// acknowledged claims and redemptions): benchmarks, throwaway data.
+    #[arg(long)]
+    allow_volatile_store: bool,
+    /// Run each component's build command first.
+    #[arg(long)]
     build: bool,
-    instance_reuse: bool,
+    /// A fresh instance per request (default: reuse as Spin 4 does).
+    #[arg(long)]
+    no_instance_reuse: bool,
+    /// Requests each component serves at once; as many again wait up to
+    /// 250 ms, the rest get 503 overloaded.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "COUPON_HOST_MAX_CONCURRENT_REQUESTS",
+        default_value_t = coupon_host::DEFAULT_MAX_CONCURRENT_REQUESTS,
+        value_parser = positive,
+    )]
     max_concurrent_requests: usize,
+    /// Give unset required secret variables random values, kept in
+    /// <state-dir>/secrets.toml (for trying the app out, not production).
+    #[arg(long)]
     generate_secrets: bool,
+    /// Run the expiry sweep (POST /expirations with the admin_token variable,
+    /// until next_cursor is null) at each fire time of CRON:
+    /// [CRON_TZ=<zone> ][second ]minute hour day-of-month month day-of-week,
+    /// with *, */n, a, a-b, a-b/n, a/n and lists; UTC unless CRON_TZ;
+    /// e.g. "0 * * * * *" (every minute at second 0).
+    #[arg(
+        long,
+        value_name = "CRON",
+        env = "COUPON_HOST_SWEEP_SCHEDULE",
+        value_parser = schedule
+    )]
     sweep_schedule: Option<Schedule>,
 }
 
-impl Up {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Up> {
-        let mut up = Up {
-            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
-            manifest: PathBuf::from("spin.toml"),
-            runtime_config: None,
-            state_dir: None,
-            store_fidelity: StoreFidelity::Host,
-            durability: Durability::Required,
-            build: false,
-            instance_reuse: true,
-            max_concurrent_requests: coupon_host::DEFAULT_MAX_CONCURRENT_REQUESTS,
-            generate_secrets: false,
-            sweep_schedule: None,
-        };
-        while let Some(arg) = args.next() {
-            let mut value = |name: &str| {
-                args.next()
-                    .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
-            };
-            match arg.as_str() {
-                "--listen" => {
-                    let v = value("--listen")?;
-                    up.listen = v.parse().with_context(|| {
-                        format!("--listen {v:?} is not an address like 127.0.0.1:3000")
-                    })?;
-                }
-                "-f" | "--from" => up.manifest = PathBuf::from(value("--from")?),
-                "--runtime-config-file" => {
-                    up.runtime_config = Some(PathBuf::from(value("--runtime-config-file")?))
-                }
-                "--state-dir" => up.state_dir = Some(PathBuf::from(value("--state-dir")?)),
-                "--store-fidelity" => {
-                    let v = value("--store-fidelity")?;
-                    up.store_fidelity = StoreFidelity::parse(&v)
-                        .with_context(|| format!("--store-fidelity {v:?} is not host or spin"))?;
-                }
-                "--allow-volatile-store" => up.durability = Durability::VolatileAllowed,
-                "--build" => up.build = true,
-                "--no-instance-reuse" => up.instance_reuse = false,
-                "--max-concurrent-requests" => {
-                    let v = value("--max-concurrent-requests")?;
-                    up.max_concurrent_requests =
-                        v.parse().ok().filter(|n| *n > 0).with_context(|| {
-                            format!("--max-concurrent-requests {v:?} is not a positive number")
-                        })?;
-                }
-                "--generate-secrets" => up.generate_secrets = true,
-                "--sweep-schedule" => {
-                    let v = value("--sweep-schedule")?;
-                    let schedule = Schedule::parse(&v)
-                        .with_context(|| format!("--sweep-schedule {v:?} is not a schedule"))?;
-                    up.sweep_schedule = Some(schedule);
-                }
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other => bail!("unknown option {other:?}\n\n{USAGE}"),
-            }
-        }
-        if up.manifest.is_dir() {
-            up.manifest = up.manifest.join("spin.toml");
-        }
-        Ok(up)
+/// `--store-fidelity`'s values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Fidelity {
+    Host,
+    Spin,
+}
+
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("not a positive number".into()),
     }
 }
 
+fn schedule(text: &str) -> Result<Schedule, String> {
+    Schedule::parse(text).map_err(|e| format!("{e:#}"))
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let result = match args.next().as_deref() {
-        Some("up") => Up::parse(args).and_then(run),
-        Some("-h" | "--help") | None => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
-    };
-    if let Err(e) = result {
+    let Command::Up(up) = Command::parse();
+    if let Err(e) = run(up) {
         eprintln!("coupon-host: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(up: Up) -> Result<()> {
+fn run(mut up: Up) -> Result<()> {
+    if up.manifest.is_dir() {
+        up.manifest = up.manifest.join("spin.toml");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -165,9 +149,11 @@ fn run(up: Up) -> Result<()> {
         // Like Spin, SPIN_VARIABLE_* for variables the app does not declare are ignored.
         let mut variables = spin_variables_from_env();
         variables.retain(|name, _| manifest.variables.contains_key(name));
-        if up.generate_secrets {
-            fill_secrets(&manifest, &state_dir, &mut variables)?;
-        }
+        // The secrets this run made up, and nothing an operator set.
+        let made_up = match up.generate_secrets {
+            true => fill_secrets(&manifest, &state_dir, &mut variables)?,
+            false => BTreeMap::new(),
+        };
         let scheduled_sweep = match up.sweep_schedule {
             Some(schedule) => Some((schedule, sweeper::admin_token(&manifest, &variables)?)),
             None => None,
@@ -176,13 +162,19 @@ fn run(up: Up) -> Result<()> {
             up.runtime_config.as_deref(),
             &state_dir,
             &manifest.store_labels(),
-            up.store_fidelity,
-            up.durability,
+            match up.store_fidelity {
+                Fidelity::Host => StoreFidelity::Host,
+                Fidelity::Spin => StoreFidelity::Spin,
+            },
+            match up.allow_volatile_store {
+                true => Durability::VolatileAllowed,
+                false => Durability::Required,
+            },
         )
         .await?;
         let mut builder = App::builder(&up.manifest)
             .build_components(up.build)
-            .instance_reuse(up.instance_reuse)
+            .instance_reuse(!up.no_instance_reuse)
             .max_concurrent_requests(up.max_concurrent_requests);
         for (name, value) in &variables {
             builder = builder.variable(name, value.clone());
@@ -214,9 +206,7 @@ fn run(up: Up) -> Result<()> {
         });
         // Only secrets this run made up for a trial are ever printed: an
         // operator's own admin token and signing secret never reach the log.
-        if up.generate_secrets
-            && let Some(text) = example::text(&url, &variables)
-        {
+        if let Some(text) = example::text(&url, &made_up) {
             println!("{text}");
         }
         println!("Ctrl-C stops it; nothing acknowledged is lost.");
@@ -254,11 +244,13 @@ fn spin_variables_from_env() -> BTreeMap<String, String> {
 
 /// Gives every required secret variable without a value a random one, kept in
 /// `<state_dir>/secrets.toml` so restarts keep the same secrets.
+/// Gives each required secret variable that is unset a random value, kept in
+/// `{state_dir}/secrets.toml` across runs; returns those it filled in.
 fn fill_secrets(
     manifest: &coupon_host::Manifest,
     state_dir: &Path,
     variables: &mut BTreeMap<String, String>,
-) -> Result<()> {
+) -> Result<BTreeMap<String, String>> {
     let file = state_dir.join("secrets.toml");
     let mut kept: BTreeMap<String, String> = match std::fs::read_to_string(&file) {
         Ok(text) => toml::from_str(&text)
@@ -266,6 +258,7 @@ fn fill_secrets(
         Err(_) => BTreeMap::new(),
     };
     let mut changed = false;
+    let mut made_up = BTreeMap::new();
     for (name, variable) in &manifest.variables {
         if !(variable.required && variable.secret) || variables.contains_key(name) {
             continue;
@@ -279,7 +272,8 @@ fn fill_secrets(
                 value
             }
         };
-        variables.insert(name.clone(), value);
+        variables.insert(name.clone(), value.clone());
+        made_up.insert(name.clone(), value);
     }
     if changed {
         std::fs::create_dir_all(state_dir)
@@ -292,7 +286,7 @@ fn fill_secrets(
             file.display()
         );
     }
-    Ok(())
+    Ok(made_up)
 }
 
 fn random_hex(bytes: usize) -> Result<String> {

@@ -240,7 +240,9 @@ fn a_bad_sweep_schedule_or_no_admin_token_fails_at_start() {
     let manifest = manifest.to_str().expect("utf-8");
     let stderr = up(manifest, "0 61 * * * *", Some(ADMIN));
     assert!(
-        stderr.contains(r#"--sweep-schedule "0 61 * * * *" is not a schedule: minute field "61": 61 is not in 0-59"#),
+        stderr.contains(
+            r#"'0 61 * * * *' for '--sweep-schedule <CRON>': minute field "61": 61 is not in 0-59"#
+        ),
         "{stderr}"
     );
     let stderr = up(manifest, "CRON_TZ=Asia/Shanghia 0 0 1 * *", Some(ADMIN));
@@ -260,4 +262,64 @@ fn a_bad_sweep_schedule_or_no_admin_token_fails_at_start() {
         stderr.contains("admin_token") && stderr.contains("declares none"),
         "{stderr}"
     );
+}
+
+/// What `up --generate-secrets` prints up to its last start-up line, with
+/// `admin` and `secret` set in the environment (or not).
+fn start_up_text(state: &str, admin: Option<&str>, secret: Option<&str>) -> String {
+    use std::io::{BufRead, BufReader};
+    let manifest = built_manifest();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coupon-host"));
+    command
+        .args(["up", "--listen", "127.0.0.1:0", "--generate-secrets", "-f"])
+        .arg(&manifest)
+        .args(["--state-dir", state])
+        .env_remove("SPIN_VARIABLE_ADMIN_TOKEN")
+        .env_remove("SPIN_VARIABLE_USER_TOKEN_SECRET")
+        .stdout(std::process::Stdio::piped());
+    if let Some(admin) = admin {
+        command.env("SPIN_VARIABLE_ADMIN_TOKEN", admin);
+    }
+    if let Some(secret) = secret {
+        command.env("SPIN_VARIABLE_USER_TOKEN_SECRET", secret);
+    }
+    let mut child = command.spawn().expect("coupon-host starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut text = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        text.push_str(&line);
+        text.push('\n');
+        if line.starts_with("Ctrl-C stops it") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    text
+}
+
+#[test]
+fn generate_secrets_prints_only_secrets_it_made_up() {
+    // Both set by the operator: neither is printed, nor used to sign a demo token.
+    let state = scratch("secrets-set");
+    let text = start_up_text(state.to_str().expect("utf-8"), Some(ADMIN), Some(SECRET));
+    assert!(!text.contains(ADMIN) && !text.contains("TOKEN="), "{text}");
+    // One set: the example, which needs both, is not printed either.
+    let state = scratch("secrets-one");
+    let text = start_up_text(state.to_str().expect("utf-8"), None, Some(SECRET));
+    assert!(
+        !text.contains("Try it") && !text.contains("TOKEN="),
+        "{text}"
+    );
+    // None set: both made up, and the walk-through shows them.
+    let state = scratch("secrets-none");
+    let text = start_up_text(state.to_str().expect("utf-8"), None, None);
+    let made_up = std::fs::read_to_string(state.join("secrets.toml")).expect("kept");
+    let admin = made_up
+        .lines()
+        .find_map(|l| l.strip_prefix("admin_token = "))
+        .expect("an admin token")
+        .trim_matches('"');
+    assert!(text.contains("Try it") && text.contains(admin), "{text}");
 }

@@ -43,17 +43,6 @@ pub enum StoreFidelity {
     Spin,
 }
 
-impl StoreFidelity {
-    /// Parses `host` or `spin`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "host" => Some(Self::Host),
-            "spin" => Some(Self::Spin),
-            _ => None,
-        }
-    }
-}
-
 /// A store (SQLite or in memory: Spin keeps both in SQLite) as Spin's SQLite
 /// store behaves.
 pub struct SpinSqlite {
