@@ -188,10 +188,7 @@ impl Host {
     pub fn start_spin(spin: &Path, options: &HostOptions) -> Result<Host> {
         let log = std::fs::File::create(&options.log)
             .with_context(|| format!("cannot create {}", options.log.display()))?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("no free loopback port")?
-            .port();
+        let port = free_port()?;
         let mut command = Command::new(spin);
         command
             .process_group(0)
@@ -212,10 +209,35 @@ impl Host {
                 .arg(config)
                 .arg("--allow-volatile-store");
         }
+        Host::listening(command, port, "spin up", &options.log)
+    }
+
+    /// Starts `wasmtime serve` (the binary at `wasmtime`) with its defaults
+    /// on `component` on a free loopback port, and waits until it accepts
+    /// connections. `-Scli` links every WASI interface, as a Spin component
+    /// may import more than the proxy world.
+    pub fn start_wasmtime(wasmtime: &Path, component: &Path, log: &Path) -> Result<Host> {
+        let file = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let port = free_port()?;
+        let mut command = Command::new(wasmtime);
+        command
+            .process_group(0)
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "-Scli"])
+            .arg(component)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().context("the log")?)
+            .stderr(file);
+        Host::listening(command, port, "wasmtime serve", log)
+    }
+
+    /// Spawns `command`, a server in a process group of its own, and waits
+    /// until it accepts connections on loopback `port`.
+    fn listening(mut command: Command, port: u16, name: &str, log: &Path) -> Result<Host> {
         let spawned_at = Instant::now();
         let child = command
             .spawn()
-            .with_context(|| format!("cannot start {}", spin.display()))?;
+            .with_context(|| format!("cannot start {name}"))?;
         let mut host = Host {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -225,21 +247,91 @@ impl Host {
         while TcpStream::connect(host.address).is_err() {
             if let Ok(Some(status)) = host.child.try_wait() {
                 bail!(
-                    "spin up exited with {status}; its log, {}:\n{}",
-                    options.log.display(),
-                    tail(&options.log)
+                    "{name} exited with {status}; its log, {}:\n{}",
+                    log.display(),
+                    tail(log)
                 );
             }
             ensure!(
                 spawned_at.elapsed() < START_TIMEOUT,
-                "spin up did not listen within {START_TIMEOUT:?}; its log, {}:\n{}",
-                options.log.display(),
-                tail(&options.log)
+                "{name} did not listen within {START_TIMEOUT:?}; its log, {}:\n{}",
+                log.display(),
+                tail(log)
             );
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(host)
     }
+}
+
+/// A loopback port nobody listens on.
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("no free loopback port")?
+        .port())
+}
+
+/// `wasmtime`: the `WASMTIME` binary if set, else wasmtime-cli at the version
+/// coupon-host embeds (as `Cargo.lock` pins it), installed once into
+/// `target/wasmtime-cli/` with `serve` and little else (a build of about
+/// 20 minutes on two cores; later runs reuse it).
+pub fn build_wasmtime() -> Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("WASMTIME") {
+        return Ok(PathBuf::from(binary));
+    }
+    let version = locked_version("wasmtime")?;
+    let root = target_dir().join("wasmtime-cli");
+    let binary = root.join("bin").join("wasmtime");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    eprintln!(
+        "coupon-bench: cargo install wasmtime-cli {version} into {}",
+        root.display()
+    );
+    let status = Command::new(&cargo)
+        .args([
+            "install",
+            "wasmtime-cli",
+            "--locked",
+            "--no-default-features",
+        ])
+        .args(["--version", &format!("={version}")])
+        .args([
+            "--features",
+            "run,serve,component-model-async,cranelift,pooling-allocator,parallel-compilation",
+        ])
+        .arg("--root")
+        .arg(&root)
+        .arg("--target-dir")
+        .arg(root.join("build"))
+        .status()
+        .with_context(|| format!("cannot run {cargo:?}"))?;
+    ensure!(
+        status.success(),
+        "cargo install wasmtime-cli failed ({status})"
+    );
+    Ok(binary)
+}
+
+/// The version of `package` that `Cargo.lock` pins.
+fn locked_version(package: &str) -> Result<String> {
+    let path = workspace().join("Cargo.lock");
+    let lock = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let name = format!("name = \"{package}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == name {
+            let version = lines
+                .next()
+                .and_then(|l| l.strip_prefix("version = \""))
+                .and_then(|v| v.strip_suffix('"'));
+            if let Some(version) = version {
+                return Ok(version.to_owned());
+            }
+        }
+    }
+    bail!("{} pins no {package}", path.display())
 }
 
 impl Drop for Host {
@@ -263,10 +355,7 @@ pub struct Redis {
 
 impl Redis {
     pub fn start(log: &Path) -> Result<Redis> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("no free loopback port")?
-            .port();
+        let port = free_port()?;
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let child = Command::new("redis-server")

@@ -6,7 +6,8 @@
 //! campaigns, claims coupons ahead for many users, then measures claim,
 //! validate and redeem at 64 connections with wrk (closed loop), and the
 //! arrival rate claim and validate each hold (open loop, by bisection). Then the ceilings: a native
-//! hyper server, an empty component on the same host, the stores alone. The
+//! hyper server, an empty component on the same host and (full runs) on
+//! `wasmtime serve`, the stores alone. The
 //! Markdown page goes to stdout and to `bench/results.md` (or `--out`);
 //! progress goes to stderr.
 
@@ -35,12 +36,15 @@ usage: cargo run --release -p coupon-bench -- [--quick | --runtime] [--out FILE]
 
   --quick       a seconds-long run on SQLite only: checks the benchmark works
   --runtime     only the runtime path: the native server and the empty
-                component, 10 s each (the stalls, reproduced in 30 s)
+                component on coupon-host and on `wasmtime serve`, 10 s each
   --out FILE    where the Markdown table goes [default: bench/results.md]
 
 With SPIN=/path/to/spin, also claim, validate and redeem on `spin up` beside
 `coupon-host up` (each on a fresh store, at 64 connections and at 1), and the
 empty component on both.
+
+Full and --runtime runs build wasmtime-cli into target/wasmtime-cli/ once
+(about 20 minutes), or take the binary WASMTIME names.
 
 Needs wrk and redis-server (with redis-benchmark) on the PATH.";
 
@@ -175,6 +179,10 @@ fn run() -> Result<()> {
     let binary = host::build_host()?;
     let app = host::build_components(&host::workspace().join("spin.toml"))?;
     let empty_app = host::build_components(&host::workspace().join("bench").join("spin.toml"))?;
+    let wasmtime = match quick {
+        true => None,
+        false => Some(host::build_wasmtime()?),
+    };
     let scratch = host::scratch()?;
 
     let mut results = Results {
@@ -184,6 +192,7 @@ fn run() -> Result<()> {
         open_loop: Vec::new(),
         hello: None,
         empty_component: None,
+        wasmtime_serve: None,
         sqlite: None,
         redis: None,
         wasm_sizes: wasm_sizes(&app)?,
@@ -194,12 +203,13 @@ fn run() -> Result<()> {
         runtime: &runtime,
         plan: &plan,
         binary: &binary,
+        wasmtime: wasmtime.as_deref(),
         scratch: &scratch,
     };
     for &store in &plan.stores {
         bench.store(store, &app.path, &mut results)?;
     }
-    bench.ceilings(&empty_app.path, &mut results)?;
+    bench.ceilings(&empty_app, &mut results)?;
     if let Some(spin) = std::env::var_os("SPIN").map(PathBuf::from) {
         let setup = versus::Setup {
             runtime: &runtime,
@@ -238,6 +248,8 @@ struct Bench<'a> {
     plan: &'a Plan,
     /// `coupon-host`.
     binary: &'a Path,
+    /// `wasmtime`, in full and `--runtime` runs.
+    wasmtime: Option<&'a Path>,
     /// `target/bench/`.
     scratch: &'a Path,
 }
@@ -366,9 +378,10 @@ impl Bench<'_> {
         })
     }
 
-    /// A native hyper server and an empty component under the same wrk load,
-    /// and the stores alone.
-    fn ceilings(&self, empty_manifest: &Path, results: &mut Results) -> Result<()> {
+    /// A native hyper server and an empty component (on coupon-host, and on
+    /// `wasmtime serve` where built) under the same wrk load, and the stores
+    /// alone.
+    fn ceilings(&self, empty: &coupon_host::Manifest, results: &mut Results) -> Result<()> {
         eprintln!("coupon-bench: ceilings");
         // The same request on every line: one line per connection is plenty.
         let requests = self.scratch.join("hello.requests");
@@ -390,13 +403,26 @@ impl Bench<'_> {
 
         let host = Host::start(&HostOptions {
             binary: self.binary,
-            manifest: empty_manifest,
+            manifest: &empty.path,
             state_dir: &self.scratch.join("empty-state"),
             runtime_config: None,
             log: self.scratch.join("empty-host.log"),
         })?;
         results.empty_component = Some(wrk::run(host.address, &requests, Lines::Cycle, length)?);
         drop(host);
+
+        if let Some(wasmtime) = self.wasmtime {
+            let component = empty
+                .components
+                .values()
+                .next()
+                .map(|c| empty.source_path(c))
+                .context("bench/spin.toml names no component")?;
+            let log = self.scratch.join("wasmtime-serve.log");
+            let server = Host::start_wasmtime(wasmtime, &component, &log)?;
+            let run = wrk::run(server.address, &requests, Lines::Cycle, length)?;
+            results.wasmtime_serve = Some(run);
+        }
 
         if !self.plan.store_ceilings {
             return Ok(());

@@ -18,6 +18,8 @@ pub struct Results {
     pub open_loop: Vec<OpenLoop>,
     pub hello: Option<WrkRun>,
     pub empty_component: Option<WrkRun>,
+    /// The same empty component on `wasmtime serve`.
+    pub wasmtime_serve: Option<WrkRun>,
     /// The host's SQLite store alone.
     pub sqlite: Option<StoreCeiling>,
     /// Redis alone (redis-benchmark).
@@ -270,6 +272,14 @@ impl Results {
                 http(run)
             );
         }
+        if let Some(run) = &self.wasmtime_serve {
+            let _ = writeln!(
+                page,
+                "| the same component on `wasmtime serve` (wasmtime-cli, its defaults), wrk c={} | {} |",
+                wrk::CONNECTIONS,
+                http(run)
+            );
+        }
         if let Some(sqlite) = &self.sqlite {
             let _ = writeln!(
                 page,
@@ -324,6 +334,14 @@ impl Results {
                 "| empty component requests/s ÷ hyper hello requests/s ≥ 0.5 | {ratio:.2} | {} |",
                 met(ratio >= 0.5)
             );
+            if let Some(serve) = &self.wasmtime_serve {
+                let ratio = empty.requests_per_second() / serve.requests_per_second();
+                let _ = writeln!(
+                    page,
+                    "| empty component requests/s ÷ on `wasmtime serve` ≥ 1.5 | {ratio:.2} | {} |",
+                    met(ratio >= 1.5)
+                );
+            }
             let tail = empty.p999_us / hello.p999_us;
             let _ = writeln!(
                 page,
