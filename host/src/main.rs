@@ -10,7 +10,7 @@ use clap::Parser;
 use coupon_core::Timestamp;
 use coupon_host::kv::StoreFidelity;
 use coupon_host::runtime_config::Durability;
-use coupon_host::{App, Schedule, serve};
+use coupon_host::{App, Schedule, probes, serve};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,10 @@ struct Up {
         default_value = "127.0.0.1:3000"
     )]
     listen: SocketAddr,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address too
+    /// (an operations port, apart from the app's routes).
+    #[arg(long, value_name = "ADDR", env = "COUPON_HOST_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// The app's spin.toml, or its directory.
     #[arg(
         short = 'f',
@@ -127,8 +131,19 @@ fn schedule(text: &str) -> Result<Schedule, String> {
 
 fn main() {
     let Command::Up(up) = Command::parse();
+    // The log: a JSON line per event on stdout (the request log, the sweeps),
+    // written by a thread of its own; what is buffered is written when
+    // `_log` drops, after the server has stopped.
+    let (writer, _log) = tracing_appender::non_blocking(std::io::stdout());
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_target(false)
+        .with_writer(writer)
+        .init();
     if let Err(e) = run(up) {
         eprintln!("coupon-host: {e:#}");
+        drop(_log);
         std::process::exit(1);
     }
 }
@@ -179,6 +194,11 @@ fn run(mut up: Up) -> Result<()> {
         for (name, value) in &variables {
             builder = builder.variable(name, value.clone());
         }
+        let probed: probes::Stores = stores
+            .stores
+            .iter()
+            .map(|(label, store)| (label.clone(), store.clone()))
+            .collect();
         for (label, store) in stores.stores {
             builder = builder.shared_store(label, store);
         }
@@ -193,6 +213,17 @@ fn run(mut up: Up) -> Result<()> {
             println!("  {:<24} -> {}", trigger.route, trigger.component);
         }
         let (stop_sweeps, sweeps_stopped) = watch::channel(false);
+        if let Some(addr) = up.metrics_listen {
+            let listener = serve::bind(addr).await?;
+            println!(
+                "  metrics, /healthz, /readyz: http://{}",
+                listener.local_addr()?
+            );
+            let mut stopped = sweeps_stopped.clone();
+            tokio::spawn(probes::serve(listener, probed, async move {
+                let _ = stopped.changed().await;
+            }));
+        }
         let sweeper = scheduled_sweep.map(|(schedule, admin_token)| {
             let next = schedule.next_after(Timestamp::now());
             let next = next.map_or("never".to_owned(), |at| at.to_string());

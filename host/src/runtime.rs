@@ -367,6 +367,7 @@ impl ServerInner {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| anyhow::anyhow!("cannot instantiate component {:?}: {e:?}", self.id))?;
+        crate::metrics::instance_made(&self.id);
         Ok(IdleInstance {
             store,
             service,

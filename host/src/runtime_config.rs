@@ -20,7 +20,8 @@
 //! other sections are left to Spin.
 
 use crate::kv::{
-    KeyValueStore, MemoryStore, RedisStore, SpinRedis, SpinSqlite, SqliteDb, StoreFidelity,
+    KeyValueStore, MemoryStore, Observed, RedisStore, SpinRedis, SpinSqlite, SqliteDb,
+    StoreFidelity,
 };
 use anyhow::Context as _;
 use serde::Deserialize;
@@ -207,6 +208,11 @@ impl Opener {
         config: &StoreConfig,
     ) -> anyhow::Result<(Arc<dyn KeyValueStore>, String)> {
         let (store, place) = self.open_ours(label, config).await?;
+        let backend = match config {
+            StoreConfig::Spin { path: None } => "memory",
+            StoreConfig::Spin { path: Some(_) } => "sqlite",
+            StoreConfig::Redis { .. } => "redis",
+        };
         let store: Arc<dyn KeyValueStore> = match (self.fidelity, config) {
             (StoreFidelity::Host, _) => store,
             (StoreFidelity::Spin, StoreConfig::Spin { .. }) => Arc::new(SpinSqlite::new(store)),
@@ -218,7 +224,7 @@ impl Opener {
             StoreFidelity::Host => place,
             StoreFidelity::Spin => format!("{place}, as Spin's store behaves"),
         };
-        Ok((store, place))
+        Ok((Arc::new(Observed::new(store, backend)), place))
     }
 
     /// `label`'s store as our own backend keeps it.

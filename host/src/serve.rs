@@ -1,9 +1,14 @@
 //! Serving an [`App`] over HTTP/1.1 on a TCP listener, the way `spin up` does,
-//! with a request log and a graceful stop.
+//! with a request log, metrics and a graceful stop.
+//!
+//! The request log is `tracing` events (target `request`), one per request:
+//! method, path, component, status, the answer's error code, latency and
+//! the request id, which every answer carries in `x-request-id` (the
+//! caller's own, if it sent a usable one).
 
 use crate::app::{App, ClientAddr};
+use crate::metrics::{self, InFlight};
 use crate::refusal::refusal;
-use crate::request_log;
 use anyhow::Result;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -14,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
@@ -78,11 +84,13 @@ pub async fn serve(app: App, listener: TcpListener, stop: impl Future<Output = (
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN_TIMEOUT) => eprintln!("coupon-host: requests still running after {DRAIN_TIMEOUT:?}; stopping anyway"),
     }
-    request_log::flush();
     Ok(())
 }
 
-/// Answers one request and logs it: method, path, component, status, latency.
+/// The header that carries a request's id, in and out.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Answers one request, and logs and counts it.
 async fn answer(
     app: App,
     request: Request<Incoming>,
@@ -91,7 +99,9 @@ async fn answer(
     let (parts, body) = request.into_parts();
     let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     let component = app.component_for(&path).unwrap_or("-").to_owned();
-    let response = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+    let request_id = request_id(parts.headers.get(REQUEST_ID));
+    let in_flight = InFlight::start(&component);
+    let mut response = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
         Ok(body) => match app
             .handle(Request::from_parts(parts, body.to_bytes()))
             .await
@@ -117,12 +127,61 @@ async fn answer(
             "the request body could not be read",
         ),
     };
+    drop(in_flight);
+    let took = started.elapsed();
     let status = response.status().as_u16();
-    let micros = started.elapsed().as_micros();
-    request_log::line(format_args!(
-        r#"{{"method":"{method}","path":{path:?},"component":"{component}","status":{status},"latency_us":{micros}}}"#
-    ));
+    let code = error_code(&response);
+    metrics::answered(&component, status, &code, took);
+    tracing::info!(
+        target: "request",
+        method = %method,
+        path = %path,
+        component = %component,
+        status,
+        error = %code,
+        latency_us = took.as_micros() as u64,
+        request_id = %request_id,
+    );
+    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
     Ok(response.map(Full::new))
+}
+
+/// The caller's request id if it is 1 to 64 visible ASCII characters, else
+/// a new one: 16 hex digits, a per-process random start plus a count.
+fn request_id(sent: Option<&http::HeaderValue>) -> String {
+    let usable =
+        |id: &&str| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic());
+    if let Some(id) = sent.and_then(|v| v.to_str().ok()).filter(usable) {
+        return id.to_owned();
+    }
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::process::id())
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}", START.wrapping_add(n))
+}
+
+/// The error code of an answer that is not a success, from its JSON body
+/// (`{"error": {"code": ...}}`); empty for a success or a body without one.
+fn error_code(response: &Response<Bytes>) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Code,
+    }
+    #[derive(serde::Deserialize)]
+    struct Code {
+        code: String,
+    }
+    if response.status().is_success() {
+        return String::new();
+    }
+    serde_json::from_slice::<Body>(response.body())
+        .map(|body| body.error.code)
+        .unwrap_or_default()
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -156,9 +156,16 @@ async fn sweep(app: &App, admin_token: &str, stop: &watch::Receiver<bool>) {
         calls,
         status,
     } = total;
-    let status = status.map_or("null".to_owned(), |s| s.to_string());
-    println!(
-        r#"{{"sweep":"{label}","path":"/expirations","status":{status},"expired":{expired},"returned":{returned},"settled":{settled},"calls":{calls},"ms":{ms}}}"#
+    tracing::info!(
+        target: "sweep",
+        sweep = label,
+        path = "/expirations",
+        status,
+        expired,
+        returned,
+        settled,
+        calls,
+        ms = ms as u64,
     );
 }
 

@@ -11,12 +11,14 @@ mod conformance;
 mod detached;
 pub(crate) mod host;
 mod memory;
+mod observed;
 mod redis;
 mod spin_faithful;
 mod sqlite;
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
+pub use observed::Observed;
 pub use spin_faithful::{SpinRedis, SpinSqlite, StoreFidelity};
 pub use sqlite::{SqliteDb, SqliteStore};
 

@@ -169,6 +169,19 @@ impl Host {
         headers: &[(&str, &str)],
         body: Option<Value>,
     ) -> (u16, Value) {
+        let (status, _, body) = self.request_with_headers(method, path, auth, headers, body);
+        (status, body)
+    }
+
+    /// Like [`Host::request`], with the answer's headers (names in lower case).
+    pub fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, Vec<(String, String)>, Value) {
         let address = self.address();
         let mut stream = TcpStream::connect(address).expect("connects");
         let body = body.map(|b| b.to_string()).unwrap_or_default();
@@ -188,8 +201,18 @@ impl Host {
             .get(9..12)
             .and_then(|s| s.parse().ok())
             .expect("a status line");
-        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let headers = head
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        (
+            status,
+            headers,
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
     }
 }
 
