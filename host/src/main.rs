@@ -133,8 +133,12 @@ fn main() {
     let Command::Up(up) = Command::parse();
     // The log: a JSON line per event on stdout (the request log, the sweeps),
     // written by a thread of its own; what is buffered is written when
-    // `_log` drops, after the server has stopped.
-    let (writer, _log) = tracing_appender::non_blocking(std::io::stdout());
+    // `_log` drops, after the server has stopped. Not lossy: when stdout
+    // falls 128k lines behind, requests wait for it rather than vanish
+    // from the log.
+    let (writer, _log) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
