@@ -32,6 +32,8 @@ Try it (alice's token is valid for a week):
   curl -s -X POST $URL/validations -H "authorization: Bearer $TOKEN" -d '{{"code":"'$CODE'","order":{{"amount":8800,"currency":"CNY"}}}}'; echo
   curl -s -X POST $URL/redemptions -H "authorization: Bearer $TOKEN" -d '{{"code":"'$CODE'","order":{{"id":"order-1","amount":8800,"currency":"CNY"}}}}'; echo
   curl -s $URL/campaigns/{id} -H "authorization: Bearer $ADMIN"; echo
+
+The operator's console: {url}/console/ (paste the admin token above).
 "#
     ))
 }

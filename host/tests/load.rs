@@ -1297,6 +1297,7 @@ fn check(scenario: &Scenario, observed: &Observed, stats: &[Value]) -> Verdict {
     let expected_stats = json!({
         "claimed": issued, "redeemed": redeemed_in_store, "expired": 0, "expired_value": 0,
         "remaining_stock": STOCK - issued.min(STOCK), "budget_used": issued * FACE_VALUE,
+        "capacity": STOCK, "remaining": STOCK - issued.min(STOCK), "binding_limit": "both",
     });
     for (host, answer) in stats.iter().enumerate() {
         if answer != &stats[0] {

@@ -11,6 +11,17 @@ async fn each_operation_takes_its_known_number_of_round_trips() {
     t.create_campaign(campaign("spring")).await;
     store.take();
 
+    let listed = t
+        .operator("GET", "/campaigns?limit=5", serde_json::Value::Null)
+        .await;
+    assert_eq!(
+        listed.body["campaigns"][0]["id"], "spring",
+        "{:#}",
+        listed.body
+    );
+    // The slot counter, the slots, every record, dating and brake at once.
+    assert_eq!(store.take(), 3, "GET /campaigns");
+
     let claimed = t.claim("alice", "spring", "k1").await;
     assert_eq!(claimed.status, 201, "{:#}", claimed.body);
     let code = claimed.body["code"].as_str().expect("a code").to_owned();

@@ -9,7 +9,7 @@ async fn wrong_methods_are_405_and_unknown_paths_404() {
     let t = TestApp::new().await;
     for (method, path, allow) in [
         ("GET", "/claims", "POST"),
-        ("PUT", "/campaigns", "POST"),
+        ("PUT", "/campaigns", "GET, POST"),
         ("DELETE", "/campaigns/spring", "GET"),
         ("GET", "/campaigns/spring/pause", "POST"),
         ("POST", "/campaigns/spring/expiry", "GET, PUT"),
@@ -122,4 +122,25 @@ async fn a_failing_store_is_503_store_unavailable_never_a_crash() {
     t.expire(Value::Null)
         .await
         .assert_error(503, "store_unavailable");
+}
+
+#[tokio::test]
+async fn a_campaign_list_with_a_bad_cursor_or_limit_is_400_naming_it() {
+    let t = TestApp::new().await;
+    for (query, field) in [
+        ("after=x", "after"),
+        ("after=-1", "after"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=ten", "limit"),
+    ] {
+        let answer = t
+            .operator("GET", &format!("/campaigns?{query}"), Value::Null)
+            .await;
+        answer.assert_error(400, "invalid_request");
+        assert_eq!(answer.body["error"]["field"], field, "{query}");
+    }
+    let page = t.operator("GET", "/campaigns", Value::Null).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body, json!({"campaigns": []}));
 }

@@ -1,9 +1,10 @@
-//! The operator's campaign API: `POST /campaigns`, `GET /campaigns/{id}`,
+//! The operator's campaign API: `POST /campaigns`, `GET /campaigns` (paged),
+//! `GET /campaigns/{id}`,
 //! `POST /campaigns/{id}/pause` and `/resume`, and re-dating with
 //! `PUT /campaigns/{id}/expiry` (`GET` lists the changes).
 
 use coupon_core::Error;
-use coupon_core::api::Reply;
+use coupon_core::api::{Reply, query_param};
 use coupon_core::campaign::CampaignId;
 use coupon_core::ops::campaigns::{self, Created};
 use coupon_core::ops::dating;
@@ -22,6 +23,24 @@ async fn handle(request: Request) -> impl IntoResponse {
                 Ok(Reply::json(
                     if created == Created::New { 201 } else { 200 },
                     &view,
+                ))
+            }
+            (&Method::GET, []) => {
+                let after = match query_param(&call.query, "after")? {
+                    Some(raw) => raw
+                        .parse()
+                        .map_err(|_| Error::invalid("after", "must be a cursor from `next`"))?,
+                    None => 0,
+                };
+                let limit = match query_param(&call.query, "limit")? {
+                    Some(raw) => raw.parse().map_err(|_| {
+                        Error::invalid("limit", format!("must be 1 to {}", campaigns::MAX_PAGE))
+                    })?,
+                    None => campaigns::DEFAULT_PAGE,
+                };
+                Ok(Reply::json(
+                    200,
+                    &campaigns::list(store, after, limit).await?,
                 ))
             }
             (&Method::GET, [campaign]) => Ok(Reply::json(
@@ -44,7 +63,7 @@ async fn handle(request: Request) -> impl IntoResponse {
                 200,
                 &dating::history(store, &id(campaign)?).await?,
             )),
-            (_, []) => Err(Error::MethodNotAllowed { allow: "POST" }),
+            (_, []) => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
             (_, [_]) => Err(Error::MethodNotAllowed { allow: "GET" }),
             (_, [_, "pause" | "resume"]) => Err(Error::MethodNotAllowed { allow: "POST" }),
             (_, [_, "expiry"]) => Err(Error::MethodNotAllowed { allow: "GET, PUT" }),

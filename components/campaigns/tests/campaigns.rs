@@ -13,7 +13,7 @@ async fn create_then_read_with_stats() {
     assert_eq!(created.body["paused"], false);
     assert_eq!(
         created.body["stats"],
-        json!({"claimed": 0, "redeemed": 0, "expired": 0, "expired_value": 0, "remaining_stock": 10, "budget_used": 0})
+        json!({"claimed": 0, "redeemed": 0, "expired": 0, "expired_value": 0, "remaining_stock": 10, "budget_used": 0, "capacity": 10, "remaining": 10, "binding_limit": "stock"})
     );
     let read = t.campaign("spring").await;
     assert_eq!(read, created.body);
@@ -210,4 +210,40 @@ async fn the_operator_api_needs_the_admin_token() {
             .assert_error(401, "unauthorized");
     }
     assert!(t.store.keys().is_empty());
+}
+
+#[tokio::test]
+async fn the_list_pages_through_every_campaign_once_in_order_of_creation() {
+    let t = TestApp::new().await;
+    let ids: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
+    for id in &ids {
+        assert_eq!(t.create_campaign(campaign(id)).await.status, 201);
+    }
+    assert_eq!(
+        t.operator("POST", "/campaigns/c3/pause", Value::Null)
+            .await
+            .status,
+        200
+    );
+    let mut seen = Vec::new();
+    let mut path = "/campaigns?limit=3".to_owned();
+    loop {
+        let page = t.operator("GET", &path, Value::Null).await;
+        assert_eq!(page.status, 200, "{:#}", page.body);
+        for c in page.body["campaigns"].as_array().expect("campaigns") {
+            assert_eq!(c["paused"], c["id"] == "c3", "{c:#}");
+            assert_eq!(c["claim_starts_at"], "2028-01-01T00:00:00+08:00");
+            assert!(c.get("stats").is_none(), "stats are one GET away");
+            seen.push(c["id"].as_str().expect("an id").to_owned());
+        }
+        match page.body["next"].as_str() {
+            Some(next) => path = format!("/campaigns?limit=3&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let anonymous = t
+        .send(&Caller::Anonymous, "GET", "/campaigns", &[], Value::Null)
+        .await;
+    anonymous.assert_error(401, "unauthorized");
 }

@@ -1,4 +1,4 @@
-//! The operator's campaign API: create, read with stats, pause and resume.
+//! The operator's campaign API: create, list, read with stats, pause and resume.
 
 use super::{encode, ledger, load_campaign};
 use crate::campaign::{Campaign, CampaignId};
@@ -21,7 +21,62 @@ pub struct Stats {
     pub expired_value: i64,
     pub remaining_stock: i64,
     pub budget_used: i64,
+    /// The coupons the campaign may ever issue: the stock, or fewer if the
+    /// budget runs out first.
+    pub capacity: i64,
+    /// Coupons still to be issued: `capacity - claimed`. Claims answer
+    /// `sold_out` once it is 0, whatever `remaining_stock` says.
+    pub remaining: i64,
+    /// Which limit sets `capacity`.
+    pub binding_limit: BindingLimit,
 }
+
+/// The limit that caps a campaign's coupons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingLimit {
+    Stock,
+    Budget,
+    /// The budget pays for exactly the stock.
+    Both,
+}
+
+impl BindingLimit {
+    fn of(campaign: &Campaign) -> BindingLimit {
+        let Some(budget) = campaign.budget else {
+            return BindingLimit::Stock;
+        };
+        let by_budget = budget.minor() / campaign.discount.face_value().minor().max(1);
+        match by_budget.cmp(&i64::try_from(campaign.stock).unwrap_or(i64::MAX)) {
+            std::cmp::Ordering::Less => BindingLimit::Budget,
+            std::cmp::Ordering::Equal => BindingLimit::Both,
+            std::cmp::Ordering::Greater => BindingLimit::Stock,
+        }
+    }
+}
+
+/// A campaign in a list: as created, with the rule in force and whether
+/// claims are paused; its stats are one `GET /campaigns/{id}` away.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignSummary {
+    #[serde(flatten)]
+    pub campaign: serde_json::Value,
+    pub paused: bool,
+    pub expiry_revision: i64,
+}
+
+/// A page of campaigns, oldest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignPage {
+    pub campaigns: Vec<CampaignSummary>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Campaigns a page holds at most, and by default.
+pub const MAX_PAGE: u32 = 100;
+pub const DEFAULT_PAGE: u32 = 20;
 
 /// A campaign as the operator sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +138,66 @@ pub async fn create(
         .await?;
     let dating = super::dating::Dating::original(&campaign);
     Ok((Created::New, view(store, &campaign, &dating).await?))
+}
+
+/// Up to `limit` campaigns in order of creation, from the index slot after
+/// `after` (0 for the first page). Three round trips whatever the page
+/// holds: the slot counter, the slots, then every record, dating and brake
+/// at once. A slot whose record is missing (a create in flight, or one that
+/// failed) is skipped; a campaign a lapsed creator indexed twice appears
+/// once in a page.
+pub async fn list(store: &impl Store, after: i64, limit: u32) -> Result<CampaignPage> {
+    if after < 0 {
+        return Err(Error::invalid("after", "must be a cursor from `next`"));
+    }
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::invalid("limit", format!("must be 1 to {MAX_PAGE}")));
+    }
+    let last = read_counter(store, keys::CAMPAIGN_SEQ).await?;
+    let end = last.min(after.saturating_add(i64::from(limit)));
+    let slots: Vec<String> = (after.saturating_add(1)..=end)
+        .map(keys::campaign_slot)
+        .collect();
+    let mut ids: Vec<CampaignId> = Vec::new();
+    if !slots.is_empty() {
+        for (key, id) in slots.iter().zip(store.get_many(&slots).await?) {
+            let Some(id) = id else { continue };
+            let id = CampaignId::parse(&String::from_utf8_lossy(&id))
+                .ok_or_else(|| Error::Internal(format!("{key} holds no campaign id")))?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    let mut campaigns = Vec::with_capacity(ids.len());
+    if !ids.is_empty() {
+        let wanted: Vec<String> = ids
+            .iter()
+            .map(CampaignKeys::new)
+            .flat_map(|k| [k.record(), k.dating(), k.brake()])
+            .collect();
+        let values = store.get_many(&wanted).await?;
+        for (id, [record, dating, brake]) in ids.iter().zip(triples(values)) {
+            let Some(record) = record else { continue };
+            let (campaign, dating) =
+                super::with_dating(&CampaignKeys::new(id), &record, dating.as_deref())?;
+            campaigns.push(CampaignSummary {
+                campaign: campaign_json(&campaign)?,
+                paused: is_paused(brake.as_deref()),
+                expiry_revision: dating.revision,
+            });
+        }
+    }
+    Ok(CampaignPage {
+        campaigns,
+        next: (end < last).then(|| end.to_string()),
+    })
+}
+
+/// Groups a batch's answers by three, in order.
+fn triples<T>(values: Vec<T>) -> impl Iterator<Item = [T; 3]> {
+    let mut values = values.into_iter();
+    std::iter::from_fn(move || Some([values.next()?, values.next()?, values.next()?]))
 }
 
 pub async fn get(store: &impl Store, id: &CampaignId) -> Result<CampaignView> {
@@ -233,6 +348,7 @@ pub(crate) async fn view(
     // never below none meanwhile.
     let redeemed =
         (ledger::count(store, &redemptions).await? - ledger::count(store, &cancels).await?).max(0);
+    let capacity = i64::try_from(campaign.capacity()).unwrap_or(i64::MAX);
     let stats = Stats {
         claimed,
         redeemed,
@@ -243,17 +359,25 @@ pub(crate) async fn view(
             Some(_) => claimed.saturating_mul(campaign.discount.face_value().minor()),
             None => 0,
         },
+        capacity,
+        remaining: capacity - claimed,
+        binding_limit: BindingLimit::of(campaign),
     };
-    let zone = campaign.zone()?;
-    let mut json = serde_json::to_value(campaign).map_err(|e| Error::Internal(e.to_string()))?;
-    json["claim_starts_at"] = render(campaign.claim_starts_at, &zone).into();
-    json["claim_ends_at"] = render(campaign.claim_ends_at, &zone).into();
     Ok(CampaignView {
-        campaign: json,
+        campaign: campaign_json(campaign)?,
         paused,
         expiry_revision: dating.revision,
         stats,
     })
+}
+
+/// The campaign as JSON, its claim window in its own zone.
+fn campaign_json(campaign: &Campaign) -> Result<serde_json::Value> {
+    let zone = campaign.zone()?;
+    let mut json = serde_json::to_value(campaign).map_err(|e| Error::Internal(e.to_string()))?;
+    json["claim_starts_at"] = render(campaign.claim_starts_at, &zone).into();
+    json["claim_ends_at"] = render(campaign.claim_ends_at, &zone).into();
+    Ok(json)
 }
 
 /// Reads the campaign stored in an index slot, with its dating (used by the sweep).
@@ -360,6 +484,98 @@ mod tests {
 
     fn now() -> Timestamp {
         crate::ops::testing::ts("2028-02-10T10:00:00+08:00")
+    }
+
+    fn ids(page: &CampaignPage) -> Vec<String> {
+        page.campaigns
+            .iter()
+            .map(|c| c.campaign["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn list_pages_in_order_of_creation() {
+        let store = MemoryStore::default();
+        block_on(async {
+            for id in ["a", "b", "c", "d", "e"] {
+                create(&store, campaign(id), crate::ops::testing::setup_time())
+                    .await
+                    .expect("create");
+            }
+            set_paused(&store, &CampaignId::parse("b").unwrap(), true, now())
+                .await
+                .expect("pause");
+            let first = list(&store, 0, 2).await.expect("page 1");
+            assert_eq!(ids(&first), ["a", "b"]);
+            assert!(!first.campaigns[0].paused && first.campaigns[1].paused);
+            assert_eq!(first.next.as_deref(), Some("2"));
+            let second = list(&store, 2, 2).await.expect("page 2");
+            assert_eq!(ids(&second), ["c", "d"]);
+            let last = list(&store, 4, 2).await.expect("page 3");
+            assert_eq!((ids(&last), last.next), (vec!["e".to_owned()], None));
+            assert!(list(&store, 5, 2).await.expect("past").campaigns.is_empty());
+            let far = list(&store, i64::MAX, 100).await.expect("far past the end");
+            assert!(far.campaigns.is_empty() && far.next.is_none());
+        });
+    }
+
+    #[test]
+    fn list_skips_a_slot_without_a_record_and_shows_a_campaign_indexed_twice_once() {
+        let store = MemoryStore::default();
+        block_on(async {
+            create(&store, campaign("a"), crate::ops::testing::setup_time())
+                .await
+                .expect("create");
+            // A creator that died after indexing, and a lapsed one that indexed "a" again.
+            let ghost = store.increment(keys::CAMPAIGN_SEQ, 1).await.expect("seq");
+            store
+                .set(&keys::campaign_slot(ghost), b"ghost")
+                .await
+                .expect("slot");
+            let again = store.increment(keys::CAMPAIGN_SEQ, 1).await.expect("seq");
+            store
+                .set(&keys::campaign_slot(again), b"a")
+                .await
+                .expect("slot");
+            let page = list(&store, 0, 10).await.expect("list");
+            assert_eq!(ids(&page), ["a"]);
+            assert_eq!(page.next, None);
+        });
+    }
+
+    #[test]
+    fn list_refuses_a_bad_cursor_or_limit() {
+        let store = MemoryStore::default();
+        block_on(async {
+            for (after, limit, field) in [(-1, 10, "after"), (0, 0, "limit"), (0, 101, "limit")] {
+                let err = list(&store, after, limit).await.unwrap_err();
+                assert_eq!(err.field(), Some(field), "{err:?}");
+            }
+        });
+    }
+
+    #[test]
+    fn stats_name_the_limit_that_binds() {
+        let store = MemoryStore::default();
+        block_on(async {
+            // 10 coupons of 500: a budget of 3,000 pays for 6.
+            for (id, budget, binds, capacity) in [
+                ("none", None, BindingLimit::Stock, 10),
+                ("low", Some(3_000), BindingLimit::Budget, 6),
+                ("exact", Some(5_000), BindingLimit::Both, 10),
+                ("high", Some(9_999), BindingLimit::Stock, 10),
+            ] {
+                let mut c = campaign(id);
+                c.budget = budget.and_then(crate::money::Amount::new);
+                let (_, view) = create(&store, c, crate::ops::testing::setup_time())
+                    .await
+                    .expect("create");
+                assert_eq!(view.stats.binding_limit, binds, "{id}");
+                assert_eq!(view.stats.capacity, capacity, "{id}");
+                assert_eq!(view.stats.remaining, capacity, "{id}");
+                assert_eq!(view.stats.remaining_stock, 10, "{id}");
+            }
+        });
     }
 
     #[test]
