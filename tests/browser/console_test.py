@@ -275,6 +275,31 @@ def run(driver, storms):
     check(text("rule") == f"end of {month}", f"the rule in force shows {text('rule')}")
     shot("redated")
 
+    # Customer support: a coupon looked up by its code shows what its holder
+    # sees, the new expiry included.
+    conn = connection()
+    try:
+        status, claimed = call(conn, "POST", "/claims", user_token("support-case"),
+                               {"campaign_id": CAMPAIGN}, {"idempotency-key": str(uuid.uuid4())})
+        check(status == 201, f"a claim for the lookup answered {status} {claimed}")
+        status, held = call(conn, "GET", f"/coupons/{claimed['code']}", user_token("support-case"))
+        check(status == 200, f"the holder's read answered {status}")
+    finally:
+        conn.close()
+    lookup = el("lookup-form")
+    lookup.find_element(By.NAME, "code").send_keys(claimed["code"].lower())
+    lookup.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: el("lookup").is_displayed())
+    shown = {dd.get_attribute("data-field"): dd.text
+             for dd in el("lookup").find_elements(By.TAG_NAME, "dd")}
+    for field, key in [("code", "code"), ("holder", "user_id"), ("state", "state"), ("expires", "expires_at")]:
+        check(shown.get(field) == held[key], f"lookup {field}: the page says {shown.get(field)}, the API {held[key]}")
+    lookup.find_element(By.NAME, "code").clear()
+    lookup.find_element(By.NAME, "code").send_keys("AAAAAAAAAAAAAAAAAAAAAA")
+    lookup.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: text("lookup-error") == "No coupon has that code.")
+    check(not el("lookup").is_displayed(), "a miss still shows the last coupon")
+
     # The token never reached the host's log.
     with open(os.environ["HOST_LOG"]) as log:
         check(ADMIN not in log.read(), "the admin token is in the host's log")

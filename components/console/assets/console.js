@@ -298,6 +298,41 @@ $('cancel-form').addEventListener('submit', async (event) => {
     : `Not cancelled: ${problem(answer)}`;
 });
 
+// --- customer support: any coupon by its code ---
+
+$('lookup-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const code = event.currentTarget.elements.code.value.trim();
+  const list = $('lookup');
+  list.replaceChildren();
+  list.hidden = true;
+  $('lookup-error').textContent = '';
+  const answer = await api('GET', `/coupons/${encodeURIComponent(code)}`);
+  if (!answer.ok) {
+    $('lookup-error').textContent = answer.status === 404 ? 'No coupon has that code.' : problem(answer);
+    return;
+  }
+  const c = answer.data;
+  const discount = c.discount.kind === 'percent'
+    ? `${c.discount.basis_points / 100}%` + (c.discount.max_amount ? `, at most ${number(c.discount.max_amount)}` : '')
+    : number(c.discount.amount);
+  const facts = [
+    ['Code', c.code], ['Campaign', c.campaign_id], ['Holder', c.user_id], ['State', c.state],
+    ['Off', `${discount} ${c.currency}`], ['Min. order', number(c.min_order_amount)],
+    ['Issued', c.issued_at], ['Expires', c.expires_at],
+  ];
+  if (c.order_id) facts.push(['Order', c.order_id]);
+  for (const [term, value] of facts) {
+    const dt = document.createElement('dt');
+    dt.textContent = term;
+    const dd = document.createElement('dd');
+    dd.textContent = value;
+    dd.dataset.field = term.toLowerCase();
+    list.append(dt, dd);
+  }
+  list.hidden = false;
+});
+
 // --- a new campaign ---
 
 $('new').addEventListener('click', () => {

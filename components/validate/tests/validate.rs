@@ -228,3 +228,50 @@ async fn guessing_codes_is_capped_per_user_and_minute() {
         .await
         .assert_error(404, "coupon_not_found");
 }
+
+#[tokio::test]
+async fn the_operator_looks_up_any_coupon_without_counting_misses() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    t.redeem("alice", &code, order("o-77", 3000)).await;
+    let before = t.state();
+    let path = format!("/coupons/{code}");
+    let found = t.operator("GET", &path, Value::Null).await;
+    assert_eq!(found.status, 200, "{:#}", found.body);
+    assert_eq!(
+        (
+            &found.body["user_id"],
+            &found.body["state"],
+            &found.body["order_id"]
+        ),
+        (&json!("alice"), &json!("redeemed"), &json!("o-77"))
+    );
+    assert_eq!(found.body, t.coupon("alice", &code).await.body);
+    // Support mistypes freely: a miss is a 404 and is not counted.
+    for _ in 0..=MAX_FAILED_LOOKUPS_PER_MINUTE {
+        t.operator("GET", &format!("/coupons/{}", made_up_code()), Value::Null)
+            .await
+            .assert_error(404, "coupon_not_found");
+    }
+    assert_eq!(t.state(), before, "a lookup changed the store");
+    // Neither a wrong admin token nor a forged user token reads it.
+    for caller in [
+        Caller::Raw("Bearer not-the-admin-token".into()),
+        Caller::Raw(format!("Bearer {}x", token("alice"))),
+    ] {
+        t.send(&caller, "GET", &path, &[], Value::Null)
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    // The operator's token validates nothing: validations are the holder's.
+    t.send(
+        &Caller::Operator,
+        "POST",
+        "/validations",
+        &[],
+        json!({"code": code, "order": order("o1", 3000)}),
+    )
+    .await
+    .assert_error(401, "unauthorized");
+}

@@ -91,15 +91,16 @@ pub struct Validation {
 }
 
 /// The coupon `code` as its holder sees it.
+/// A coupon as `user` sees it, or as the operator does (`user` is `None`:
+/// customer support looks up any code, and a miss is not counted).
 pub async fn get(
     store: &impl Store,
-    user: &UserId,
+    user: Option<&UserId>,
     code: &str,
     now: Timestamp,
 ) -> Result<CouponView> {
-    Ok(load_held(store, code, Some(Asker { user, now }))
-        .await?
-        .view(now))
+    let asker = user.map(|user| Asker { user, now });
+    Ok(load_held(store, code, asker).await?.view(now))
 }
 
 pub async fn validate(

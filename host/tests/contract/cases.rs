@@ -348,6 +348,9 @@ fn claim_validate_redeem_cancel_redeem_again(t: &Target) -> Outcome {
     ensure_eq(read.expect_status(200)?, &first.body, "GET /coupons")?;
     t.get(Who::User("bob"), &format!("/coupons/{code}"))?
         .expect_error(404, "coupon_not_found")?;
+    // Customer support reads any coupon with the operator's token.
+    let support = t.get(Who::Operator, &format!("/coupons/{code}"))?;
+    ensure_eq(support.expect_status(200)?, &first.body, "support lookup")?;
 
     let validation = t.post(
         Who::User("alice"),
