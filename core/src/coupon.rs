@@ -97,6 +97,8 @@ pub struct Held {
     pub ending: Option<Ending>,
     /// The campaign's dating (its `expiry` is already in `campaign`).
     pub dating: crate::ops::dating::Dating,
+    /// The campaign's redemptions were frozen when it was read.
+    pub frozen: bool,
 }
 
 impl Held {

@@ -45,6 +45,8 @@ pub enum Error {
     RedemptionCancelled,
     AlreadyRedeemed,
     Expired,
+    /// The operator froze the campaign's redemptions: retry later.
+    RedemptionsFrozen,
     /// A coupon rule the order does not meet (422).
     RuleFailed(Reason),
     /// The key-value store failed; the operation may be retried.
@@ -61,6 +63,8 @@ pub enum Reason {
     BelowMinOrder,
     CurrencyMismatch,
     CategoryNotEligible,
+    /// The campaign's redemptions are frozen (for now).
+    RedemptionsFrozen,
 }
 
 impl Reason {
@@ -71,6 +75,7 @@ impl Reason {
             Reason::BelowMinOrder => "below_min_order",
             Reason::CurrencyMismatch => "currency_mismatch",
             Reason::CategoryNotEligible => "category_not_eligible",
+            Reason::RedemptionsFrozen => "redemptions_frozen",
         }
     }
 }
@@ -107,6 +112,7 @@ impl Error {
             Error::RedemptionCancelled => "redemption_cancelled",
             Error::AlreadyRedeemed => "already_redeemed",
             Error::Expired => "expired",
+            Error::RedemptionsFrozen => "redemptions_frozen",
             Error::RuleFailed(reason) => reason.code(),
             Error::StoreUnavailable(_) => "store_unavailable",
             Error::Internal(_) => "internal_error",
@@ -134,7 +140,7 @@ impl Error {
             Error::RateLimited | Error::TooManyFailedLookups { .. } => 429,
             Error::IdempotencyKeyReused | Error::RuleFailed(_) => 422,
             Error::Internal(_) => 500,
-            Error::CampaignPaused | Error::StoreUnavailable(_) => 503,
+            Error::CampaignPaused | Error::RedemptionsFrozen | Error::StoreUnavailable(_) => 503,
         }
     }
 
@@ -154,7 +160,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             Error::TooManyFailedLookups { retry_after } => Some(*retry_after),
-            Error::CampaignPaused => Some(30),
+            Error::CampaignPaused | Error::RedemptionsFrozen => Some(30),
             Error::RateLimited | Error::RequestInProgress | Error::StoreUnavailable(_) => Some(1),
             _ => None,
         }
@@ -217,6 +223,9 @@ impl fmt::Display for Error {
             ),
             Error::AlreadyRedeemed => f.write_str("the coupon was redeemed by another order"),
             Error::Expired => f.write_str("the coupon has expired"),
+            Error::RedemptionsFrozen | Error::RuleFailed(Reason::RedemptionsFrozen) => {
+                f.write_str("the campaign's redemptions are frozen; retry later")
+            }
             Error::RuleFailed(Reason::BelowMinOrder) => {
                 f.write_str("the order amount is below the coupon's minimum")
             }

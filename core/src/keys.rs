@@ -14,6 +14,8 @@
 //! | `c:{id}:owner` | lease | owns writing `c:{id}` (see `lease`: a creator that died is taken over) |
 //! | `c:{id}:brake` | counter | pauses and resumes so far: odd is paused (below 10^6: read with `get` in a batch) |
 //! | `c:{id}:brake:{shard}:{level}` | lease | owns moving the shard's brake to `level` (see `lease`) |
+//! | `c:{id}:freeze` | counter | freezes and unfreezes of redemptions so far: odd is frozen (below 10^6: read with `get` in a batch) |
+//! | `c:{id}:freeze:{shard}:{level}` | lease | owns moving the shard's redemption ledger to brake `level` |
 //! | `c:{id}:claimed:{shard}` | counter | coupons taken from the shard's stock, plus 2^40 per brake level: braked while the level is odd |
 //! | `c:{id}:recount` | counter | stock recounts so far, times two: odd while one fences the stock (below 10^6: read with `get` in a batch; see `ops::recount`) |
 //! | `c:{id}:recount:{r}` | lease | owns moving the recount counter to `r` |
@@ -23,7 +25,7 @@
 //! | `c:{id}:recount:{r}:full` | register | present if fence `r` found every shard's coupons at its capacity: no unit can be taken again |
 //! | `c:{id}:recount:{r}:done` | register | when fence `r` was first seen counted and given back (Unix ms): it comes down a lease later, once no sweep that counted can still act |
 //! | `c:{id}:soldout` | register | the Unix second a claim last found every shard empty: claims in that second are refused at once |
-//! | `c:{id}:redemptions:{shard}` | ledger | redemptions, split by a hash of the code so redemptions share no hot key (see `ops::ledger`: `{ledger}` counts positions, `{ledger}:{p}` is the entry `{code} {generation}`, `{ledger}:settled` the prefix settled) |
+//! | `c:{id}:redemptions:{shard}` | ledger | redemptions, split by a hash of the code so redemptions share no hot key (see `ops::ledger`: `{ledger}` counts positions, plus 2^40 per freeze level: frozen while the level is odd; `{ledger}:{p}` is the entry `{code} {generation}`, or `-` from a redemption that met the freeze, `{ledger}:settled` the prefix settled) |
 //! | `c:{id}:cancels:{shard}` | ledger | cancelled redemptions, split the same way |
 //! | `c:{id}:expirations:{epoch}` | ledger | generations recorded `expired` since the `epoch`-th revival (see `c:{id}:expiry`) |
 //! | `c:{id}:expiry` | register | the expiry rule in force, if re-dated: revision, rule, revivals (JSON) |
@@ -97,6 +99,12 @@ impl CampaignKeys {
     }
     pub fn brake_step(&self, shard: u32, level: i64) -> String {
         self.sub(&format!("brake:{shard}:{level}"))
+    }
+    pub fn freeze(&self) -> String {
+        self.sub("freeze")
+    }
+    pub fn freeze_step(&self, shard: u32, level: i64) -> String {
+        self.sub(&format!("freeze:{shard}:{level}"))
     }
     pub fn claimed(&self, shard: u32) -> String {
         self.sub(&format!("claimed:{shard}"))

@@ -3,7 +3,8 @@
 Enters the token, creates a campaign through the form (after a field error
 shown at its field), runs a claim storm in the background, and checks that
 the page's numbers move and match the API, that the pause button stops
-claims (the storm gets 503 `campaign_paused`) and resume restarts them, and
+claims (the storm gets 503 `campaign_paused`) and resume restarts them, that
+a freeze stops redemptions (503 `redemptions_frozen`) until the unfreeze, and
 that a re-dating shows in the history. Fails on the first broken promise.
 Reads BASE, HOST_LOG, SHOTS and the SPIN_VARIABLE_* secrets from the
 environment (see tests/browser/run).
@@ -299,6 +300,37 @@ def run(driver, storms):
     lookup.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait.until(lambda d: text("lookup-error") == "No coupon has that code.")
     check(not el("lookup").is_displayed(), "a miss still shows the last coupon")
+
+    # Freeze: redemptions answer 503 redemptions_frozen once the page says
+    # frozen, and redeem again after the unfreeze; claims go on meanwhile.
+    def redeem(order_id):
+        conn = connection()
+        try:
+            return call(conn, "POST", "/redemptions", user_token("support-case"),
+                        {"code": claimed["code"],
+                         "order": {"id": order_id, "amount": 5000, "currency": "CNY"}})
+        finally:
+            conn.close()
+
+    el("freeze").click()
+    wait.until(lambda d: el("confirm").is_displayed())
+    check(CAMPAIGN in text("confirm-text") and "redemptions" in text("confirm-text"),
+          f"the confirmation does not name the campaign: {text('confirm-text')}")
+    el("confirm-yes").click()
+    wait.until(lambda d: text("redemptions") == "redemptions frozen")
+    check(text("state") == "claims open", f"a freeze changed the claims badge: {text('state')}")
+    status, body = redeem("browser-order-1")
+    check(status == 503 and body["error"]["code"] == "redemptions_frozen",
+          f"a redemption while frozen answered {status} {body}")
+    status, view = api("GET", f"/campaigns/{CAMPAIGN}")
+    check(view["frozen"] and not view["paused"], f"the API does not say frozen: {view}")
+    shot("frozen")
+    el("unfreeze").click()
+    wait.until(lambda d: el("confirm").is_displayed())
+    el("confirm-yes").click()
+    wait.until(lambda d: text("redemptions") == "redemptions open")
+    status, body = redeem("browser-order-1")
+    check(status == 201, f"a redemption after the unfreeze answered {status} {body}")
 
     # The token never reached the host's log.
     with open(os.environ["HOST_LOG"]) as log:

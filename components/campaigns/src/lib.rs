@@ -1,6 +1,7 @@
 //! The operator's campaign API: `POST /campaigns`, `GET /campaigns` (paged),
 //! `GET /campaigns/{id}`,
-//! `POST /campaigns/{id}/pause` and `/resume`, and re-dating with
+//! `POST /campaigns/{id}/pause` and `/resume` (claims),
+//! `POST /campaigns/{id}/freeze` and `/unfreeze` (redemptions), and re-dating with
 //! `PUT /campaigns/{id}/expiry` (`GET` lists the changes).
 
 use coupon_core::Error;
@@ -55,6 +56,14 @@ async fn handle(request: Request) -> impl IntoResponse {
                 200,
                 &campaigns::set_paused(store, &id(campaign)?, false, call.now).await?,
             )),
+            (&Method::POST, [campaign, "freeze"]) => Ok(Reply::json(
+                200,
+                &campaigns::set_frozen(store, &id(campaign)?, true, call.now).await?,
+            )),
+            (&Method::POST, [campaign, "unfreeze"]) => Ok(Reply::json(
+                200,
+                &campaigns::set_frozen(store, &id(campaign)?, false, call.now).await?,
+            )),
             (&Method::PUT, [campaign, "expiry"]) => Ok(Reply::json(
                 200,
                 &dating::redate(store, &id(campaign)?, call.json()?, call.now).await?,
@@ -65,7 +74,9 @@ async fn handle(request: Request) -> impl IntoResponse {
             )),
             (_, []) => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
             (_, [_]) => Err(Error::MethodNotAllowed { allow: "GET" }),
-            (_, [_, "pause" | "resume"]) => Err(Error::MethodNotAllowed { allow: "POST" }),
+            (_, [_, "pause" | "resume" | "freeze" | "unfreeze"]) => {
+                Err(Error::MethodNotAllowed { allow: "POST" })
+            }
             (_, [_, "expiry"]) => Err(Error::MethodNotAllowed { allow: "GET, PUT" }),
             _ => Err(Error::NotFound),
         }

@@ -1,4 +1,4 @@
-//! `POST /campaigns`, `GET /campaigns/{id}`, pause and resume.
+//! `POST /campaigns`, `GET /campaigns/{id}`, pause and resume, freeze and unfreeze.
 
 use coupon_tests::*;
 use serde_json::{Value, json};
@@ -174,6 +174,71 @@ async fn pause_and_resume() {
 }
 
 #[tokio::test]
+async fn freeze_stops_redemptions_and_nothing_else_until_unfreeze() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let first = t.claimed_code("alice", "spring").await;
+    let second = t.claimed_code("alice", "spring").await;
+    assert_eq!(
+        t.redeem("alice", &first, order("o1", 3000)).await.status,
+        201
+    );
+    let frozen = t
+        .operator("POST", "/campaigns/spring/freeze", Value::Null)
+        .await;
+    assert_eq!(
+        (
+            frozen.status,
+            &frozen.body["frozen"],
+            &frozen.body["paused"]
+        ),
+        (200, &json!(true), &json!(false))
+    );
+    assert_eq!(frozen.body["stats"]["redeemed"], 1);
+    let before = t.state();
+    let refused = t.redeem("alice", &second, order("o2", 3000)).await;
+    refused.assert_error(503, "redemptions_frozen");
+    assert_eq!(refused.header("retry-after"), Some("30"));
+    assert_eq!(t.state(), before, "a refused redemption wrote");
+    // An acknowledged redemption still replays; validation says why not.
+    assert_eq!(
+        t.redeem("alice", &first, order("o1", 3000)).await.status,
+        200
+    );
+    let validation = t.validate("alice", &second, order("o2", 3000)).await;
+    assert_eq!(
+        validation.body,
+        json!({"valid": false, "reason": "redemptions_frozen"})
+    );
+    // Claims, reads and cancels go on.
+    assert_eq!(t.claim("bob", "spring", "k").await.status, 201);
+    let cancel = format!("/redemptions/{first}?order_id=o1");
+    assert_eq!(t.operator("DELETE", &cancel, Value::Null).await.status, 200);
+    // Freezing twice is freezing once; an unfreeze lets the same order through.
+    let again = t
+        .operator("POST", "/campaigns/spring/freeze", Value::Null)
+        .await;
+    assert_eq!(again.body["frozen"], true);
+    let listed = t.operator("GET", "/campaigns", Value::Null).await;
+    assert_eq!(listed.body["campaigns"][0]["frozen"], true);
+    let thawed = t
+        .operator("POST", "/campaigns/spring/unfreeze", Value::Null)
+        .await;
+    assert_eq!(
+        (thawed.status, &thawed.body["frozen"]),
+        (200, &json!(false))
+    );
+    assert_eq!(
+        t.redeem("alice", &second, order("o2", 3000)).await.status,
+        201
+    );
+    assert_eq!(t.campaign("spring").await["stats"]["redeemed"], 1);
+    t.operator("GET", "/campaigns/spring/freeze", Value::Null)
+        .await
+        .assert_error(405, "method_not_allowed");
+}
+
+#[tokio::test]
 async fn unknown_campaigns_are_404() {
     let t = TestApp::new().await;
     t.operator("GET", "/campaigns/nope", Value::Null)
@@ -186,6 +251,9 @@ async fn unknown_campaigns_are_404() {
         .await
         .assert_error(404, "campaign_not_found");
     t.operator("POST", "/campaigns/nope/resume", Value::Null)
+        .await
+        .assert_error(404, "campaign_not_found");
+    t.operator("POST", "/campaigns/nope/freeze", Value::Null)
         .await
         .assert_error(404, "campaign_not_found");
 }
@@ -208,6 +276,15 @@ async fn the_operator_api_needs_the_admin_token() {
         t.send(&caller, "POST", "/campaigns/spring/pause", &[], Value::Null)
             .await
             .assert_error(401, "unauthorized");
+        t.send(
+            &caller,
+            "POST",
+            "/campaigns/spring/freeze",
+            &[],
+            Value::Null,
+        )
+        .await
+        .assert_error(401, "unauthorized");
     }
     assert!(t.store.keys().is_empty());
 }

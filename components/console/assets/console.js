@@ -93,7 +93,8 @@ async function loadCampaigns(fromStart) {
     const button = document.createElement('button');
     button.type = 'button';
     button.dataset.id = campaign.id;
-    button.textContent = `${campaign.id}: ${campaign.name}${campaign.paused ? ' (paused)' : ''}`;
+    const flags = [campaign.paused && 'paused', campaign.frozen && 'frozen'].filter(Boolean);
+    button.textContent = `${campaign.id}: ${campaign.name}${flags.length ? ` (${flags.join(', ')})` : ''}`;
     button.addEventListener('click', () => select(campaign.id));
     item.append(button);
     $('campaigns').append(item);
@@ -139,6 +140,9 @@ function show(campaign) {
   const state = $('state');
   state.textContent = campaign.paused ? 'paused' : 'claims open';
   state.classList.toggle('paused', campaign.paused);
+  const redemptions = $('redemptions');
+  redemptions.textContent = campaign.frozen ? 'redemptions frozen' : 'redemptions open';
+  redemptions.classList.toggle('paused', campaign.frozen);
   $('window').textContent = `Claims from ${campaign.claim_starts_at} until ${campaign.claim_ends_at} (${campaign.time_zone}); ${campaign.currency}, ${campaign.stock} in stock${campaign.budget === undefined ? '' : `, budget ${campaign.budget}`}.`;
   const stats = campaign.stats;
   for (const name of ['claimed', 'redeemed', 'expired', 'remaining', 'remaining_stock', 'capacity', 'binding_limit', 'budget_used']) {
@@ -149,6 +153,8 @@ function show(campaign) {
   $('redate-from').textContent = ruleText(campaign.expiry);
   $('pause').disabled = campaign.paused;
   $('resume').disabled = !campaign.paused;
+  $('freeze').disabled = campaign.frozen;
+  $('unfreeze').disabled = !campaign.frozen;
   record(stats);
 }
 
@@ -232,25 +238,37 @@ function confirmed(text) {
   });
 }
 
-async function brake(pause) {
+// The two brakes: claims (pause, resume) and redemptions (freeze, unfreeze).
+const BRAKES = {
+  pause: { what: 'claims', on: true, flag: 'paused', done: 'paused',
+           consequence: 'Once the API answers paused, no host issues another coupon of it.' },
+  resume: { what: 'claims', on: false, flag: 'paused', done: 'claims open',
+            consequence: 'Every host accepts its claims again.' },
+  freeze: { what: 'redemptions', on: true, flag: 'frozen', done: 'redemptions frozen',
+            consequence: 'Once the API answers frozen, no host accepts another redemption of its coupons; claims go on.' },
+  unfreeze: { what: 'redemptions', on: false, flag: 'frozen', done: 'redemptions open',
+              consequence: 'Every host redeems its coupons again.' },
+};
+
+async function brake(action) {
   const id = selected;
-  const verb = pause ? 'Pause' : 'Resume';
-  const consequence = pause
-    ? 'Once the API answers paused, no host issues another coupon of it.'
-    : 'Every host accepts its claims again.';
-  if (!(await confirmed(`${verb} claims of campaign “${id}”? ${consequence}`))) return;
-  const answer = await api('POST', `/campaigns/${encodeURIComponent(id)}/${pause ? 'pause' : 'resume'}`);
+  const b = BRAKES[action];
+  const verb = action[0].toUpperCase() + action.slice(1);
+  if (!(await confirmed(`${verb} ${b.what} of campaign “${id}”? ${b.consequence}`))) return;
+  const answer = await api('POST', `/campaigns/${encodeURIComponent(id)}/${action}`);
   if (!answer.ok) {
     $('action-result').textContent = `${verb} failed: ${problem(answer)}`;
     return;
   }
-  $('action-result').textContent = `The API answered: ${answer.data.paused ? 'paused' : 'claims open'}.`;
+  const engaged = answer.data[b.flag];
+  $('action-result').textContent = `The API answered: ${engaged === b.on ? b.done : `${b.flag} is ${engaged}`}.`;
   show(answer.data);
   await loadCampaigns(true);
 }
 
-$('pause').addEventListener('click', () => brake(true));
-$('resume').addEventListener('click', () => brake(false));
+for (const action of Object.keys(BRAKES)) {
+  $(action).addEventListener('click', () => brake(action));
+}
 
 $('sweep').addEventListener('click', async () => {
   const answer = await api('POST', '/expirations', {});

@@ -1,5 +1,7 @@
-//! The operator's campaign API: create, list, read with stats, pause and resume.
+//! The operator's campaign API: create, list, read with stats, pause and
+//! resume claims, freeze and unfreeze redemptions.
 
+use super::brake::{self, Brake};
 use super::{encode, ledger, load_campaign};
 use crate::campaign::{Campaign, CampaignId};
 use crate::error::{Error, Result};
@@ -62,6 +64,7 @@ pub struct CampaignSummary {
     #[serde(flatten)]
     pub campaign: serde_json::Value,
     pub paused: bool,
+    pub frozen: bool,
     pub expiry_revision: i64,
 }
 
@@ -83,7 +86,10 @@ pub const DEFAULT_PAGE: u32 = 20;
 pub struct CampaignView {
     #[serde(flatten)]
     pub campaign: serde_json::Value,
+    /// Claims are paused: see [`set_paused`].
     pub paused: bool,
+    /// Redemptions are frozen: see [`set_frozen`].
+    pub frozen: bool,
     /// Re-datings so far (`GET /campaigns/{id}/expiry` lists them).
     pub expiry_revision: i64,
     pub stats: Stats,
@@ -174,16 +180,17 @@ pub async fn list(store: &impl Store, after: i64, limit: u32) -> Result<Campaign
         let wanted: Vec<String> = ids
             .iter()
             .map(CampaignKeys::new)
-            .flat_map(|k| [k.record(), k.dating(), k.brake()])
+            .flat_map(|k| [k.record(), k.dating(), k.brake(), k.freeze()])
             .collect();
         let values = store.get_many(&wanted).await?;
-        for (id, [record, dating, brake]) in ids.iter().zip(triples(values)) {
+        for (id, [record, dating, paused, frozen]) in ids.iter().zip(fours(values)) {
             let Some(record) = record else { continue };
             let (campaign, dating) =
                 super::with_dating(&CampaignKeys::new(id), &record, dating.as_deref())?;
             campaigns.push(CampaignSummary {
                 campaign: campaign_json(&campaign)?,
-                paused: is_paused(brake.as_deref()),
+                paused: brake::is_on_stored(paused.as_deref()),
+                frozen: brake::is_on_stored(frozen.as_deref()),
                 expiry_revision: dating.revision,
             });
         }
@@ -194,10 +201,17 @@ pub async fn list(store: &impl Store, after: i64, limit: u32) -> Result<Campaign
     })
 }
 
-/// Groups a batch's answers by three, in order.
-fn triples<T>(values: Vec<T>) -> impl Iterator<Item = [T; 3]> {
+/// Groups a batch's answers by four, in order.
+fn fours<T>(values: Vec<T>) -> impl Iterator<Item = [T; 4]> {
     let mut values = values.into_iter();
-    std::iter::from_fn(move || Some([values.next()?, values.next()?, values.next()?]))
+    std::iter::from_fn(move || {
+        Some([
+            values.next()?,
+            values.next()?,
+            values.next()?,
+            values.next()?,
+        ])
+    })
 }
 
 pub async fn get(store: &impl Store, id: &CampaignId) -> Result<CampaignView> {
@@ -221,109 +235,32 @@ pub async fn set_paused(
     let (campaign, dating) = load_campaign(store, id)
         .await?
         .ok_or(Error::CampaignNotFound)?;
-    brake::request(store, &campaign, paused).await?;
-    brake::apply(store, &campaign, now).await?;
+    Brake::claims(&campaign).set(store, paused, now).await?;
     view(store, &campaign, &dating).await
 }
 
-/// The emergency brake, with increments only.
-///
-/// `c:{id}:brake` counts transitions: odd is paused. A pause or resume first
-/// increments it until its own increment lands on the parity it wants; the
-/// last increment wins, as the last write would.
-///
-/// Every stock shard counter carries the brake too: it is the claims taken
-/// plus `level × 2^40`, and the shard is braked while its level is odd, so a
-/// claim's own increment tells it whether it met the brake. A shard moves one
-/// level at a time: the request that owns step `level + 1` of the shard (a
-/// [lease](crate::lease), so a dead owner's step is taken over) adds 2^40 if
-/// the shard is still below it. Every request brings every shard to the
-/// counter's parity before it answers. So levels only grow, each step is
-/// applied once, a shard's parity changes only towards what the latest
-/// transition wants, and the claims part never goes negative: no
-/// interleaving can release a shard twice.
-pub(crate) mod brake {
-    use crate::campaign::Campaign;
-    use crate::error::{Error, Result};
-    use crate::keys::CampaignKeys;
-    use crate::lease::{self, Ownership};
-    use crate::store::{SMALL_COUNTER_LIMIT, Store, read_counter};
-    use jiff::Timestamp;
-
-    /// 2^40: above `MAX_STOCK` plus any number of claims in flight.
-    pub const OFFSET: i64 = 1 << 40;
-
-    /// Transitions a campaign may have: the counter is read with `get` beside
-    /// other keys, and a shard carries `2^40` per level (2^60 at most).
-    pub const MAX_TRANSITIONS: i64 = SMALL_COUNTER_LIMIT - 1;
-
-    fn level(counter: i64) -> i64 {
-        counter.div_euclid(OFFSET)
-    }
-
-    /// Whether a shard counter (as a claim's increment returned it) is braked.
-    pub fn is_engaged(counter: i64) -> bool {
-        level(counter) % 2 == 1
-    }
-
-    /// The claims in a shard counter.
-    pub fn count(counter: i64) -> i64 {
-        counter.rem_euclid(OFFSET)
-    }
-
-    /// Whether a transition count means paused.
-    pub fn is_paused(transitions: i64) -> bool {
-        transitions % 2 == 1
-    }
-
-    /// Makes the transition counter say `on`.
-    pub async fn request(store: &impl Store, campaign: &Campaign, on: bool) -> Result<()> {
-        let key = CampaignKeys::new(&campaign.id).brake();
-        let mut transitions = read_counter(store, &key).await?;
-        while is_paused(transitions) != on {
-            if transitions >= MAX_TRANSITIONS {
-                return Err(Error::invalid(
-                    "campaign",
-                    format!("has been paused and resumed {MAX_TRANSITIONS} times"),
-                ));
-            }
-            transitions = store.increment(&key, 1).await?;
-        }
-        Ok(())
-    }
-
-    /// Brings every shard to what the transition counter says; `RequestInProgress`
-    /// while another request may still be moving one.
-    pub async fn apply(store: &impl Store, campaign: &Campaign, now: Timestamp) -> Result<()> {
-        let keys = CampaignKeys::new(&campaign.id);
-        for shard in 0..campaign.shard_count() {
-            let counter = keys.claimed(shard);
-            loop {
-                let wanted = is_paused(read_counter(store, &keys.brake()).await?);
-                let at = level(read_counter(store, &counter).await?);
-                if (at % 2 == 1) == wanted {
-                    break;
-                }
-                match lease::own(store, &keys.brake_step(shard, at + 1), 1, now).await? {
-                    Ownership::Owned(_) => {
-                        // A lapsed owner of this step may have applied it.
-                        if level(read_counter(store, &counter).await?) == at {
-                            store.increment(&counter, OFFSET).await?;
-                        }
-                    }
-                    Ownership::Busy | Ownership::Lapsed => return Err(Error::RequestInProgress),
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whether the transition counter, as `get` returned it, means paused.
-pub(crate) fn is_paused(transitions: Option<&[u8]>) -> bool {
-    transitions
-        .and_then(crate::store::decode_small_counter)
-        .is_some_and(brake::is_paused)
+/// Freezes or unfreezes redemptions (a misconfigured discount keeps paying
+/// out until someone stops it); claims, validations, cancels and the sweep go
+/// on. A freeze engages the brake on every redemption ledger before it
+/// answers, so once it answers frozen no redemption on any host is
+/// acknowledged until an unfreeze: a redemption in flight that meets the
+/// brake at its ledger increment answers `redemptions_frozen` and writes
+/// nothing. Its coupon's lock lapses like a dead redeemer's, so that coupon
+/// redeems again at most a lease (90 s) after the unfreeze. Redemptions read
+/// the transition counter with the campaign, only to fail fast.
+pub async fn set_frozen(
+    store: &impl Store,
+    id: &CampaignId,
+    frozen: bool,
+    now: Timestamp,
+) -> Result<CampaignView> {
+    let (campaign, dating) = load_campaign(store, id)
+        .await?
+        .ok_or(Error::CampaignNotFound)?;
+    Brake::redemptions(&campaign)
+        .set(store, frozen, now)
+        .await?;
+    view(store, &campaign, &dating).await
 }
 
 pub(crate) async fn view(
@@ -333,7 +270,8 @@ pub(crate) async fn view(
 ) -> Result<CampaignView> {
     let keys = CampaignKeys::new(&campaign.id);
     let stock = i64::try_from(campaign.stock).unwrap_or(i64::MAX);
-    let paused = brake::is_paused(read_counter(store, &keys.brake()).await?);
+    let paused = Brake::claims(campaign).is_on(store).await?;
+    let frozen = Brake::redemptions(campaign).is_on(store).await?;
     let mut claimed = 0;
     for shard in 0..campaign.shard_count() {
         let counter = read_counter(store, &keys.claimed(shard)).await?;
@@ -366,6 +304,7 @@ pub(crate) async fn view(
     Ok(CampaignView {
         campaign: campaign_json(campaign)?,
         paused,
+        frozen,
         expiry_revision: dating.revision,
         stats,
     })

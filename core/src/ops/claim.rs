@@ -22,7 +22,7 @@
 //! and an empty one a lease after it was first seen empty (`crate::lease`),
 //! when its taker has finished or died.
 
-use super::campaigns::{brake, is_paused};
+use super::brake;
 use super::recount;
 use super::{Asker, decode, encode, get_array, load_held, with_dating};
 use crate::auth::UserId;
@@ -133,7 +133,7 @@ pub async fn claim(
     if !campaign.is_claimable_at(now) {
         return Err(Error::CampaignNotActive);
     }
-    if is_paused(paused.as_deref()) {
+    if brake::is_on_stored(paused.as_deref()) {
         return Err(Error::CampaignPaused);
     }
     // The fresh code is random: claims spread evenly over the shards.
@@ -253,6 +253,7 @@ pub async fn claim(
         generation: 0,
         ending: None,
         dating,
+        frozen: false,
     };
     Ok(Claimed {
         coupon: held.view(now),
@@ -485,7 +486,7 @@ impl<S: Store> Limits<'_, S> {
             let shard = (self.start_shard + k) % shards;
             let counter = self.keys.claimed(shard);
             let taken = self.store.increment(&counter, 1).await?;
-            // The brake is in the same counter: see campaigns::brake.
+            // The brake is in the same counter: see `brake`.
             let capacity = self.campaign.shard_capacity(shard);
             if !brake::is_engaged(taken) && brake::count(taken) <= capacity {
                 return Ok(Ok(shard));
@@ -704,10 +705,12 @@ mod tests {
                 .await
                 .expect("before the pause");
             // A claim that read the register before the pause reaches the stock after it.
-            brake::request(&store, &campaign("brake"), true)
+            brake::Brake::claims(&campaign("brake"))
+                .request(&store, true)
                 .await
                 .expect("brake");
-            brake::apply(&store, &campaign("brake"), ts(NOW))
+            brake::Brake::claims(&campaign("brake"))
+                .apply(&store, ts(NOW))
                 .await
                 .expect("brake");
             let refused = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(1)).await;
@@ -716,10 +719,12 @@ mod tests {
             let again = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(2)).await;
             assert_eq!(again.unwrap_err(), Error::CampaignPaused);
             assert_eq!(read_counter(&store, &keys.positions("b")).await, Ok(0));
-            brake::request(&store, &campaign("brake"), false)
+            brake::Brake::claims(&campaign("brake"))
+                .request(&store, false)
                 .await
                 .expect("release");
-            brake::apply(&store, &campaign("brake"), ts(NOW))
+            brake::Brake::claims(&campaign("brake"))
+                .apply(&store, ts(NOW))
                 .await
                 .expect("release");
             let retried = claim(&store, &user("b"), "k", request("brake"), ts(NOW), code(3))

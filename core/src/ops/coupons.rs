@@ -147,5 +147,9 @@ pub(crate) fn applies(held: &Held, order: &Order, now: Timestamp) -> Result<Amou
     if !campaign.accepts_categories(&order.categories) {
         return Err(Reason::CategoryNotEligible);
     }
+    // Last: what would apply once the operator unfreezes.
+    if held.frozen {
+        return Err(Reason::RedemptionsFrozen);
+    }
     Ok(campaign.discount.amount_off(order.amount))
 }

@@ -244,7 +244,8 @@ mod tests {
     }
 
     fn seen(store: &MemoryStore, code: &str, now: &str) -> (CouponState, String) {
-        let view = block_on(get(store, &UserId("alice".into()), code, ts(now))).expect("coupon");
+        let view =
+            block_on(get(store, Some(&UserId("alice".into())), code, ts(now))).expect("coupon");
         (view.state, view.expires_at)
     }
 

@@ -12,11 +12,21 @@
 //!
 //! The entries (`{code} {generation}`) are also the record of who was
 //! counted, for whoever reconciles.
+//!
+//! A [brake](super::brake) may hold a ledger's position counter (the
+//! redemptions' freeze): a writer whose increment meets it engaged writes
+//! no record, only [`EMPTY`] at its position, which the next settle counts
+//! as empty at once (were that write lost, the position would be settled
+//! as a dead writer's).
 
+use super::brake;
 use crate::error::Result;
 use crate::lease::{self, Ownership};
 use crate::store::{Store, StoreResult, read_counter};
 use jiff::Timestamp;
+
+/// The entry of a position its writer left empty on purpose.
+const EMPTY: &[u8] = b"-";
 
 /// Positions read per round trip while settling.
 const CHUNK: u32 = 256;
@@ -30,6 +40,11 @@ impl Ledger {
         Ledger(key)
     }
 
+    /// The key of the position counter (a brake may hold it).
+    pub fn counter(&self) -> &str {
+        &self.0
+    }
+
     /// Writes `record`, counted: takes the next position, then writes the
     /// record and the entry `{code} {generation}` there in one `set_many`.
     pub async fn record(
@@ -41,6 +56,27 @@ impl Ledger {
     ) -> StoreResult<()> {
         self.record_many(store, vec![(record, code.to_string(), generation)])
             .await
+    }
+
+    /// Like [`record`](Self::record), unless the increment meets the brake
+    /// engaged: then nothing is written, its position is left empty, and the
+    /// answer is `false`.
+    pub async fn record_unless_braked(
+        &self,
+        store: &impl Store,
+        record: (String, Vec<u8>),
+        code: &impl std::fmt::Display,
+        generation: i64,
+    ) -> StoreResult<bool> {
+        let taken = store.increment(&self.0, 1).await?;
+        if brake::is_engaged(taken) {
+            // Best effort: a lost marker costs a lease's wait in the settle.
+            let _ = store.set(&self.entry_key(brake::count(taken)), EMPTY).await;
+            return Ok(false);
+        }
+        let entry = self.entry(brake::count(taken), code, generation);
+        store.set_many(&[record, entry]).await?;
+        Ok(true)
     }
 
     /// Writes `records`, each counted as [`record`](Self::record) counts one:
@@ -57,16 +93,25 @@ impl Ledger {
         if n == 0 {
             return Ok(());
         }
-        let last = store.increment(&self.0, n).await?;
+        let last = brake::count(store.increment(&self.0, n).await?);
         let mut entries = Vec::with_capacity(records.len() * 2);
         for (position, (record, code, generation)) in (last - n + 1..).zip(records) {
             entries.push(record);
-            entries.push((
-                self.entry_key(position),
-                format!("{code} {generation}").into_bytes(),
-            ));
+            entries.push(self.entry(position, &code, generation));
         }
         store.set_many(&entries).await
+    }
+
+    fn entry(
+        &self,
+        position: i64,
+        code: &impl std::fmt::Display,
+        generation: i64,
+    ) -> (String, Vec<u8>) {
+        (
+            self.entry_key(position),
+            format!("{code} {generation}").into_bytes(),
+        )
     }
 
     fn entry_key(&self, position: i64) -> String {
@@ -109,7 +154,7 @@ pub async fn count(store: &impl Store, ledgers: &[Ledger]) -> StoreResult<i64> {
     let settled = store.get_many(&settled).await?;
     let mut total: i64 = 0;
     for (ledger, settled) in ledgers.iter().zip(settled) {
-        let taken = read_counter(store, &ledger.0).await?;
+        let taken = brake::count(read_counter(store, &ledger.0).await?);
         total = total.saturating_add(taken - Settled::parse(settled.as_deref()).empty);
     }
     Ok(total)
@@ -141,7 +186,7 @@ pub async fn settle<S: Store>(
     if spend(0) == 0 {
         return Ok(Settle::Stopped);
     }
-    let taken = read_counter(store, &ledger.0).await?;
+    let taken = brake::count(read_counter(store, &ledger.0).await?);
     let key = ledger.settled_key();
     let mut settled = Settled::parse(store.get(&key).await?.as_deref());
     let start = settled;
@@ -159,6 +204,10 @@ pub async fn settle<S: Store>(
         let mut waiting = false;
         for (position, entry) in positions.iter().zip(store.get_many(&positions).await?) {
             let done = match entry {
+                Some(entry) if entry == EMPTY => {
+                    settled.empty += 1;
+                    true
+                }
                 Some(entry) => confirm(&entry).await?,
                 None => match lease::lapsed(store, position, 1, now).await? {
                     Ownership::Lapsed => {

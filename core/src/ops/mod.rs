@@ -4,6 +4,7 @@
 //! an [`Error`](crate::error::Error). Every decision that must hold under
 //! concurrency is taken by an atomic increment (see [`crate::keys`]).
 
+pub mod brake;
 pub mod campaigns;
 pub mod claim;
 pub mod coupons;
@@ -146,8 +147,8 @@ pub(crate) struct Asker<'a> {
 
 /// Loads a coupon with its campaign and ending, in two round trips: the
 /// coupon with its generation and first ending (and the asker's misses this
-/// minute), then the campaign with its dating (and the ending of a later
-/// generation). An `asker` must hold it: anyone else is told it does not
+/// minute), then the campaign with its dating and freeze (and the ending of a
+/// later generation). An `asker` must hold it: anyone else is told it does not
 /// exist, the same as a made-up code, and the miss is counted. A mistyped
 /// code (its check character is wrong) is refused without a store read.
 pub(crate) async fn load_held(
@@ -191,11 +192,12 @@ pub(crate) async fn load_held(
     };
     let generation = decode_generation(&keys, generation.as_deref())?;
     let campaign_keys = CampaignKeys::new(&record.campaign_id);
-    let [campaign, dating, later_end] = get_array(
+    let [campaign, dating, freeze, later_end] = get_array(
         store,
         [
             campaign_keys.record(),
             campaign_keys.dating(),
+            campaign_keys.freeze(),
             // Generation 0's ending came with the record: ask for an absent key.
             keys.end(generation.max(1)),
         ],
@@ -219,6 +221,7 @@ pub(crate) async fn load_held(
         generation,
         ending,
         dating,
+        frozen: brake::is_on_stored(freeze.as_deref()),
     })
 }
 

@@ -17,7 +17,7 @@
 //! back twice; the fence comes down a lease after the count was first done,
 //! so no sweep still counting can act on a moving counter.
 
-use super::campaigns::brake;
+use super::brake;
 use crate::campaign::Campaign;
 use crate::error::Result;
 use crate::expiry::YearMonth;

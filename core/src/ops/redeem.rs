@@ -44,6 +44,7 @@ pub async fn redeem(
     let discount = applies(&held, &request.order, now).map_err(|reason| match reason {
         Reason::Expired => Error::Expired,
         Reason::AlreadyRedeemed => Error::AlreadyRedeemed,
+        Reason::RedemptionsFrozen => Error::RedemptionsFrozen,
         other => Error::RuleFailed(other),
     })?;
     let keys = CouponKeys::new(&held.code);
@@ -68,12 +69,17 @@ pub async fn redeem(
         payable_amount: request.order.amount.saturating_sub(discount),
         redeemed_at: render(now, &held.zone),
     };
-    // Counted with the ending, in one write (see `ledger`).
+    // Counted with the ending, in one write (see `ledger`), unless the
+    // freeze is on: the ledger's own increment tells (see `brake`). The lock
+    // then lapses as a dead redeemer's would.
     let ending = (end_key, encode(&Ending::Redeemed(redemption.clone())));
-    CampaignKeys::new(&held.campaign.id)
+    let written = CampaignKeys::new(&held.campaign.id)
         .redemptions(held.shard())
-        .record(store, ending, &held.code, held.generation)
+        .record_unless_braked(store, ending, &held.code, held.generation)
         .await?;
+    if !written {
+        return Err(Error::RedemptionsFrozen);
+    }
     Ok(Redeemed {
         redemption,
         replayed: false,
@@ -548,5 +554,143 @@ mod tests {
             let stats = get(&store, &CampaignId::parse("c").expect("id")).await;
             assert_eq!(stats.expect("stats").stats.redeemed, 0);
         });
+    }
+
+    fn set_frozen_at(store: &MemoryStore, frozen: bool, at: Timestamp) -> bool {
+        let id = CampaignId::parse("c").expect("id");
+        block_on(crate::ops::campaigns::set_frozen(store, &id, frozen, at))
+            .expect("freeze")
+            .frozen
+    }
+
+    #[test]
+    fn a_freeze_stops_redemptions_that_passed_the_fast_path_until_the_unfreeze() {
+        let (store, alice, code) = setup();
+        let t0 = ts(NOW);
+        assert!(set_frozen_at(&store, true, t0));
+        // Read while frozen: refused before any write, and validation says so.
+        let refused = block_on(redeem(&store, &alice, redemption(&code, "o1"), t0));
+        assert_eq!(refused.unwrap_err(), Error::RedemptionsFrozen);
+        let held = block_on(load_held(&store, &code, None)).expect("held");
+        let order = order("o1", 3_000);
+        assert_eq!(applies(&held, &order, t0), Err(Reason::RedemptionsFrozen));
+        // A redemption that read the campaign before the freeze (a stale
+        // transition counter) meets the brake at its ledger increment.
+        let freeze = CampaignKeys::new(&held.campaign.id).freeze();
+        block_on(store.increment(&freeze, 1)).expect("stale counter");
+        let late = block_on(redeem(&store, &alice, redemption(&code, "o1"), t0));
+        assert_eq!(late.unwrap_err(), Error::RedemptionsFrozen);
+        let keys = CouponKeys::new(&held.code);
+        assert_eq!(
+            block_on(store.get(&keys.end(0))),
+            Ok(None),
+            "an ending was written"
+        );
+        block_on(store.increment(&freeze, 1)).expect("frozen again");
+        assert!(!set_frozen_at(&store, false, t0));
+        // Its lock lapses as a dead redeemer's would: a lease later the
+        // coupon redeems, once.
+        let soon = block_on(redeem(&store, &alice, redemption(&code, "o1"), t0));
+        assert_eq!(soon.unwrap_err(), Error::RequestInProgress);
+        let later = t0 + lease::LEASE;
+        let redeemed = block_on(redeem(&store, &alice, redemption(&code, "o1"), later));
+        assert!(!redeemed.expect("after the unfreeze").replayed);
+        // The refused position is settled empty: counted exactly once.
+        block_on(sweep(
+            &store,
+            ExpirationRequest::default(),
+            later + lease::LEASE,
+            || false,
+        ))
+        .expect("sweep");
+        assert_eq!(stats(&store).redeemed, 1);
+    }
+
+    #[test]
+    fn once_a_freeze_is_acknowledged_no_redemption_is() {
+        let store = MemoryStore::default();
+        let id = CampaignId::parse("c").expect("id");
+        let mut c = campaign("c");
+        c.stock = 200;
+        c.shards = 4;
+        let codes: Vec<(UserId, String)> = block_on(async {
+            create(&store, c, crate::ops::testing::setup_time())
+                .await
+                .expect("campaign");
+            let mut codes = Vec::new();
+            for i in 0..100u8 {
+                let user = UserId(format!("u{i}"));
+                let request = ClaimRequest {
+                    campaign_id: id.clone(),
+                };
+                let code = CouponCode::from_random([i; crate::code::RANDOM_BYTES]);
+                let claimed = claim(&store, &user, "k", request, ts(NOW), code)
+                    .await
+                    .expect("claim");
+                codes.push((user, claimed.coupon.code));
+            }
+            codes
+        });
+        let acknowledged = std::cell::Cell::new(false);
+        let (results, at_ack) = block_on(async {
+            let store = &store;
+            let storm = join_all(codes.iter().enumerate().map(|(i, (user, code))| {
+                let acknowledged = &acknowledged;
+                async move {
+                    let result =
+                        redeem(store, user, redemption(code, &format!("o{i}")), ts(NOW)).await;
+                    (result, acknowledged.get())
+                }
+            }));
+            let freeze = async {
+                let recorded = || {
+                    let increments = store.increments.borrow();
+                    increments
+                        .iter()
+                        .filter(|(k, d)| k.contains(":redemptions:") && *d == 1)
+                        .count()
+                };
+                while recorded() < 30 {
+                    crate::store::memory::yield_now().await;
+                }
+                let view = crate::ops::campaigns::set_frozen(store, &id, true, ts(NOW))
+                    .await
+                    .expect("freeze");
+                acknowledged.set(true);
+                view.stats.redeemed
+            };
+            futures::future::join(storm, freeze).await
+        });
+        let ok = results.iter().filter(|(r, _)| r.is_ok()).count() as i64;
+        assert!(
+            ok > 0 && ok < 100,
+            "the freeze must land inside the storm: {ok} redeemed"
+        );
+        // Counted at the acknowledgement: redemptions in flight past their
+        // increment included, and nothing beyond.
+        assert!(
+            ok <= at_ack,
+            "{ok} redeemed, {at_ack} counted when the freeze was acknowledged"
+        );
+        for (result, after_ack) in &results {
+            match result {
+                Ok(_) => {}
+                Err(e) => assert_eq!(*e, Error::RedemptionsFrozen, "after ack: {after_ack}"),
+            }
+        }
+        // Every refusal wrote no record, only its empty marker: one sweep
+        // settles the ledgers to exactly the redemptions acknowledged.
+        block_on(sweep(&store, ExpirationRequest::default(), ts(NOW), || {
+            false
+        }))
+        .expect("sweep");
+        assert_eq!(stats(&store).redeemed, ok);
+        let ended = store
+            .values
+            .borrow()
+            .keys()
+            .filter(|k| k.starts_with("k:") && k.ends_with(":end:0"))
+            .count() as i64;
+        assert_eq!(ended, ok);
     }
 }

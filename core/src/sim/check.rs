@@ -3,7 +3,7 @@
 //! implementation).
 
 use super::clients::{Ctx, Event, Scenario, sweep_to_end};
-use super::exec::{Call, Executor};
+use super::exec::{Call, Executor, World};
 use crate::auth::UserId;
 use crate::campaign::CampaignId;
 use crate::code::{CouponCode, RANDOM_BYTES};
@@ -151,6 +151,7 @@ fn records(exec: &Executor, ctx: &Ctx, scenario: &Scenario, violations: &mut Vec
                 code,
                 order,
                 replayed,
+                ..
             } => {
                 if !ended_by(code, order) {
                     violations.push(format!(
@@ -169,6 +170,7 @@ fn records(exec: &Executor, ctx: &Ctx, scenario: &Scenario, violations: &mut Vec
             _ => {}
         }
     }
+    check_freezes(&world, &events, violations);
     // Once a pause has answered, no claim takes stock until a resume starts.
     for event in events.iter() {
         let Event::Claimed {
@@ -182,16 +184,9 @@ fn records(exec: &Executor, ctx: &Ctx, scenario: &Scenario, violations: &mut Vec
         else {
             continue;
         };
-        let took = world
-            .applied
-            .iter()
-            .filter(|a| a.task == *task && a.step > *from && a.step <= *to)
-            .filter_map(|a| match &a.call {
-                Call::Increment(k, 1) if k.contains(":claimed:") => Some(a.step),
-                _ => None,
-            })
-            .next_back();
-        let Some(took) = took else { continue };
+        let Some(took) = last_increment(&world, *task, (*from, *to), ":claimed:") else {
+            continue;
+        };
         for pause in events.iter() {
             let Event::PauseAnswered { campaign: c, step } = pause else {
                 continue;
@@ -211,6 +206,62 @@ fn resume_started(events: &[Event], campaign: &CampaignId, until: u64) -> bool {
     events.iter().any(
         |e| matches!(e, Event::ResumeStarted { campaign: c, step } if c == campaign && *step <= until),
     )
+}
+
+/// The step of `task`'s last `+1` to a key containing `needle` within
+/// `steps`: where an answered attempt took its stock or ledger position.
+fn last_increment(world: &World, task: usize, (from, to): (u64, u64), needle: &str) -> Option<u64> {
+    world
+        .applied
+        .iter()
+        .filter(|a| a.task == task && a.step > from && a.step <= to)
+        .filter_map(|a| match &a.call {
+            Call::Increment(k, 1) if k.contains(needle) => Some(a.step),
+            _ => None,
+        })
+        .next_back()
+}
+
+/// Once a freeze has answered, no redemption is counted (its ledger
+/// increment) until an unfreeze starts.
+fn check_freezes(world: &World, events: &[Event], violations: &mut Vec<String>) {
+    let campaign_of: BTreeMap<&str, &CampaignId> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Claimed { code, campaign, .. } => Some((code.as_str(), campaign)),
+            _ => None,
+        })
+        .collect();
+    for event in events {
+        let Event::Redeemed {
+            task,
+            code,
+            replayed: false,
+            steps: (from, to),
+            ..
+        } = event
+        else {
+            continue;
+        };
+        let took = last_increment(world, *task, (*from, *to), ":redemptions:");
+        let (Some(took), Some(campaign)) = (took, campaign_of.get(code.as_str())) else {
+            continue;
+        };
+        let unfrozen = events.iter().any(|e| {
+            matches!(e, Event::UnfreezeStarted { campaign: c, step } if c == *campaign && *step <= took)
+        });
+        for freeze in events {
+            if let Event::FreezeAnswered { campaign: c, step } = freeze
+                && c == *campaign
+                && *step < took
+                && !unfrozen
+            {
+                violations.push(format!(
+                    "{code}: redeemed at step {took}, after a freeze answered at step {step}"
+                ));
+            }
+        }
+    }
 }
 
 fn probe_user(name: &str) -> UserId {
@@ -279,6 +330,12 @@ async fn probe(
         if view.paused {
             problems.push(format!(
                 "{}: paused after every operator's last call was a resume",
+                campaign.id
+            ));
+        }
+        if view.frozen {
+            problems.push(format!(
+                "{}: frozen after every operator's last call was an unfreeze",
                 campaign.id
             ));
         }

@@ -30,6 +30,8 @@ pub struct Scenario {
     pub claims: Vec<(usize, String, String)>,
     /// Operators per campaign, each one pause then one resume.
     pub operators: Vec<usize>,
+    /// Operators per campaign, each one freeze then one unfreeze.
+    pub freezers: Vec<usize>,
     pub redatings: Vec<usize>,
     /// A campaign two operators create at once, under faults.
     pub late_campaign: Option<Campaign>,
@@ -74,13 +76,18 @@ impl Scenario {
             late.id = CampaignId::parse("late").expect("id");
             late
         });
+        let fault_steps = rng.range(50, 400) as u64;
+        let freezers = (0..campaigns.len())
+            .flat_map(|c| std::iter::repeat_n(c, rng.range(0, 2) as usize))
+            .collect();
         Scenario {
             campaigns,
             claims,
             operators,
+            freezers,
             redatings,
             late_campaign,
-            fault_steps: rng.range(50, 400) as u64,
+            fault_steps,
         }
     }
 }
@@ -98,9 +105,12 @@ pub enum Event {
         steps: (u64, u64),
     },
     Redeemed {
+        task: usize,
         code: String,
         order: String,
         replayed: bool,
+        /// Store steps the answering attempt ran between.
+        steps: (u64, u64),
     },
     Cancelled {
         code: String,
@@ -111,6 +121,14 @@ pub enum Event {
         step: u64,
     },
     ResumeStarted {
+        campaign: CampaignId,
+        step: u64,
+    },
+    FreezeAnswered {
+        campaign: CampaignId,
+        step: u64,
+    },
+    UnfreezeStarted {
         campaign: CampaignId,
         step: u64,
     },
@@ -195,13 +213,14 @@ impl Ctx {
 }
 
 /// Answers a client retries, as the README says: the store failed, the
-/// same request is in progress, the brake is on, the rate ceiling.
+/// same request is in progress, a brake is on, the rate ceiling.
 fn retryable(e: &Error) -> bool {
     matches!(
         e,
         Error::StoreUnavailable(_)
             | Error::RequestInProgress
             | Error::CampaignPaused
+            | Error::RedemptionsFrozen
             | Error::RateLimited
     )
 }
@@ -271,6 +290,10 @@ pub fn spawn_all(exec: &mut Executor, ctx: &Rc<Ctx>, scenario: &Scenario) {
     for &c in &scenario.operators {
         let (task, ctx) = (exec.next_task(), ctx.clone());
         exec.spawn(async move { operator(&ctx, task, c).await });
+    }
+    for &c in &scenario.freezers {
+        let (task, ctx) = (exec.next_task(), ctx.clone());
+        exec.spawn(async move { freezer(&ctx, task, c).await });
     }
     for &c in &scenario.redatings {
         let (task, ctx) = (exec.next_task(), ctx.clone());
@@ -398,11 +421,13 @@ async fn redeem_once(
     })
     .await;
     match answer {
-        Some((Ok(r), _)) => {
+        Some((Ok(r), steps)) => {
             ctx.events.borrow_mut().push(Event::Redeemed {
+                task,
                 code: request.code.clone(),
                 order: format!("o{task}"),
                 replayed: r.replayed,
+                steps,
             });
             true
         }
@@ -440,6 +465,34 @@ async fn operator(ctx: &Ctx, task: usize, c: usize) {
     });
     with_retries(ctx, task, "resume", |now| {
         campaigns::set_paused(&ctx.store, &id, false, now)
+    })
+    .await;
+}
+
+/// Freezes a campaign's redemptions for a while, during the checkouts.
+async fn freezer(ctx: &Ctx, task: usize, c: usize) {
+    let id = ctx.campaigns[c].id.clone();
+    ctx.sleep_between(0, 90_000).await;
+    let frozen = with_retries(ctx, task, "freeze", |now| {
+        campaigns::set_frozen(&ctx.store, &id, true, now)
+    })
+    .await;
+    if let Some((Ok(view), _)) = frozen
+        && view.frozen
+    {
+        ctx.events.borrow_mut().push(Event::FreezeAnswered {
+            campaign: id.clone(),
+            step: ctx.step(),
+        });
+    }
+    ctx.sleep_between(0, 10_000).await;
+    let step = ctx.step();
+    ctx.events.borrow_mut().push(Event::UnfreezeStarted {
+        campaign: id.clone(),
+        step,
+    });
+    with_retries(ctx, task, "unfreeze", |now| {
+        campaigns::set_frozen(&ctx.store, &id, false, now)
     })
     .await;
 }

@@ -30,6 +30,7 @@ pub const CASES: &[Case] = cases![
     claim_validate_redeem_cancel_redeem_again,
     limits_answer_sold_out_and_per_user,
     pause_stops_claims_and_resume_lets_the_same_key_through,
+    freeze_stops_redemptions_until_unfreeze,
     redating_moves_every_outstanding_coupon,
     the_sweep_pages_through_as_of_and_expires_nothing_valid,
     parallel_claims_never_exceed_the_stock,
@@ -466,6 +467,46 @@ fn pause_stops_claims_and_resume_lets_the_same_key_through(t: &Target) -> Outcom
         (&json!(2), &json!(8)),
         "stats",
     )
+}
+
+fn freeze_stops_redemptions_until_unfreeze(t: &Target) -> Outcome {
+    let id = create(t, json!({}))?;
+    let code = claimed(t, "alice", &id)?;
+    let frozen = t.post(
+        Who::Operator,
+        &format!("/campaigns/{id}/freeze"),
+        &Value::Null,
+    )?;
+    let view = frozen.expect_status(200)?;
+    ensure_eq(
+        (&view["frozen"], &view["paused"]),
+        (&json!(true), &json!(false)),
+        "frozen",
+    )?;
+    let refused = redeem(t, "alice", &code, order("o1", 8800))?;
+    refused.expect_error(503, "redemptions_frozen")?;
+    ensure(refused.header("retry-after").is_some(), || {
+        "no Retry-After".into()
+    })?;
+    // Claims go on while redemptions are frozen.
+    claimed(t, "bob", &id)?;
+    ensure_eq(
+        &stats(t, &id)?["redeemed"],
+        &json!(0),
+        "redeemed while frozen",
+    )?;
+    let thawed = t.post(
+        Who::Operator,
+        &format!("/campaigns/{id}/unfreeze"),
+        &Value::Null,
+    )?;
+    ensure_eq(
+        &thawed.expect_status(200)?["frozen"],
+        &json!(false),
+        "unfrozen",
+    )?;
+    redeem(t, "alice", &code, order("o1", 8800))?.expect_status(201)?;
+    ensure_eq(&stats(t, &id)?["redeemed"], &json!(1), "redeemed")
 }
 
 fn redating_moves_every_outstanding_coupon(t: &Target) -> Outcome {
