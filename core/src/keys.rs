@@ -14,6 +14,8 @@
 //! | `c:{id}:owner` | lease | owns writing `c:{id}` (see `lease`: a creator that died is taken over) |
 //! | `c:{id}:brake` | counter | pauses and resumes so far: odd is paused (below 10^6: read with `get` in a batch) |
 //! | `c:{id}:brake:{shard}:{level}` | lease | owns moving the shard's brake to `level` (see `lease`) |
+//! | `c:{id}:pauses:{n}` | record | the n-th transition of the claims brake (odd: a pause): when, who, why |
+//! | `c:{id}:freezes:{n}` | record | the n-th transition of the redemptions brake (odd: a freeze): when, who, why |
 //! | `c:{id}:freeze` | counter | freezes and unfreezes of redemptions so far: odd is frozen (below 10^6: read with `get` in a batch) |
 //! | `c:{id}:freeze:{shard}:{level}` | lease | owns moving the shard's redemption ledger to brake `level` |
 //! | `c:{id}:claimed:{shard}` | counter | coupons taken from the shard's stock, plus 2^40 per brake level: braked while the level is odd |
@@ -99,6 +101,12 @@ impl CampaignKeys {
     }
     pub fn brake_step(&self, shard: u32, level: i64) -> String {
         self.sub(&format!("brake:{shard}:{level}"))
+    }
+    pub fn brake_record(&self, transition: i64) -> String {
+        self.sub(&format!("pauses:{transition}"))
+    }
+    pub fn freeze_record(&self, transition: i64) -> String {
+        self.sub(&format!("freezes:{transition}"))
     }
     pub fn freeze(&self) -> String {
         self.sub("freeze")

@@ -215,7 +215,10 @@ def run(driver, storms):
     shot("live")
 
     # Pause: confirmed in a dialog naming the campaign; once the answer shows,
-    # every claim sent gets 503 campaign_paused.
+    # every claim sent gets 503 campaign_paused. Who and why go on record.
+    note = el("note")
+    note.find_element(By.NAME, "changed_by").send_keys("browser-test")
+    note.find_element(By.NAME, "reason").send_keys("bots in the storm")
     el("pause").click()
     wait.until(lambda d: el("confirm").is_displayed())
     check(CAMPAIGN in text("confirm-text"), f"the confirmation does not name the campaign: {text('confirm-text')}")
@@ -237,6 +240,13 @@ def run(driver, storms):
     for name in STATS:
         on_page = number(f"n-{name}")
         check(on_page == view["stats"][name], f"{name}: the page says {on_page}, the API {view['stats'][name]}")
+    # The brake's audit shows the pause with who and why, as the API has it.
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#brakes tbody tr")) == 1)
+    cells = [c.text for c in el("brakes").find_elements(By.CSS_SELECTOR, "tbody td")]
+    check(cells[1:] == ["pause", "browser-test", "bots in the storm"], f"the brake history row: {cells}")
+    status, audit = api("GET", f"/campaigns/{CAMPAIGN}/brakes")
+    check(status == 200 and audit["transitions"][0]["reason"] == "bots in the storm",
+          f"the API's brake history: {status} {audit}")
     shot("paused")
 
     # Resume: claims are issued again.

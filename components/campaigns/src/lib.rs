@@ -1,12 +1,14 @@
 //! The operator's campaign API: `POST /campaigns`, `GET /campaigns` (paged),
 //! `GET /campaigns/{id}`,
 //! `POST /campaigns/{id}/pause` and `/resume` (claims),
-//! `POST /campaigns/{id}/freeze` and `/unfreeze` (redemptions), and re-dating with
+//! `POST /campaigns/{id}/freeze` and `/unfreeze` (redemptions), each recorded
+//! with who and why (`GET /campaigns/{id}/brakes`), and re-dating with
 //! `PUT /campaigns/{id}/expiry` (`GET` lists the changes).
 
 use coupon_core::Error;
 use coupon_core::api::{Reply, query_param};
 use coupon_core::campaign::CampaignId;
+use coupon_core::ops::brake::Note;
 use coupon_core::ops::campaigns::{self, Created};
 use coupon_core::ops::dating;
 use coupon_spin::serve;
@@ -18,6 +20,14 @@ async fn handle(request: Request) -> impl IntoResponse {
         let segments = call.segments_after("/campaigns").ok_or(Error::NotFound)?;
         call.admin().await?;
         let id = |s: &str| CampaignId::parse(s).ok_or(Error::CampaignNotFound);
+        // A brake's body is optional (empty or `null`): `{"changed_by",
+        // "reason"}` for the record.
+        let note = || -> Result<Note, Error> {
+            match call.body_is_empty() {
+                true => Ok(Note::default()),
+                false => Ok(call.json::<Option<Note>>()?.unwrap_or_default()),
+            }
+        };
         match (&call.method, segments.as_slice()) {
             (&Method::POST, []) => {
                 let (created, view) = campaigns::create(store, call.json()?, call.now).await?;
@@ -50,23 +60,27 @@ async fn handle(request: Request) -> impl IntoResponse {
             )),
             (&Method::POST, [campaign, "pause"]) => Ok(Reply::json(
                 200,
-                &campaigns::set_paused(store, &id(campaign)?, true, call.now).await?,
+                &campaigns::set_paused(store, &id(campaign)?, true, note()?, call.now).await?,
             )),
             (&Method::POST, [campaign, "resume"]) => Ok(Reply::json(
                 200,
-                &campaigns::set_paused(store, &id(campaign)?, false, call.now).await?,
+                &campaigns::set_paused(store, &id(campaign)?, false, note()?, call.now).await?,
             )),
             (&Method::POST, [campaign, "freeze"]) => Ok(Reply::json(
                 200,
-                &campaigns::set_frozen(store, &id(campaign)?, true, call.now).await?,
+                &campaigns::set_frozen(store, &id(campaign)?, true, note()?, call.now).await?,
             )),
             (&Method::POST, [campaign, "unfreeze"]) => Ok(Reply::json(
                 200,
-                &campaigns::set_frozen(store, &id(campaign)?, false, call.now).await?,
+                &campaigns::set_frozen(store, &id(campaign)?, false, note()?, call.now).await?,
             )),
             (&Method::PUT, [campaign, "expiry"]) => Ok(Reply::json(
                 200,
                 &dating::redate(store, &id(campaign)?, call.json()?, call.now).await?,
+            )),
+            (&Method::GET, [campaign, "brakes"]) => Ok(Reply::json(
+                200,
+                &campaigns::brake_history(store, &id(campaign)?).await?,
             )),
             (&Method::GET, [campaign, "expiry"]) => Ok(Reply::json(
                 200,
@@ -78,6 +92,7 @@ async fn handle(request: Request) -> impl IntoResponse {
                 Err(Error::MethodNotAllowed { allow: "POST" })
             }
             (_, [_, "expiry"]) => Err(Error::MethodNotAllowed { allow: "GET, PUT" }),
+            (_, [_, "brakes"]) => Err(Error::MethodNotAllowed { allow: "GET" }),
             _ => Err(Error::NotFound),
         }
     })

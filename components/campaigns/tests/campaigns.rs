@@ -239,6 +239,59 @@ async fn freeze_stops_redemptions_and_nothing_else_until_unfreeze() {
 }
 
 #[tokio::test]
+async fn each_brake_transition_is_recorded_with_who_and_why() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let why = json!({"changed_by": "ana", "reason": "bots"});
+    let paused = t.operator("POST", "/campaigns/spring/pause", why).await;
+    assert_eq!(paused.status, 200, "{:#}", paused.body);
+    t.set_now("2028-02-10T10:05:00+08:00");
+    t.operator(
+        "POST",
+        "/campaigns/spring/freeze",
+        json!({"changed_by": "bo"}),
+    )
+    .await;
+    t.set_now("2028-02-10T10:06:00+08:00");
+    t.operator("POST", "/campaigns/spring/resume", Value::Null)
+        .await;
+    let history = t
+        .operator("GET", "/campaigns/spring/brakes", Value::Null)
+        .await;
+    assert_eq!(history.status, 200, "{:#}", history.body);
+    let transitions = history.body["transitions"].as_array().expect("a list");
+    let at = transitions[0]["at"].clone();
+    assert_eq!(
+        transitions[0],
+        json!({"brake": "claims", "transition": 1, "action": "pause", "at": at,
+               "changed_by": "ana", "reason": "bots"})
+    );
+    let rest: Vec<_> = transitions[1..]
+        .iter()
+        .map(|t| (t["action"].clone(), t["changed_by"].clone()))
+        .collect();
+    assert_eq!(
+        rest,
+        [
+            (json!("freeze"), json!("bo")),
+            (json!("resume"), Value::Null)
+        ]
+    );
+    // A bad body is 400 naming the field, and moves no brake.
+    let before = t.state();
+    for (body, field) in [
+        (json!({"reason": "x".repeat(501)}), "reason"),
+        (json!({"changed_by": "x".repeat(65)}), "changed_by"),
+        (json!({"who": "ana"}), "who"),
+    ] {
+        let answer = t.operator("POST", "/campaigns/spring/unfreeze", body).await;
+        answer.assert_error(400, "invalid_request");
+        assert_eq!(answer.body["error"]["field"], field);
+    }
+    assert_eq!(t.state(), before);
+}
+
+#[tokio::test]
 async fn unknown_campaigns_are_404() {
     let t = TestApp::new().await;
     t.operator("GET", "/campaigns/nope", Value::Null)

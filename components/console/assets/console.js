@@ -210,7 +210,7 @@ async function loadHistory() {
   if (id !== selected || !answer.ok) return;
   const rows = answer.data.changes.map((c) => {
     const row = document.createElement('tr');
-    for (const text of [c.revision, c.changed_at, c.changed_by, ruleText(c.from), ruleText(c.to), c.revive_expired ? 'yes' : 'no']) {
+    for (const text of [c.revision, c.changed_at, c.changed_by, ruleText(c.from), ruleText(c.to), c.revive_expired ? 'yes' : 'no', c.reason || '']) {
       const cell = document.createElement('td');
       cell.textContent = text;
       row.append(cell);
@@ -218,6 +218,24 @@ async function loadHistory() {
     return row;
   });
   $('history').tBodies[0].replaceChildren(...rows);
+  await loadBrakes();
+}
+
+// Every pause, resume, freeze and unfreeze, newest first.
+async function loadBrakes() {
+  const id = selected;
+  const answer = await api('GET', `/campaigns/${encodeURIComponent(id)}/brakes`);
+  if (id !== selected || !answer.ok) return;
+  const rows = answer.data.transitions.slice().reverse().map((t) => {
+    const row = document.createElement('tr');
+    for (const text of [t.at, t.action, t.changed_by || '', t.reason || '']) {
+      const cell = document.createElement('td');
+      cell.textContent = text;
+      row.append(cell);
+    }
+    return row;
+  });
+  $('brakes').tBodies[0].replaceChildren(...rows);
 }
 
 // --- actions ---
@@ -255,7 +273,13 @@ async function brake(action) {
   const b = BRAKES[action];
   const verb = action[0].toUpperCase() + action.slice(1);
   if (!(await confirmed(`${verb} ${b.what} of campaign “${id}”? ${b.consequence}`))) return;
-  const answer = await api('POST', `/campaigns/${encodeURIComponent(id)}/${action}`);
+  const note = $('note').elements;
+  const body = {};
+  for (const name of ['changed_by', 'reason']) {
+    const value = note[name].value.trim();
+    if (value) body[name] = value;
+  }
+  const answer = await api('POST', `/campaigns/${encodeURIComponent(id)}/${action}`, body);
   if (!answer.ok) {
     $('action-result').textContent = `${verb} failed: ${problem(answer)}`;
     return;
@@ -263,6 +287,7 @@ async function brake(action) {
   const engaged = answer.data[b.flag];
   $('action-result').textContent = `The API answered: ${engaged === b.on ? b.done : `${b.flag} is ${engaged}`}.`;
   show(answer.data);
+  await loadBrakes();
   await loadCampaigns(true);
 }
 
@@ -294,6 +319,8 @@ $('redate-form').addEventListener('submit', async (event) => {
     changed_by: form.elements.changed_by.value.trim(),
     revive_expired: form.elements.revive_expired.checked,
   };
+  const reason = form.elements.reason.value.trim();
+  if (reason) body.reason = reason;
   const id = selected;
   const text = `Re-date campaign “${id}” from ${$('redate-from').textContent} to ${ruleText(body.expiry)}?`;
   if (!(await confirmed(text))) return;

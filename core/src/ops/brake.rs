@@ -19,13 +19,25 @@
 //! and the count part never goes negative: no interleaving releases a counter
 //! twice, and once a request has answered engaged no operation on any host
 //! gets past the brake until a release.
+//!
+//! Each transition is recorded once, under its number, with who asked and
+//! why (a [`Note`]): the transition counter's increment hands out the number.
 
 use crate::campaign::Campaign;
 use crate::error::{Error, Result};
 use crate::keys::CampaignKeys;
 use crate::lease::{self, Ownership};
 use crate::store::{SMALL_COUNTER_LIMIT, Store, decode_small_counter, read_counter};
+use crate::time::serde_rfc3339;
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// The longest `changed_by` and `reason` accepted.
+pub const MAX_CHANGED_BY_LEN: usize = super::dating::MAX_CHANGED_BY_LEN;
+pub const MAX_REASON_LEN: usize = 500;
+
+/// Transitions of each brake a history shows: the latest.
+pub const HISTORY: i64 = 100;
 
 /// 2^40: above `MAX_STOCK` plus any number of operations in flight.
 pub const OFFSET: i64 = 1 << 40;
@@ -60,8 +72,73 @@ pub fn is_on_stored(transitions: Option<&[u8]>) -> bool {
         .is_some_and(is_on)
 }
 
+/// Who moves a brake and why: the optional body of a pause, resume, freeze
+/// or unfreeze, recorded with each transition the request makes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Note {
+    #[serde(default)]
+    pub changed_by: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Note {
+    /// Trimmed, with empty values as absent; `invalid_request` if too long.
+    pub fn checked(self) -> Result<Note> {
+        let field = |value: Option<String>, name: &str, max: usize| {
+            let value = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+            match value {
+                Some(v) if v.chars().count() > max => Err(Error::invalid(
+                    name,
+                    format!("must be at most {max} characters"),
+                )),
+                v => Ok(v),
+            }
+        };
+        Ok(Note {
+            changed_by: field(self.changed_by, "changed_by", MAX_CHANGED_BY_LEN)?,
+            reason: field(self.reason, "reason", MAX_REASON_LEN)?,
+        })
+    }
+}
+
+/// Which brake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Claims,
+    Redemptions,
+}
+
+/// What a transition did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Pause,
+    Resume,
+    Freeze,
+    Unfreeze,
+}
+
+/// One transition of a brake, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub brake: Kind,
+    /// Its number: odd ones engage the brake, even ones release it.
+    pub transition: i64,
+    pub action: Action,
+    #[serde(with = "serde_rfc3339")]
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// One brake of one campaign.
 pub struct Brake {
+    kind: Kind,
     keys: CampaignKeys,
     shards: u32,
     /// What engaging and releasing it are called, for the error at the limit.
@@ -69,6 +146,7 @@ pub struct Brake {
     transitions: String,
     counter: fn(&CampaignKeys, u32) -> String,
     step: fn(&CampaignKeys, u32, i64) -> String,
+    record: fn(&CampaignKeys, i64) -> String,
 }
 
 impl Brake {
@@ -76,12 +154,14 @@ impl Brake {
     pub fn claims(campaign: &Campaign) -> Brake {
         let keys = CampaignKeys::new(&campaign.id);
         Brake {
+            kind: Kind::Claims,
             transitions: keys.brake(),
             keys,
             shards: campaign.shard_count(),
             called: "paused and resumed",
             counter: CampaignKeys::claimed,
             step: CampaignKeys::brake_step,
+            record: CampaignKeys::brake_record,
         }
     }
 
@@ -89,12 +169,14 @@ impl Brake {
     pub fn redemptions(campaign: &Campaign) -> Brake {
         let keys = CampaignKeys::new(&campaign.id);
         Brake {
+            kind: Kind::Redemptions,
             transitions: keys.freeze(),
             keys,
             shards: campaign.shard_count(),
             called: "frozen and unfrozen",
             counter: |keys, shard| keys.redemptions(shard).counter().to_owned(),
             step: CampaignKeys::freeze_step,
+            record: CampaignKeys::freeze_record,
         }
     }
 
@@ -104,13 +186,26 @@ impl Brake {
     }
 
     /// Engages (`on`) or releases it on every counter before answering.
-    pub async fn set(&self, store: &impl Store, on: bool, now: Timestamp) -> Result<()> {
-        self.request(store, on).await?;
+    pub async fn set(
+        &self,
+        store: &impl Store,
+        on: bool,
+        note: &Note,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.request(store, on, note, now).await?;
         self.apply(store, now).await
     }
 
-    /// Makes the transition counter say `on`.
-    pub async fn request(&self, store: &impl Store, on: bool) -> Result<()> {
+    /// Makes the transition counter say `on`, recording each transition it
+    /// makes. A transition whose request died before its record has none.
+    pub async fn request(
+        &self,
+        store: &impl Store,
+        on: bool,
+        note: &Note,
+        now: Timestamp,
+    ) -> Result<()> {
         let mut transitions = read_counter(store, &self.transitions).await?;
         while is_on(transitions) != on {
             if transitions >= MAX_TRANSITIONS {
@@ -120,8 +215,35 @@ impl Brake {
                 ));
             }
             transitions = store.increment(&self.transitions, 1).await?;
+            let record = Transition {
+                brake: self.kind,
+                transition: transitions,
+                action: self.action(is_on(transitions)),
+                at: now,
+                changed_by: note.changed_by.clone(),
+                reason: note.reason.clone(),
+            };
+            let key = (self.record)(&self.keys, transitions);
+            store.set(&key, &super::encode(&record)).await?;
         }
         Ok(())
+    }
+
+    fn action(&self, on: bool) -> Action {
+        match (self.kind, on) {
+            (Kind::Claims, true) => Action::Pause,
+            (Kind::Claims, false) => Action::Resume,
+            (Kind::Redemptions, true) => Action::Freeze,
+            (Kind::Redemptions, false) => Action::Unfreeze,
+        }
+    }
+
+    /// The keys of its latest recorded transitions (at most [`HISTORY`]).
+    async fn latest(&self, store: &impl Store) -> Result<Vec<String>> {
+        let count = read_counter(store, &self.transitions).await?;
+        Ok(((count - HISTORY + 1).max(1)..=count)
+            .map(|n| (self.record)(&self.keys, n))
+            .collect())
     }
 
     /// Brings every counter to what the transition counter says;
@@ -149,4 +271,24 @@ impl Brake {
         }
         Ok(())
     }
+}
+
+/// The latest transitions of both brakes of `campaign` (at most [`HISTORY`]
+/// of each), oldest first: three round trips.
+pub async fn history(store: &impl Store, campaign: &Campaign) -> Result<Vec<Transition>> {
+    let mut keys = Brake::claims(campaign).latest(store).await?;
+    keys.extend(Brake::redemptions(campaign).latest(store).await?);
+    let mut transitions = Vec::with_capacity(keys.len());
+    if keys.is_empty() {
+        return Ok(transitions);
+    }
+    // A number without a record is a transition in flight, or one whose
+    // request died before writing it.
+    for (key, bytes) in keys.iter().zip(store.get_many(&keys).await?) {
+        if let Some(bytes) = bytes {
+            transitions.push(super::decode::<Transition>(key, &bytes)?);
+        }
+    }
+    transitions.sort_by_key(|t| (t.at, t.brake, t.transition));
+    Ok(transitions)
 }

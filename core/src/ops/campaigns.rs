@@ -1,7 +1,7 @@
 //! The operator's campaign API: create, list, read with stats, pause and
 //! resume claims, freeze and unfreeze redemptions.
 
-use super::brake::{self, Brake};
+use super::brake::{self, Brake, Note};
 use super::{encode, ledger, load_campaign};
 use crate::campaign::{Campaign, CampaignId};
 use crate::error::{Error, Result};
@@ -230,12 +230,16 @@ pub async fn set_paused(
     store: &impl Store,
     id: &CampaignId,
     paused: bool,
+    note: Note,
     now: Timestamp,
 ) -> Result<CampaignView> {
+    let note = note.checked()?;
     let (campaign, dating) = load_campaign(store, id)
         .await?
         .ok_or(Error::CampaignNotFound)?;
-    Brake::claims(&campaign).set(store, paused, now).await?;
+    Brake::claims(&campaign)
+        .set(store, paused, &note, now)
+        .await?;
     view(store, &campaign, &dating).await
 }
 
@@ -252,15 +256,33 @@ pub async fn set_frozen(
     store: &impl Store,
     id: &CampaignId,
     frozen: bool,
+    note: Note,
     now: Timestamp,
 ) -> Result<CampaignView> {
+    let note = note.checked()?;
     let (campaign, dating) = load_campaign(store, id)
         .await?
         .ok_or(Error::CampaignNotFound)?;
     Brake::redemptions(&campaign)
-        .set(store, frozen, now)
+        .set(store, frozen, &note, now)
         .await?;
     view(store, &campaign, &dating).await
+}
+
+/// Every pause, resume, freeze and unfreeze of a campaign (the latest
+/// hundred of each brake), oldest first, with who asked and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrakeHistory {
+    pub transitions: Vec<brake::Transition>,
+}
+
+pub async fn brake_history(store: &impl Store, id: &CampaignId) -> Result<BrakeHistory> {
+    let (campaign, _) = load_campaign(store, id)
+        .await?
+        .ok_or(Error::CampaignNotFound)?;
+    Ok(BrakeHistory {
+        transitions: brake::history(store, &campaign).await?,
+    })
 }
 
 pub(crate) async fn view(
@@ -441,9 +463,15 @@ mod tests {
                     .await
                     .expect("create");
             }
-            set_paused(&store, &CampaignId::parse("b").unwrap(), true, now())
-                .await
-                .expect("pause");
+            set_paused(
+                &store,
+                &CampaignId::parse("b").unwrap(),
+                true,
+                Note::default(),
+                now(),
+            )
+            .await
+            .expect("pause");
             let first = list(&store, 0, 2).await.expect("page 1");
             assert_eq!(ids(&first), ["a", "b"]);
             assert!(!first.campaigns[0].paused && first.campaigns[1].paused);
@@ -526,28 +554,115 @@ mod tests {
                 .expect("create");
             let id = CampaignId::parse("p").unwrap();
             assert!(
-                set_paused(&store, &id, true, now())
+                set_paused(&store, &id, true, Note::default(), now())
                     .await
                     .expect("pause")
                     .paused
             );
             assert!(
-                set_paused(&store, &id, true, now())
+                set_paused(&store, &id, true, Note::default(), now())
                     .await
                     .expect("pause twice")
                     .paused
             );
             assert!(
-                !set_paused(&store, &id, false, now())
+                !set_paused(&store, &id, false, Note::default(), now())
                     .await
                     .expect("resume")
                     .paused
             );
             let missing = CampaignId::parse("nope").unwrap();
             assert_eq!(
-                set_paused(&store, &missing, true, now()).await.unwrap_err(),
+                set_paused(&store, &missing, true, Note::default(), now())
+                    .await
+                    .unwrap_err(),
                 Error::CampaignNotFound
             );
+        });
+    }
+
+    #[test]
+    fn every_transition_is_recorded_once_with_who_and_why() {
+        use brake::{Action, Kind};
+        let store = MemoryStore::default();
+        let note = |by: &str, why: &str| Note {
+            changed_by: Some(format!(" {by} ")),
+            reason: Some(why.to_owned()),
+        };
+        block_on(async {
+            create(&store, campaign("p"), crate::ops::testing::setup_time())
+                .await
+                .expect("create");
+            let id = CampaignId::parse("p").unwrap();
+            let later = now() + jiff::SignedDuration::from_secs(60);
+            set_paused(&store, &id, true, note("ana", "bot traffic"), now())
+                .await
+                .expect("pause");
+            // Already paused: no transition, nothing recorded.
+            set_paused(&store, &id, true, note("bo", "again"), now())
+                .await
+                .expect("pause twice");
+            set_frozen(&store, &id, true, note("ana", "wrong discount"), now())
+                .await
+                .expect("freeze");
+            // A pause and a resume at once: each transition has its own record.
+            let (a, b) = futures::future::join(
+                set_paused(&store, &id, false, note("cy", "fixed"), later),
+                set_paused(&store, &id, true, note("di", "not yet"), later),
+            )
+            .await;
+            // One may find the other moving a shard: 409, retried later.
+            for answer in [a.map(|_| ()), b.map(|_| ())] {
+                assert!(
+                    matches!(answer, Ok(()) | Err(Error::RequestInProgress)),
+                    "{answer:?}"
+                );
+            }
+            let history = brake_history(&store, &id).await.expect("history");
+            let seen: Vec<_> = history
+                .transitions
+                .iter()
+                .map(|t| {
+                    let by = t.changed_by.as_deref().unwrap_or("");
+                    (t.brake, t.transition, t.action, by, t.at)
+                })
+                .collect();
+            assert_eq!(
+                seen[..2],
+                [
+                    (Kind::Claims, 1, Action::Pause, "ana", now()),
+                    (Kind::Redemptions, 1, Action::Freeze, "ana", now()),
+                ]
+            );
+            assert_eq!(
+                history.transitions[1].reason.as_deref(),
+                Some("wrong discount")
+            );
+            // Whatever the interleaving, the numbers are unique and each
+            // action matches its parity and its author.
+            let mut numbers: Vec<i64> = seen[2..].iter().map(|t| t.1).collect();
+            numbers.sort();
+            numbers.dedup();
+            assert_eq!(numbers.len(), seen.len() - 2);
+            for (_, n, action, by, _) in &seen[2..] {
+                let expected = if n % 2 == 1 {
+                    (Action::Pause, "di")
+                } else {
+                    (Action::Resume, "cy")
+                };
+                assert_eq!((*action, *by), expected, "transition {n}");
+            }
+            // A reason past the limit is refused and changes nothing.
+            let long = Note {
+                changed_by: None,
+                reason: Some("x".repeat(brake::MAX_REASON_LEN + 1)),
+            };
+            let before = store.values.borrow().clone();
+            let refused = set_frozen(&store, &id, false, long, later)
+                .await
+                .unwrap_err();
+            assert_eq!(refused.field(), Some("reason"));
+            assert_eq!(*store.values.borrow(), before);
         });
     }
 
@@ -575,11 +690,13 @@ mod tests {
             create(&store, c, crate::ops::testing::setup_time())
                 .await
                 .expect("create");
-            set_paused(&store, &id, true, now()).await.expect("pause");
+            set_paused(&store, &id, true, Note::default(), now())
+                .await
+                .expect("pause");
             store.values.borrow_mut().insert("failing".into(), vec![]);
             let (a, b) = futures::future::join(
-                set_paused(&store, &id, false, now()),
-                set_paused(&store, &id, false, now()),
+                set_paused(&store, &id, false, Note::default(), now()),
+                set_paused(&store, &id, false, Note::default(), now()),
             )
             .await;
             let _ = (a, b);
@@ -587,8 +704,13 @@ mod tests {
             // Whatever the resumes answered, retries settle the brake: at
             // once, or once the failed step's lease has lapsed.
             let later = now() + crate::lease::LEASE;
-            if set_paused(&store, &id, false, now()).await.is_err() {
-                set_paused(&store, &id, false, later).await.expect("resume");
+            if set_paused(&store, &id, false, Note::default(), now())
+                .await
+                .is_err()
+            {
+                set_paused(&store, &id, false, Note::default(), later)
+                    .await
+                    .expect("resume");
             }
             let mut issued = 0;
             for i in 0..20u8 {

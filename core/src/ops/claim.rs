@@ -706,7 +706,7 @@ mod tests {
                 .expect("before the pause");
             // A claim that read the register before the pause reaches the stock after it.
             brake::Brake::claims(&campaign("brake"))
-                .request(&store, true)
+                .request(&store, true, &Default::default(), ts(NOW))
                 .await
                 .expect("brake");
             brake::Brake::claims(&campaign("brake"))
@@ -720,7 +720,7 @@ mod tests {
             assert_eq!(again.unwrap_err(), Error::CampaignPaused);
             assert_eq!(read_counter(&store, &keys.positions("b")).await, Ok(0));
             brake::Brake::claims(&campaign("brake"))
-                .request(&store, false)
+                .request(&store, false, &Default::default(), ts(NOW))
                 .await
                 .expect("release");
             brake::Brake::claims(&campaign("brake"))
@@ -772,9 +772,15 @@ mod tests {
                     crate::store::memory::yield_now().await;
                 }
                 // What the stock counters hold at the acknowledgement.
-                let view = crate::ops::campaigns::set_paused(&store, &id, true, ts(NOW))
-                    .await
-                    .expect("pause");
+                let view = crate::ops::campaigns::set_paused(
+                    &store,
+                    &id,
+                    true,
+                    Default::default(),
+                    ts(NOW),
+                )
+                .await
+                .expect("pause");
                 view.stats.claimed
             };
             let (results, at_ack) = futures::future::join(storm, pause).await;
@@ -862,12 +868,12 @@ mod tests {
         let store = store_with(campaign("p"));
         let id = request("p").campaign_id;
         block_on(async {
-            crate::ops::campaigns::set_paused(&store, &id, true, ts(NOW))
+            crate::ops::campaigns::set_paused(&store, &id, true, Default::default(), ts(NOW))
                 .await
                 .expect("pause");
             let paused = claim(&store, &user("u"), "k", request("p"), ts(NOW), code(1)).await;
             assert_eq!(paused.unwrap_err(), Error::CampaignPaused);
-            crate::ops::campaigns::set_paused(&store, &id, false, ts(NOW))
+            crate::ops::campaigns::set_paused(&store, &id, false, Default::default(), ts(NOW))
                 .await
                 .expect("resume");
             assert!(

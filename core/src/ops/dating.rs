@@ -81,6 +81,9 @@ pub struct RedatingRequest {
     pub revive_expired: bool,
     /// Who asks for it, for the record (the admin token names nobody).
     pub changed_by: String,
+    /// Why, for the record.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// One re-dating, as recorded.
@@ -93,6 +96,8 @@ pub struct Change {
     pub from: ExpiryRule,
     pub to: ExpiryRule,
     pub revive_expired: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Changes the expiry rule of campaign `id` and records who did it. Once this
@@ -113,6 +118,12 @@ pub async fn redate(
             format!("must be 1 to {MAX_CHANGED_BY_LEN} characters"),
         ));
     }
+    let reason = super::brake::Note {
+        changed_by: None,
+        reason: request.reason.clone(),
+    }
+    .checked()?
+    .reason;
     let (mut campaign, dating) = load_campaign(store, id)
         .await?
         .ok_or(Error::CampaignNotFound)?;
@@ -143,6 +154,7 @@ pub async fn redate(
         from: dating.expiry,
         to: request.expiry,
         revive_expired: request.revive_expired,
+        reason,
     };
     // The record first: a rule in force always has its record.
     store
@@ -240,6 +252,7 @@ mod tests {
             expiry: end_of(month),
             revive_expired,
             changed_by: "ops-lead".into(),
+            reason: Some("  the festival runs a month longer ".into()),
         }
     }
 
@@ -296,6 +309,7 @@ mod tests {
                 from: ExpiryRule::EndOfClaimMonth,
                 to: end_of("2028-03"),
                 revive_expired: false,
+                reason: Some("the festival runs a month longer".into()),
             }]
         );
     }

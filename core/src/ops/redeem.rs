@@ -558,9 +558,15 @@ mod tests {
 
     fn set_frozen_at(store: &MemoryStore, frozen: bool, at: Timestamp) -> bool {
         let id = CampaignId::parse("c").expect("id");
-        block_on(crate::ops::campaigns::set_frozen(store, &id, frozen, at))
-            .expect("freeze")
-            .frozen
+        block_on(crate::ops::campaigns::set_frozen(
+            store,
+            &id,
+            frozen,
+            Default::default(),
+            at,
+        ))
+        .expect("freeze")
+        .frozen
     }
 
     #[test]
@@ -653,9 +659,15 @@ mod tests {
                 while recorded() < 30 {
                     crate::store::memory::yield_now().await;
                 }
-                let view = crate::ops::campaigns::set_frozen(store, &id, true, ts(NOW))
-                    .await
-                    .expect("freeze");
+                let view = crate::ops::campaigns::set_frozen(
+                    store,
+                    &id,
+                    true,
+                    Default::default(),
+                    ts(NOW),
+                )
+                .await
+                .expect("freeze");
                 acknowledged.set(true);
                 view.stats.redeemed
             };

@@ -446,7 +446,7 @@ async fn operator(ctx: &Ctx, task: usize, c: usize) {
     let id = ctx.campaigns[c].id.clone();
     ctx.sleep_between(0, 30_000).await;
     let paused = with_retries(ctx, task, "pause", |now| {
-        campaigns::set_paused(&ctx.store, &id, true, now)
+        campaigns::set_paused(&ctx.store, &id, true, note(task), now)
     })
     .await;
     if let Some((Ok(view), _)) = paused
@@ -464,9 +464,17 @@ async fn operator(ctx: &Ctx, task: usize, c: usize) {
         step,
     });
     with_retries(ctx, task, "resume", |now| {
-        campaigns::set_paused(&ctx.store, &id, false, now)
+        campaigns::set_paused(&ctx.store, &id, false, note(task), now)
     })
     .await;
+}
+
+/// What an operator task says it is and why.
+fn note(task: usize) -> crate::ops::brake::Note {
+    crate::ops::brake::Note {
+        changed_by: Some(format!("t{task}")),
+        reason: Some("simulated".into()),
+    }
 }
 
 /// Freezes a campaign's redemptions for a while, during the checkouts.
@@ -474,7 +482,7 @@ async fn freezer(ctx: &Ctx, task: usize, c: usize) {
     let id = ctx.campaigns[c].id.clone();
     ctx.sleep_between(0, 90_000).await;
     let frozen = with_retries(ctx, task, "freeze", |now| {
-        campaigns::set_frozen(&ctx.store, &id, true, now)
+        campaigns::set_frozen(&ctx.store, &id, true, note(task), now)
     })
     .await;
     if let Some((Ok(view), _)) = frozen
@@ -492,7 +500,7 @@ async fn freezer(ctx: &Ctx, task: usize, c: usize) {
         step,
     });
     with_retries(ctx, task, "unfreeze", |now| {
-        campaigns::set_frozen(&ctx.store, &id, false, now)
+        campaigns::set_frozen(&ctx.store, &id, false, note(task), now)
     })
     .await;
 }
@@ -515,6 +523,7 @@ async fn redater(ctx: &Ctx, task: usize, c: usize) {
                 expiry,
                 revive_expired: revive,
                 changed_by: "sim".into(),
+                reason: None,
             },
             now,
         )
