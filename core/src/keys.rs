@@ -12,7 +12,9 @@
 //! | `campaigns:{n}` | record | the id of the n-th campaign (for the expiry sweep) |
 //! | `c:{id}` | record | the campaign (JSON) |
 //! | `c:{id}:owner` | lease | owns writing `c:{id}` (see `lease`: a creator that died is taken over) |
-//! | `c:{id}:brake` | counter | pauses and resumes so far: odd is paused (below 10^6: read with `get` in a batch) |
+//! | `c:{id}:brake` | counter | pauses and resumes so far, plus 1,000 per close: odd or at least 1,000 is paused, at least 1,000 is closed for good (below 10^6: read with `get` in a batch) |
+//! | `c:{id}:closes` | counter | closes of the claim window so far; numbers of `c:{id}:closes:{k}` |
+//! | `c:{id}:closes:{k}` | record | the k-th close: when, who, why (written before it counts) |
 //! | `c:{id}:brake:{shard}:{level}` | lease | owns moving the shard's brake to `level` (see `lease`) |
 //! | `c:{id}:pauses:{n}` | record | the n-th transition of the claims brake (odd: a pause): when, who, why |
 //! | `c:{id}:freezes:{n}` | record | the n-th transition of the redemptions brake (odd: a freeze): when, who, why |
@@ -104,6 +106,12 @@ impl CampaignKeys {
     }
     pub fn brake_record(&self, transition: i64) -> String {
         self.sub(&format!("pauses:{transition}"))
+    }
+    pub fn closes(&self) -> String {
+        self.sub("closes")
+    }
+    pub fn close_record(&self, close: i64) -> String {
+        self.sub(&format!("closes:{close}"))
     }
     pub fn freeze_record(&self, transition: i64) -> String {
         self.sub(&format!("freezes:{transition}"))

@@ -4,8 +4,9 @@ Enters the token, creates a campaign through the form (after a field error
 shown at its field), runs a claim storm in the background, and checks that
 the page's numbers move and match the API, that the pause button stops
 claims (the storm gets 503 `campaign_paused`) and resume restarts them, that
-a freeze stops redemptions (503 `redemptions_frozen`) until the unfreeze, and
-that a re-dating shows in the history. Fails on the first broken promise.
+a freeze stops redemptions (503 `redemptions_frozen`) until the unfreeze,
+that a re-dating shows in the history and that a close is final. Fails on
+the first broken promise.
 Reads BASE, HOST_LOG, SHOTS and the SPIN_VARIABLE_* secrets from the
 environment (see tests/browser/run).
 """
@@ -341,6 +342,23 @@ def run(driver, storms):
     wait.until(lambda d: text("redemptions") == "redemptions open")
     status, body = redeem("browser-order-1")
     check(status == 201, f"a redemption after the unfreeze answered {status} {body}")
+
+    # Close: final; claims answer 403 campaign_not_active and resume is off.
+    el("close").click()
+    wait.until(lambda d: el("confirm").is_displayed())
+    check("final" in text("confirm-text"), f"the close does not say it is final: {text('confirm-text')}")
+    el("confirm-yes").click()
+    wait.until(lambda d: text("state").startswith("claims closed"))
+    check(not el("resume").is_enabled(), "resume is offered on a closed campaign")
+    conn = connection()
+    try:
+        status, body = call(conn, "POST", "/claims", user_token("late-shopper"),
+                            {"campaign_id": CAMPAIGN}, {"idempotency-key": str(uuid.uuid4())})
+    finally:
+        conn.close()
+    check(status == 403 and body["error"]["code"] == "campaign_not_active",
+          f"a claim after the close answered {status} {body}")
+    shot("closed")
 
     # The token never reached the host's log.
     with open(os.environ["HOST_LOG"]) as log:

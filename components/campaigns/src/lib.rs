@@ -1,6 +1,6 @@
 //! The operator's campaign API: `POST /campaigns`, `GET /campaigns` (paged),
 //! `GET /campaigns/{id}`,
-//! `POST /campaigns/{id}/pause` and `/resume` (claims),
+//! `POST /campaigns/{id}/pause`, `/resume` and `/close` (claims),
 //! `POST /campaigns/{id}/freeze` and `/unfreeze` (redemptions), each recorded
 //! with who and why (`GET /campaigns/{id}/brakes`), and re-dating with
 //! `PUT /campaigns/{id}/expiry` (`GET` lists the changes).
@@ -66,6 +66,10 @@ async fn handle(request: Request) -> impl IntoResponse {
                 200,
                 &campaigns::set_paused(store, &id(campaign)?, false, note()?, call.now).await?,
             )),
+            (&Method::POST, [campaign, "close"]) => Ok(Reply::json(
+                200,
+                &campaigns::close(store, &id(campaign)?, note()?, call.now).await?,
+            )),
             (&Method::POST, [campaign, "freeze"]) => Ok(Reply::json(
                 200,
                 &campaigns::set_frozen(store, &id(campaign)?, true, note()?, call.now).await?,
@@ -88,7 +92,7 @@ async fn handle(request: Request) -> impl IntoResponse {
             )),
             (_, []) => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
             (_, [_]) => Err(Error::MethodNotAllowed { allow: "GET" }),
-            (_, [_, "pause" | "resume" | "freeze" | "unfreeze"]) => {
+            (_, [_, "pause" | "resume" | "close" | "freeze" | "unfreeze"]) => {
                 Err(Error::MethodNotAllowed { allow: "POST" })
             }
             (_, [_, "expiry"]) => Err(Error::MethodNotAllowed { allow: "GET, PUT" }),

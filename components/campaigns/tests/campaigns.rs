@@ -292,6 +292,60 @@ async fn each_brake_transition_is_recorded_with_who_and_why() {
 }
 
 #[tokio::test]
+async fn close_ends_claims_for_good_and_nothing_else() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    let why = json!({"changed_by": "ana", "reason": "the discount is wrong"});
+    let closed = t.operator("POST", "/campaigns/spring/close", why).await;
+    assert_eq!(closed.status, 200, "{:#}", closed.body);
+    assert_eq!(
+        (
+            &closed.body["closed"],
+            &closed.body["paused"],
+            &closed.body["closed_at"]
+        ),
+        (
+            &json!(true),
+            &json!(true),
+            &json!("2028-02-10T10:00:00+08:00")
+        )
+    );
+    // Final for claims (a 403, not a retryable 503), and for resumes.
+    t.claim("bob", "spring", "k")
+        .await
+        .assert_error(403, "campaign_not_active");
+    t.operator("POST", "/campaigns/spring/resume", Value::Null)
+        .await
+        .assert_error(403, "campaign_not_active");
+    // Closing again changes nothing; coupons already held still redeem.
+    let before = t.state();
+    let again = t
+        .operator("POST", "/campaigns/spring/close", Value::Null)
+        .await;
+    assert_eq!((again.status, &again.body["closed"]), (200, &json!(true)));
+    assert_eq!(t.state(), before);
+    assert_eq!(
+        t.redeem("alice", &code, order("o1", 3000)).await.status,
+        201
+    );
+    let listed = t.operator("GET", "/campaigns", Value::Null).await;
+    assert_eq!(listed.body["campaigns"][0]["closed"], true);
+    let history = t
+        .operator("GET", "/campaigns/spring/brakes", Value::Null)
+        .await;
+    let close = &history.body["transitions"][0];
+    assert_eq!(
+        (&close["action"], &close["changed_by"], &close["reason"]),
+        (
+            &json!("close"),
+            &json!("ana"),
+            &json!("the discount is wrong")
+        )
+    );
+}
+
+#[tokio::test]
 async fn unknown_campaigns_are_404() {
     let t = TestApp::new().await;
     t.operator("GET", "/campaigns/nope", Value::Null)

@@ -93,7 +93,7 @@ async function loadCampaigns(fromStart) {
     const button = document.createElement('button');
     button.type = 'button';
     button.dataset.id = campaign.id;
-    const flags = [campaign.paused && 'paused', campaign.frozen && 'frozen'].filter(Boolean);
+    const flags = [campaign.closed ? 'closed' : campaign.paused && 'paused', campaign.frozen && 'frozen'].filter(Boolean);
     button.textContent = `${campaign.id}: ${campaign.name}${flags.length ? ` (${flags.join(', ')})` : ''}`;
     button.addEventListener('click', () => select(campaign.id));
     item.append(button);
@@ -138,7 +138,8 @@ async function refresh() {
 function show(campaign) {
   $('title').textContent = `${campaign.name} (${campaign.id})`;
   const state = $('state');
-  state.textContent = campaign.paused ? 'paused' : 'claims open';
+  state.textContent = campaign.closed ? `claims closed ${campaign.closed_at || ''}`.trim()
+    : campaign.paused ? 'paused' : 'claims open';
   state.classList.toggle('paused', campaign.paused);
   const redemptions = $('redemptions');
   redemptions.textContent = campaign.frozen ? 'redemptions frozen' : 'redemptions open';
@@ -152,7 +153,8 @@ function show(campaign) {
   $('revision').textContent = campaign.expiry_revision;
   $('redate-from').textContent = ruleText(campaign.expiry);
   $('pause').disabled = campaign.paused;
-  $('resume').disabled = !campaign.paused;
+  $('resume').disabled = !campaign.paused || campaign.closed;
+  $('close').disabled = campaign.closed;
   $('freeze').disabled = campaign.frozen;
   $('unfreeze').disabled = !campaign.frozen;
   record(stats);
@@ -262,6 +264,8 @@ const BRAKES = {
            consequence: 'Once the API answers paused, no host issues another coupon of it.' },
   resume: { what: 'claims', on: false, flag: 'paused', done: 'claims open',
             consequence: 'Every host accepts its claims again.' },
+  close: { what: 'claims', on: true, flag: 'closed', done: 'claims closed',
+           consequence: 'This is final: no host issues another coupon of it, ever, and it cannot be resumed. Validations and redemptions go on.' },
   freeze: { what: 'redemptions', on: true, flag: 'frozen', done: 'redemptions frozen',
             consequence: 'Once the API answers frozen, no host accepts another redemption of its coupons; claims go on.' },
   unfreeze: { what: 'redemptions', on: false, flag: 'frozen', done: 'redemptions open',

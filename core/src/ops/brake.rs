@@ -20,6 +20,11 @@
 //! twice, and once a request has answered engaged no operation on any host
 //! gets past the brake until a release.
 //!
+//! The claims brake can also be closed for good (the claim window ended
+//! early): the closer adds [`CLOSED`] to its transition counter, which then
+//! reads engaged whatever its parity, so a later or racing resume can never
+//! release it; claims read it and answer `campaign_not_active`.
+//!
 //! Each transition is recorded once, under its number, with who asked and
 //! why (a [`Note`]): the transition counter's increment hands out the number.
 
@@ -42,9 +47,16 @@ pub const HISTORY: i64 = 100;
 /// 2^40: above `MAX_STOCK` plus any number of operations in flight.
 pub const OFFSET: i64 = 1 << 40;
 
-/// Transitions a brake may have: the counter is read with `get` beside other
-/// keys, and a held counter carries `2^40` per level (2^60 at most).
-pub const MAX_TRANSITIONS: i64 = SMALL_COUNTER_LIMIT - 1;
+/// What a close adds to the claims brake's transition counter: above any
+/// number of transitions, and closers racing each other stay far below
+/// `SMALL_COUNTER_LIMIT` (the counter is read with `get` beside other keys).
+pub const CLOSED: i64 = 1_000;
+
+/// Transitions a brake may have (499 pauses and as many resumes), below
+/// [`CLOSED`]; a held counter carries `2^40` per level, far from overflow.
+pub const MAX_TRANSITIONS: i64 = CLOSED - 1;
+
+const _: () = assert!(CLOSED * 100 < SMALL_COUNTER_LIMIT);
 
 fn level(counter: i64) -> i64 {
     counter.div_euclid(OFFSET)
@@ -62,7 +74,12 @@ pub fn count(counter: i64) -> i64 {
 
 /// Whether a transition count means engaged.
 pub fn is_on(transitions: i64) -> bool {
-    transitions % 2 == 1
+    is_closed(transitions) || transitions % 2 == 1
+}
+
+/// Whether a transition count means closed for good.
+pub fn is_closed(transitions: i64) -> bool {
+    transitions >= CLOSED
 }
 
 /// Whether a transition counter, as `get` returned it, means engaged.
@@ -70,6 +87,13 @@ pub fn is_on_stored(transitions: Option<&[u8]>) -> bool {
     transitions
         .and_then(decode_small_counter)
         .is_some_and(is_on)
+}
+
+/// Whether a transition counter, as `get` returned it, means closed.
+pub fn is_closed_stored(transitions: Option<&[u8]>) -> bool {
+    transitions
+        .and_then(decode_small_counter)
+        .is_some_and(is_closed)
 }
 
 /// Who moves a brake and why: the optional body of a pause, resume, freeze
@@ -119,6 +143,8 @@ pub enum Action {
     Resume,
     Freeze,
     Unfreeze,
+    /// The claim window closed early, for good.
+    Close,
 }
 
 /// One transition of a brake, as recorded.
@@ -208,6 +234,9 @@ impl Brake {
     ) -> Result<()> {
         let mut transitions = read_counter(store, &self.transitions).await?;
         while is_on(transitions) != on {
+            if is_closed(transitions) {
+                return Err(Error::CampaignNotActive);
+            }
             if transitions >= MAX_TRANSITIONS {
                 return Err(Error::invalid(
                     "campaign",
@@ -215,18 +244,43 @@ impl Brake {
                 ));
             }
             transitions = store.increment(&self.transitions, 1).await?;
+            // Numbered apart from closes: a racing close may have added CLOSED.
+            let number = transitions % CLOSED;
             let record = Transition {
                 brake: self.kind,
-                transition: transitions,
+                transition: number,
                 action: self.action(is_on(transitions)),
                 at: now,
                 changed_by: note.changed_by.clone(),
                 reason: note.reason.clone(),
             };
-            let key = (self.record)(&self.keys, transitions);
+            let key = (self.record)(&self.keys, number);
             store.set(&key, &super::encode(&record)).await?;
         }
         Ok(())
+    }
+
+    /// Closes the claims brake for good, recorded under `c:{id}:closes:{k}`
+    /// before the counter moves (a record whose closer died before is
+    /// harmless: the view reads the counter), then engages it on every
+    /// counter before answering. Closing a closed brake changes nothing.
+    pub async fn close(&self, store: &impl Store, note: &Note, now: Timestamp) -> Result<()> {
+        if !is_closed(read_counter(store, &self.transitions).await?) {
+            let k = store.increment(&self.keys.closes(), 1).await?;
+            let record = Transition {
+                brake: self.kind,
+                transition: k,
+                action: Action::Close,
+                at: now,
+                changed_by: note.changed_by.clone(),
+                reason: note.reason.clone(),
+            };
+            store
+                .set(&self.keys.close_record(k), &super::encode(&record))
+                .await?;
+            store.increment(&self.transitions, CLOSED).await?;
+        }
+        self.apply(store, now).await
     }
 
     fn action(&self, on: bool) -> Action {
@@ -240,10 +294,15 @@ impl Brake {
 
     /// The keys of its latest recorded transitions (at most [`HISTORY`]).
     async fn latest(&self, store: &impl Store) -> Result<Vec<String>> {
-        let count = read_counter(store, &self.transitions).await?;
-        Ok(((count - HISTORY + 1).max(1)..=count)
+        let count = read_counter(store, &self.transitions).await? % CLOSED;
+        let mut keys: Vec<String> = ((count - HISTORY + 1).max(1)..=count)
             .map(|n| (self.record)(&self.keys, n))
-            .collect())
+            .collect();
+        if self.kind == Kind::Claims {
+            let closes = read_counter(store, &self.keys.closes()).await?;
+            keys.extend((1..=closes.min(HISTORY)).map(|k| self.keys.close_record(k)));
+        }
+        Ok(keys)
     }
 
     /// Brings every counter to what the transition counter says;
@@ -274,7 +333,7 @@ impl Brake {
 }
 
 /// The latest transitions of both brakes of `campaign` (at most [`HISTORY`]
-/// of each), oldest first: three round trips.
+/// of each), and its closes, oldest first: four round trips.
 pub async fn history(store: &impl Store, campaign: &Campaign) -> Result<Vec<Transition>> {
     let mut keys = Brake::claims(campaign).latest(store).await?;
     keys.extend(Brake::redemptions(campaign).latest(store).await?);

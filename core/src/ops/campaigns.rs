@@ -64,6 +64,7 @@ pub struct CampaignSummary {
     #[serde(flatten)]
     pub campaign: serde_json::Value,
     pub paused: bool,
+    pub closed: bool,
     pub frozen: bool,
     pub expiry_revision: i64,
 }
@@ -86,8 +87,13 @@ pub const DEFAULT_PAGE: u32 = 20;
 pub struct CampaignView {
     #[serde(flatten)]
     pub campaign: serde_json::Value,
-    /// Claims are paused: see [`set_paused`].
+    /// Claims are paused: see [`set_paused`] (always, once closed).
     pub paused: bool,
+    /// The claim window was closed early, for good: see [`close`].
+    pub closed: bool,
+    /// When it was closed, in the campaign's zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
     /// Redemptions are frozen: see [`set_frozen`].
     pub frozen: bool,
     /// Re-datings so far (`GET /campaigns/{id}/expiry` lists them).
@@ -190,6 +196,7 @@ pub async fn list(store: &impl Store, after: i64, limit: u32) -> Result<Campaign
             campaigns.push(CampaignSummary {
                 campaign: campaign_json(&campaign)?,
                 paused: brake::is_on_stored(paused.as_deref()),
+                closed: brake::is_closed_stored(paused.as_deref()),
                 frozen: brake::is_on_stored(frozen.as_deref()),
                 expiry_revision: dating.revision,
             });
@@ -269,6 +276,41 @@ pub async fn set_frozen(
     view(store, &campaign, &dating).await
 }
 
+/// Closes the claim window now, for good (a sale that must not go on):
+/// once this answers, no host issues another coupon of the campaign (the
+/// claims brake, closed so that no resume can release it), and claims answer
+/// `campaign_not_active` as after the window. Validations, redemptions,
+/// cancels and the sweep go on; a resume answers `campaign_not_active`.
+/// Closing a closed campaign changes nothing.
+pub async fn close(
+    store: &impl Store,
+    id: &CampaignId,
+    note: Note,
+    now: Timestamp,
+) -> Result<CampaignView> {
+    let note = note.checked()?;
+    let (campaign, dating) = load_campaign(store, id)
+        .await?
+        .ok_or(Error::CampaignNotFound)?;
+    Brake::claims(&campaign).close(store, &note, now).await?;
+    view(store, &campaign, &dating).await
+}
+
+/// When the claim window was first closed: the earliest close recorded.
+async fn closed_at(store: &impl Store, keys: &CampaignKeys) -> Result<Option<Timestamp>> {
+    let closes = read_counter(store, &keys.closes()).await?;
+    let records: Vec<String> = (1..=closes.min(10)).map(|k| keys.close_record(k)).collect();
+    if records.is_empty() {
+        return Ok(None);
+    }
+    for (key, bytes) in records.iter().zip(store.get_many(&records).await?) {
+        if let Some(bytes) = bytes {
+            return Ok(Some(super::decode::<brake::Transition>(key, &bytes)?.at));
+        }
+    }
+    Ok(None)
+}
+
 /// Every pause, resume, freeze and unfreeze of a campaign (the latest
 /// hundred of each brake), oldest first, with who asked and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -292,7 +334,16 @@ pub(crate) async fn view(
 ) -> Result<CampaignView> {
     let keys = CampaignKeys::new(&campaign.id);
     let stock = i64::try_from(campaign.stock).unwrap_or(i64::MAX);
-    let paused = Brake::claims(campaign).is_on(store).await?;
+    let transitions = read_counter(store, &keys.brake()).await?;
+    let paused = brake::is_on(transitions);
+    let closed = brake::is_closed(transitions);
+    let closed_at = match closed {
+        true => {
+            let zone = campaign.zone()?;
+            closed_at(store, &keys).await?.map(|at| render(at, &zone))
+        }
+        false => None,
+    };
     let frozen = Brake::redemptions(campaign).is_on(store).await?;
     let mut claimed = 0;
     for shard in 0..campaign.shard_count() {
@@ -326,6 +377,8 @@ pub(crate) async fn view(
     Ok(CampaignView {
         campaign: campaign_json(campaign)?,
         paused,
+        closed,
+        closed_at,
         frozen,
         expiry_revision: dating.revision,
         stats,
@@ -666,6 +719,83 @@ mod tests {
         });
     }
 
+    /// Campaign "p" with `shards` stock shards, paused.
+    async fn paused_campaign(store: &MemoryStore, shards: u32) -> CampaignId {
+        let mut c = campaign("p");
+        c.shards = shards;
+        let id = c.id.clone();
+        create(store, c, crate::ops::testing::setup_time())
+            .await
+            .expect("create");
+        set_paused(store, &id, true, Note::default(), now())
+            .await
+            .expect("pause");
+        id
+    }
+
+    #[test]
+    fn a_close_is_final_whatever_resume_races_it() {
+        use crate::auth::UserId;
+        use crate::code::CouponCode;
+        use crate::ops::claim::{ClaimRequest, claim};
+        // Every interleaving a few store calls apart: the resume starts that
+        // many calls after the close.
+        for delay in 0..12 {
+            let store = MemoryStore::default();
+            block_on(async {
+                let id = paused_campaign(&store, 2).await;
+                let resume = async {
+                    for _ in 0..delay {
+                        crate::store::memory::yield_now().await;
+                    }
+                    set_paused(&store, &id, false, Note::default(), now()).await
+                };
+                let closing = close(&store, &id, Note::default(), now());
+                let (closed, resumed) = futures::future::join(closing, resume).await;
+                let closed = match closed {
+                    Ok(view) => view,
+                    // The resume held a shard's step: the retry closes.
+                    Err(Error::RequestInProgress) => close(&store, &id, Note::default(), now())
+                        .await
+                        .expect("close again"),
+                    Err(e) => panic!("close: {e:?}"),
+                };
+                assert!(closed.closed && closed.paused && closed.closed_at.is_some());
+                assert!(
+                    matches!(
+                        resumed,
+                        Ok(_) | Err(Error::CampaignNotActive | Error::RequestInProgress)
+                    ),
+                    "{resumed:?}"
+                );
+                // Closed stays closed: every shard braked, claims refused for
+                // good, a resume refused.
+                let keys = CampaignKeys::new(&id);
+                for shard in 0..2 {
+                    let counter = read_counter(&store, &keys.claimed(shard)).await;
+                    assert!(
+                        brake::is_engaged(counter.expect("counter")),
+                        "delay {delay}"
+                    );
+                }
+                let request = ClaimRequest {
+                    campaign_id: id.clone(),
+                };
+                let code = CouponCode::from_random([1; crate::code::RANDOM_BYTES]);
+                let refused = claim(&store, &UserId("u".into()), "k", request, now(), code).await;
+                assert_eq!(refused.unwrap_err(), Error::CampaignNotActive);
+                let again = set_paused(&store, &id, false, Note::default(), now()).await;
+                assert_eq!(again.unwrap_err(), Error::CampaignNotActive);
+                let history = brake_history(&store, &id).await.expect("history");
+                let closes = history.transitions.iter();
+                assert_eq!(
+                    closes.filter(|t| t.action == brake::Action::Close).count(),
+                    1
+                );
+            });
+        }
+    }
+
     #[test]
     fn overlapping_resumes_with_a_failure_never_release_a_shard_twice() {
         use crate::auth::UserId;
@@ -683,16 +813,8 @@ mod tests {
             }
             _ => Ok(()),
         }));
-        let mut c = campaign("p");
-        c.shards = 1;
-        let id = c.id.clone();
         block_on(async {
-            create(&store, c, crate::ops::testing::setup_time())
-                .await
-                .expect("create");
-            set_paused(&store, &id, true, Note::default(), now())
-                .await
-                .expect("pause");
+            let id = paused_campaign(&store, 1).await;
             store.values.borrow_mut().insert("failing".into(), vec![]);
             let (a, b) = futures::future::join(
                 set_paused(&store, &id, false, Note::default(), now()),

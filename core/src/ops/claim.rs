@@ -130,7 +130,7 @@ pub async fn claim(
         Some(record) => with_dating(&campaign_keys, &record, dating.as_deref())?,
         None => return Err(Error::CampaignNotFound),
     };
-    if !campaign.is_claimable_at(now) {
+    if !campaign.is_claimable_at(now) || brake::is_closed_stored(paused.as_deref()) {
         return Err(Error::CampaignNotActive);
     }
     if brake::is_on_stored(paused.as_deref()) {

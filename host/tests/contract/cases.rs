@@ -31,6 +31,7 @@ pub const CASES: &[Case] = cases![
     limits_answer_sold_out_and_per_user,
     pause_stops_claims_and_resume_lets_the_same_key_through,
     freeze_stops_redemptions_until_unfreeze,
+    close_ends_claims_for_good,
     redating_moves_every_outstanding_coupon,
     the_sweep_pages_through_as_of_and_expires_nothing_valid,
     parallel_claims_never_exceed_the_stock,
@@ -507,6 +508,35 @@ fn freeze_stops_redemptions_until_unfreeze(t: &Target) -> Outcome {
     )?;
     redeem(t, "alice", &code, order("o1", 8800))?.expect_status(201)?;
     ensure_eq(&stats(t, &id)?["redeemed"], &json!(1), "redeemed")
+}
+
+fn close_ends_claims_for_good(t: &Target) -> Outcome {
+    let id = create(t, json!({}))?;
+    let code = claimed(t, "alice", &id)?;
+    let why = json!({"changed_by": "contract", "reason": "wrong discount"});
+    let closed = t.post(Who::Operator, &format!("/campaigns/{id}/close"), &why)?;
+    let view = closed.expect_status(200)?;
+    ensure_eq(
+        (&view["closed"], &view["paused"]),
+        (&json!(true), &json!(true)),
+        "closed",
+    )?;
+    t.claim("bob", &id, &unique("k"))?
+        .expect_error(403, "campaign_not_active")?;
+    t.post(
+        Who::Operator,
+        &format!("/campaigns/{id}/resume"),
+        &Value::Null,
+    )?
+    .expect_error(403, "campaign_not_active")?;
+    redeem(t, "alice", &code, order("o1", 8800))?.expect_status(201)?;
+    let history = t.get(Who::Operator, &format!("/campaigns/{id}/brakes"))?;
+    let close = &history.expect_status(200)?["transitions"][0];
+    ensure_eq(
+        (&close["action"], &close["reason"]),
+        (&json!("close"), &json!("wrong discount")),
+        "recorded close",
+    )
 }
 
 fn redating_moves_every_outstanding_coupon(t: &Target) -> Outcome {
