@@ -221,10 +221,18 @@ fn fours<T>(values: Vec<T>) -> impl Iterator<Item = [T; 4]> {
     })
 }
 
-pub async fn get(store: &impl Store, id: &CampaignId) -> Result<CampaignView> {
-    let (campaign, dating) = load_campaign(store, id)
+/// Campaign `id` with its dating, or `campaign_not_found`.
+async fn existing(
+    store: &impl Store,
+    id: &CampaignId,
+) -> Result<(Campaign, super::dating::Dating)> {
+    load_campaign(store, id)
         .await?
-        .ok_or(Error::CampaignNotFound)?;
+        .ok_or(Error::CampaignNotFound)
+}
+
+pub async fn get(store: &impl Store, id: &CampaignId) -> Result<CampaignView> {
+    let (campaign, dating) = existing(store, id).await?;
     view(store, &campaign, &dating).await
 }
 
@@ -241,9 +249,7 @@ pub async fn set_paused(
     now: Timestamp,
 ) -> Result<CampaignView> {
     let note = note.checked()?;
-    let (campaign, dating) = load_campaign(store, id)
-        .await?
-        .ok_or(Error::CampaignNotFound)?;
+    let (campaign, dating) = existing(store, id).await?;
     Brake::claims(&campaign)
         .set(store, paused, &note, now)
         .await?;
@@ -267,9 +273,7 @@ pub async fn set_frozen(
     now: Timestamp,
 ) -> Result<CampaignView> {
     let note = note.checked()?;
-    let (campaign, dating) = load_campaign(store, id)
-        .await?
-        .ok_or(Error::CampaignNotFound)?;
+    let (campaign, dating) = existing(store, id).await?;
     Brake::redemptions(&campaign)
         .set(store, frozen, &note, now)
         .await?;
@@ -289,9 +293,7 @@ pub async fn close(
     now: Timestamp,
 ) -> Result<CampaignView> {
     let note = note.checked()?;
-    let (campaign, dating) = load_campaign(store, id)
-        .await?
-        .ok_or(Error::CampaignNotFound)?;
+    let (campaign, dating) = existing(store, id).await?;
     Brake::claims(&campaign).close(store, &note, now).await?;
     view(store, &campaign, &dating).await
 }
@@ -319,9 +321,7 @@ pub struct BrakeHistory {
 }
 
 pub async fn brake_history(store: &impl Store, id: &CampaignId) -> Result<BrakeHistory> {
-    let (campaign, _) = load_campaign(store, id)
-        .await?
-        .ok_or(Error::CampaignNotFound)?;
+    let (campaign, _) = existing(store, id).await?;
     Ok(BrakeHistory {
         transitions: brake::history(store, &campaign).await?,
     })
