@@ -137,6 +137,14 @@ impl Campaign {
                 format!("month {month} ends before the claim window does"),
             ));
         }
+        if let ExpiryRule::At { at } = self.expiry
+            && at <= self.claim_ends_at
+        {
+            return Err(Error::invalid(
+                "expiry.at",
+                "must be after the claim window (close the campaign first to end its coupons sooner)",
+            ));
+        }
         if self
             .max_claims_per_second
             .is_some_and(|n| !(1..=MAX_CLAIMS_PER_SECOND).contains(&n))

@@ -4,7 +4,8 @@
 //! (or after a fixed month) in the campaign's time zone. "First instant" is
 //! midnight where midnight exists, the first moment after the gap where a
 //! daylight-saving change skips it, and the last midnight where the clock
-//! falls back across it into the old month.
+//! falls back across it into the old month. An operator may also end a
+//! campaign's coupons at a given instant (a re-dating to end them early).
 
 use jiff::civil::{Date, Time};
 use jiff::tz::TimeZone;
@@ -115,6 +116,11 @@ pub enum ExpiryRule {
     EndOfClaimMonth,
     /// At the end of a fixed month, whenever it was claimed.
     EndOfMonth { month: YearMonth },
+    /// At a given instant, whenever it was claimed.
+    At {
+        #[serde(with = "crate::time::serde_rfc3339")]
+        at: Timestamp,
+    },
 }
 
 impl ExpiryRule {
@@ -129,6 +135,7 @@ impl ExpiryRule {
         match *self {
             ExpiryRule::EndOfClaimMonth => claim_month.end(tz),
             ExpiryRule::EndOfMonth { month } => month.end(tz),
+            ExpiryRule::At { at } => at,
         }
     }
 }

@@ -147,3 +147,43 @@ async fn bad_changes_are_4xx_and_change_nothing() {
         .assert_error(405, "method_not_allowed");
     assert_eq!(t.state(), before);
 }
+
+#[tokio::test]
+async fn a_closed_campaign_ends_its_coupons_at_an_instant() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    let early = json!({
+        "expiry": {"kind": "at", "at": "2028-02-10T12:00:00+08:00"},
+        "changed_by": "ops-lead", "reason": "wrong discount"
+    });
+    // Claims are open: coupons claimed after that instant would be born expired.
+    let before = t.state();
+    let refused = t
+        .operator("PUT", "/campaigns/spring/expiry", early.clone())
+        .await;
+    refused.assert_error(400, "invalid_request");
+    assert_eq!(refused.body["error"]["field"], "expiry.at");
+    assert_eq!(t.state(), before);
+    t.operator("POST", "/campaigns/spring/close", Value::Null)
+        .await;
+    let redated = t.operator("PUT", "/campaigns/spring/expiry", early).await;
+    assert_eq!(redated.status, 200, "{:#}", redated.body);
+    assert_eq!(redated.body["expiry"]["kind"], "at");
+    let coupon = t.coupon("alice", &code).await;
+    assert_eq!(
+        (&coupon.body["state"], &coupon.body["expires_at"]),
+        (&json!("issued"), &json!("2028-02-10T12:00:00+08:00"))
+    );
+    t.set_now("2028-02-10T12:00:00+08:00");
+    t.validate("alice", &code, order("o1", 3000))
+        .await
+        .body
+        .get("reason")
+        .map(|r| assert_eq!(r, "expired"))
+        .expect("a reason");
+    let history = t
+        .operator("GET", "/campaigns/spring/expiry", Value::Null)
+        .await;
+    assert_eq!(history.body["changes"][0]["reason"], "wrong discount");
+}

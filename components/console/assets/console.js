@@ -38,6 +38,7 @@ function problem(answer) {
 
 function ruleText(rule) {
   if (!rule) return '';
+  if (rule.kind === 'at') return `at ${rule.at}`;
   return rule.kind === 'end_of_month' ? `end of ${rule.month}` : 'end of the claim month';
 }
 
@@ -308,6 +309,7 @@ $('sweep').addEventListener('click', async () => {
 
 function redateRule(form) {
   const kind = form.elements.kind.value;
+  if (kind === 'at') return { kind, at: form.elements.at.value.trim() };
   return kind === 'end_of_month' ? { kind, month: form.elements.month.value.trim() } : { kind };
 }
 

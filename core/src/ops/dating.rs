@@ -127,14 +127,23 @@ pub async fn redate(
     let (mut campaign, dating) = load_campaign(store, id)
         .await?
         .ok_or(Error::CampaignNotFound)?;
-    // The new rule must suit the campaign as a created one would.
-    campaign.expiry = request.expiry;
-    campaign.validate()?;
     let keys = CampaignKeys::new(id);
+    // An instant already past means now: coupons end at once, never before.
+    let expiry = match request.expiry {
+        ExpiryRule::At { at } => ExpiryRule::At { at: at.max(now) },
+        rule => rule,
+    };
+    // The new rule must suit the campaign as a created one would; a closed
+    // campaign issues no more coupons, so its coupons may end at any instant.
+    campaign.expiry = expiry;
+    let closed = super::brake::is_closed(read_counter(store, &keys.brake()).await?);
+    if !(closed && matches!(expiry, ExpiryRule::At { .. })) {
+        campaign.validate()?;
+    }
     let revision = store.increment(&keys.dating_seq(), 1).await?;
     let next = Dating {
         revision,
-        expiry: request.expiry,
+        expiry,
         revived_at: match request.revive_expired {
             true => Some(now),
             false => dating.revived_at,
@@ -152,7 +161,7 @@ pub async fn redate(
         changed_by: changed_by.to_owned(),
         changed_at: now,
         from: dating.expiry,
-        to: request.expiry,
+        to: expiry,
         revive_expired: request.revive_expired,
         reason,
     };
@@ -280,6 +289,49 @@ mod tests {
                 categories: vec![],
             },
         }
+    }
+
+    #[test]
+    fn coupons_end_early_at_an_instant_only_once_claims_are_closed() {
+        let (store, code) = setup();
+        let at = |instant: &str| RedatingRequest {
+            expiry: ExpiryRule::At { at: ts(instant) },
+            revive_expired: false,
+            changed_by: "ops-lead".into(),
+            reason: Some("wrong discount".into()),
+        };
+        let now = ts("2028-02-11T10:00:00+08:00");
+        // While claims are open, an instant inside the window is refused:
+        // new coupons would be born expired.
+        let refused = block_on(redate(&store, &id(), at("2028-02-12T00:00:00+08:00"), now));
+        assert_eq!(refused.unwrap_err().field(), Some("expiry.at"));
+        block_on(crate::ops::campaigns::close(
+            &store,
+            &id(),
+            Default::default(),
+            now,
+        ))
+        .expect("close");
+        block_on(redate(&store, &id(), at("2028-02-12T00:00:00+08:00"), now)).expect("re-dated");
+        let end = "2028-02-12T00:00:00+08:00";
+        assert_eq!(
+            seen(&store, &code, "2028-02-11T23:59:59.999+08:00"),
+            (CouponState::Issued, end.into())
+        );
+        assert_eq!(seen(&store, &code, end), (CouponState::Expired, end.into()));
+        assert_eq!(sweep_at(&store, "2028-02-11T23:00:00+08:00"), 0);
+        assert_eq!(sweep_at(&store, "2028-02-12T00:00:01+08:00"), 1);
+        // An instant already past means now.
+        let later = ts("2028-02-13T08:00:00+08:00");
+        block_on(redate(
+            &store,
+            &id(),
+            at("2028-02-01T00:00:00+08:00"),
+            later,
+        ))
+        .expect("past");
+        let history = block_on(history(&store, &id())).expect("history");
+        assert_eq!(history.changes[1].to, ExpiryRule::At { at: later });
     }
 
     #[test]
