@@ -187,6 +187,16 @@ fn records(exec: &Executor, ctx: &Ctx, scenario: &Scenario, violations: &mut Vec
         let Some(took) = last_increment(&world, *task, (*from, *to), ":claimed:") else {
             continue;
         };
+        for close in events.iter() {
+            if let Event::CloseAnswered { campaign: c, step } = close
+                && c == campaign
+                && *step < took
+            {
+                violations.push(format!(
+                    "{code}: claimed from stock at step {took}, after a close answered at step {step}"
+                ));
+            }
+        }
         for pause in events.iter() {
             let Event::PauseAnswered { campaign: c, step } = pause else {
                 continue;
@@ -327,7 +337,7 @@ async fn probe(
         }
     }
     for (campaign, view) in ctx.campaigns.iter().zip(&views) {
-        if view.paused {
+        if view.paused && !view.closed {
             problems.push(format!(
                 "{}: paused after every operator's last call was a resume",
                 campaign.id

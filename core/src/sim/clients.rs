@@ -32,6 +32,8 @@ pub struct Scenario {
     pub operators: Vec<usize>,
     /// Operators per campaign, each one freeze then one unfreeze.
     pub freezers: Vec<usize>,
+    /// Campaigns an operator closes mid-sale.
+    pub closers: Vec<usize>,
     pub redatings: Vec<usize>,
     /// A campaign two operators create at once, under faults.
     pub late_campaign: Option<Campaign>,
@@ -80,11 +82,13 @@ impl Scenario {
         let freezers = (0..campaigns.len())
             .flat_map(|c| std::iter::repeat_n(c, rng.range(0, 2) as usize))
             .collect();
+        let closers = (0..campaigns.len()).filter(|_| rng.chance(150)).collect();
         Scenario {
             campaigns,
             claims,
             operators,
             freezers,
+            closers,
             redatings,
             late_campaign,
             fault_steps,
@@ -125,6 +129,10 @@ pub enum Event {
         step: u64,
     },
     FreezeAnswered {
+        campaign: CampaignId,
+        step: u64,
+    },
+    CloseAnswered {
         campaign: CampaignId,
         step: u64,
     },
@@ -294,6 +302,10 @@ pub fn spawn_all(exec: &mut Executor, ctx: &Rc<Ctx>, scenario: &Scenario) {
     for &c in &scenario.freezers {
         let (task, ctx) = (exec.next_task(), ctx.clone());
         exec.spawn(async move { freezer(&ctx, task, c).await });
+    }
+    for &c in &scenario.closers {
+        let (task, ctx) = (exec.next_task(), ctx.clone());
+        exec.spawn(async move { closer(&ctx, task, c).await });
     }
     for &c in &scenario.redatings {
         let (task, ctx) = (exec.next_task(), ctx.clone());
@@ -474,6 +486,24 @@ fn note(task: usize) -> crate::ops::brake::Note {
     crate::ops::brake::Note {
         changed_by: Some(format!("t{task}")),
         reason: Some("simulated".into()),
+    }
+}
+
+/// Closes a campaign's claims for good, mid-sale.
+async fn closer(ctx: &Ctx, task: usize, c: usize) {
+    let id = ctx.campaigns[c].id.clone();
+    ctx.sleep_between(0, 60_000).await;
+    let closed = with_retries(ctx, task, "close", |now| {
+        campaigns::close(&ctx.store, &id, note(task), now)
+    })
+    .await;
+    if let Some((Ok(view), _)) = closed
+        && view.closed
+    {
+        ctx.events.borrow_mut().push(Event::CloseAnswered {
+            campaign: id,
+            step: ctx.step(),
+        });
     }
 }
 

@@ -3,7 +3,7 @@
 //! TigerBeetle test).
 //!
 //! A run: campaigns are created; then claimers, redeemers, cancellers,
-//! operators (pause, resume, freeze, unfreeze, re-date) and a sweeper run at once while the
+//! operators (pause, resume, close, freeze, unfreeze, re-date) and a sweeper run at once while the
 //! store refuses calls, times out after applying them and crashes the
 //! instance between two calls, and every client's clock is off by up to
 //! [`MAX_SKEW_MS`]. Clients retry as the README tells them. Then faults stop,
