@@ -110,20 +110,34 @@ pub struct Note {
 impl Note {
     /// Trimmed, with empty values as absent; `invalid_request` if too long.
     pub fn checked(self) -> Result<Note> {
-        let field = |value: Option<String>, name: &str, max: usize| {
-            let value = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-            match value {
-                Some(v) if v.chars().count() > max => Err(Error::invalid(
-                    name,
-                    format!("must be at most {max} characters"),
-                )),
-                v => Ok(v),
-            }
-        };
         Ok(Note {
-            changed_by: field(self.changed_by, "changed_by", MAX_CHANGED_BY_LEN)?,
-            reason: field(self.reason, "reason", MAX_REASON_LEN)?,
+            changed_by: optional_text(self.changed_by, "changed_by", MAX_CHANGED_BY_LEN)?,
+            reason: optional_text(self.reason, "reason", MAX_REASON_LEN)?,
         })
+    }
+
+    /// The record of `brake`'s transition numbered `transition`, made at `at`.
+    fn record(&self, brake: Kind, transition: i64, action: Action, at: Timestamp) -> Transition {
+        Transition {
+            brake,
+            transition,
+            action,
+            at,
+            changed_by: self.changed_by.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// An optional free-text field for the record: trimmed, blank as absent,
+/// `invalid_request` naming `field` if over `max` characters.
+pub fn optional_text(value: Option<String>, field: &str, max: usize) -> Result<Option<String>> {
+    match value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+        Some(v) if v.chars().count() > max => Err(Error::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        )),
+        v => Ok(v),
     }
 }
 
@@ -246,14 +260,7 @@ impl Brake {
             transitions = store.increment(&self.transitions, 1).await?;
             // Numbered apart from closes: a racing close may have added CLOSED.
             let number = transitions % CLOSED;
-            let record = Transition {
-                brake: self.kind,
-                transition: number,
-                action: self.action(is_on(transitions)),
-                at: now,
-                changed_by: note.changed_by.clone(),
-                reason: note.reason.clone(),
-            };
+            let record = note.record(self.kind, number, self.action(is_on(transitions)), now);
             let key = (self.record)(&self.keys, number);
             store.set(&key, &super::encode(&record)).await?;
         }
@@ -267,14 +274,7 @@ impl Brake {
     pub async fn close(&self, store: &impl Store, note: &Note, now: Timestamp) -> Result<()> {
         if !is_closed(read_counter(store, &self.transitions).await?) {
             let k = store.increment(&self.keys.closes(), 1).await?;
-            let record = Transition {
-                brake: self.kind,
-                transition: k,
-                action: Action::Close,
-                at: now,
-                changed_by: note.changed_by.clone(),
-                reason: note.reason.clone(),
-            };
+            let record = note.record(self.kind, k, Action::Close, now);
             store
                 .set(&self.keys.close_record(k), &super::encode(&record))
                 .await?;

@@ -118,12 +118,11 @@ pub async fn redate(
             format!("must be 1 to {MAX_CHANGED_BY_LEN} characters"),
         ));
     }
-    let reason = super::brake::Note {
-        changed_by: None,
-        reason: request.reason.clone(),
-    }
-    .checked()?
-    .reason;
+    let reason = super::brake::optional_text(
+        request.reason.clone(),
+        "reason",
+        super::brake::MAX_REASON_LEN,
+    )?;
     let (mut campaign, dating) = load_campaign(store, id)
         .await?
         .ok_or(Error::CampaignNotFound)?;
