@@ -101,15 +101,7 @@ impl Campaign {
         self.discount
             .validate()
             .map_err(|m| Error::invalid("discount", m))?;
-        if !(1..=MAX_STOCK).contains(&self.stock) {
-            return Err(Error::invalid("stock", format!("must be 1 to {MAX_STOCK}")));
-        }
-        if self.budget.is_some_and(|b| b < self.discount.face_value()) {
-            return Err(Error::invalid(
-                "budget",
-                "must cover at least one coupon's face value when given",
-            ));
-        }
+        self.validate_limits()?;
         if !(1..=MAX_SHARDS).contains(&self.shards) {
             return Err(Error::invalid(
                 "shards",
@@ -145,15 +137,6 @@ impl Campaign {
                 "must be after the claim window (close the campaign first to end its coupons sooner)",
             ));
         }
-        if self
-            .max_claims_per_second
-            .is_some_and(|n| !(1..=MAX_CLAIMS_PER_SECOND).contains(&n))
-        {
-            return Err(Error::invalid(
-                "max_claims_per_second",
-                format!("must be 1 to {MAX_CLAIMS_PER_SECOND} when given"),
-            ));
-        }
         if self.categories.len() > MAX_CATEGORIES
             || self
                 .categories
@@ -187,6 +170,29 @@ impl Campaign {
                 ),
             )
         })
+    }
+
+    /// Checks the limits an operator may change during a sale (see `ops::limits`).
+    pub fn validate_limits(&self) -> Result<()> {
+        if !(1..=MAX_STOCK).contains(&self.stock) {
+            return Err(Error::invalid("stock", format!("must be 1 to {MAX_STOCK}")));
+        }
+        if self.budget.is_some_and(|b| b < self.discount.face_value()) {
+            return Err(Error::invalid(
+                "budget",
+                "must cover at least one coupon's face value when given",
+            ));
+        }
+        if self
+            .max_claims_per_second
+            .is_some_and(|n| !(1..=MAX_CLAIMS_PER_SECOND).contains(&n))
+        {
+            return Err(Error::invalid(
+                "max_claims_per_second",
+                format!("must be 1 to {MAX_CLAIMS_PER_SECOND} when given"),
+            ));
+        }
+        Ok(())
     }
 
     /// How many coupons may ever be issued: the stock, or fewer if the budget

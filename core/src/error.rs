@@ -33,6 +33,9 @@ pub enum Error {
     IdempotencyKeyReused,
     /// Another request with the same idempotency key has not finished yet.
     RequestInProgress,
+    /// A stock recount fences the counters a change of stock or budget moves:
+    /// retry once it is down (minutes).
+    RecountInProgress,
     CouponNotFound,
     /// Too many lookups of coupons the user does not hold this minute: the
     /// enumeration ceiling. Retry after the given seconds (the next minute).
@@ -106,6 +109,7 @@ impl Error {
             Error::PerUserLimitReached => "per_user_limit_reached",
             Error::IdempotencyKeyReused => "idempotency_key_reused",
             Error::RequestInProgress => "request_in_progress",
+            Error::RecountInProgress => "recount_in_progress",
             Error::CouponNotFound => "coupon_not_found",
             Error::TooManyFailedLookups { .. } => "too_many_failed_lookups",
             Error::RedemptionNotFound => "redemption_not_found",
@@ -134,7 +138,8 @@ impl Error {
             | Error::PerUserLimitReached
             | Error::AlreadyRedeemed
             | Error::RedemptionCancelled
-            | Error::RequestInProgress => 409,
+            | Error::RequestInProgress
+            | Error::RecountInProgress => 409,
             Error::SoldOut | Error::Expired => 410,
             Error::PayloadTooLarge => 413,
             Error::RateLimited | Error::TooManyFailedLookups { .. } => 429,
@@ -160,7 +165,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             Error::TooManyFailedLookups { retry_after } => Some(*retry_after),
-            Error::CampaignPaused | Error::RedemptionsFrozen => Some(30),
+            Error::CampaignPaused | Error::RedemptionsFrozen | Error::RecountInProgress => Some(30),
             Error::RateLimited | Error::RequestInProgress | Error::StoreUnavailable(_) => Some(1),
             _ => None,
         }
@@ -213,6 +218,9 @@ impl fmt::Display for Error {
             Error::RequestInProgress => {
                 f.write_str("a request with this key is still in progress; retry shortly")
             }
+            Error::RecountInProgress => f.write_str(
+                "a stock recount is in progress; the stock and budget can change once it is done",
+            ),
             Error::CouponNotFound => f.write_str("no such coupon"),
             Error::TooManyFailedLookups { .. } => f.write_str(
                 "too many lookups of coupons this user does not hold this minute; retry after Retry-After",

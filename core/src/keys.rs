@@ -21,6 +21,11 @@
 //! | `c:{id}:freeze` | counter | freezes and unfreezes of redemptions so far: odd is frozen (below 10^6: read with `get` in a batch) |
 //! | `c:{id}:freeze:{shard}:{level}` | lease | owns moving the shard's redemption ledger to brake `level` |
 //! | `c:{id}:claimed:{shard}` | counter | coupons taken from the shard's stock, plus 2^40 per brake level: braked while the level is odd |
+//! | `c:{id}:withheld:{shard}` | counter | units the operator's limit changes took out of the shard's stock (negative: added); `c:{id}:claimed:{shard}` holds them too (see `ops::limits`) |
+//! | `c:{id}:limits` | register | stock, budget and claim rate in force, if changed: revision and values (JSON) |
+//! | `c:{id}:limits:{n}` | record | the n-th change of limits: who, when, why, old and new values |
+//! | `c:{id}:limits:lock` | lease | attempt n owns making change n: one change at a time |
+//! | `c:{id}:limits:done` | register | the latest change finished: the next one takes attempt `done + 1` |
 //! | `c:{id}:recount` | counter | stock recounts so far, times two: odd while one fences the stock (below 10^6: read with `get` in a batch; see `ops::recount`) |
 //! | `c:{id}:recount:{r}` | lease | owns moving the recount counter to `r` |
 //! | `c:{id}:recount:{r}:since` | register | when the recount counter was first seen at `r` (Unix ms) |
@@ -124,6 +129,21 @@ impl CampaignKeys {
     }
     pub fn claimed(&self, shard: u32) -> String {
         self.sub(&format!("claimed:{shard}"))
+    }
+    pub fn withheld(&self, shard: u32) -> String {
+        self.sub(&format!("withheld:{shard}"))
+    }
+    pub fn limits(&self) -> String {
+        self.sub("limits")
+    }
+    pub fn limits_change(&self, n: i64) -> String {
+        self.sub(&format!("limits:{n}"))
+    }
+    pub fn limits_lock(&self) -> String {
+        self.sub("limits:lock")
+    }
+    pub fn limits_done(&self) -> String {
+        self.sub("limits:done")
     }
     pub fn recount(&self) -> String {
         self.sub("recount")

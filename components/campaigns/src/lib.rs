@@ -3,14 +3,16 @@
 //! `POST /campaigns/{id}/pause`, `/resume` and `/close` (claims),
 //! `POST /campaigns/{id}/freeze` and `/unfreeze` (redemptions), each recorded
 //! with who and why (`GET /campaigns/{id}/brakes`), and re-dating with
-//! `PUT /campaigns/{id}/expiry` (`GET` lists the changes).
+//! `PUT /campaigns/{id}/expiry` (`GET` lists the changes), and changing
+//! stock, budget and claim rate with `PATCH /campaigns/{id}/limits` (`GET`
+//! lists the changes).
 
 use coupon_core::Error;
 use coupon_core::api::{Reply, query_param};
 use coupon_core::campaign::CampaignId;
 use coupon_core::ops::brake::Note;
 use coupon_core::ops::campaigns::{self, Created};
-use coupon_core::ops::dating;
+use coupon_core::ops::{dating, limits};
 use coupon_spin::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
 
@@ -82,6 +84,14 @@ async fn handle(request: Request) -> impl IntoResponse {
                 200,
                 &dating::redate(store, &id(campaign)?, call.json()?, call.now).await?,
             )),
+            (&Method::PATCH, [campaign, "limits"]) => Ok(Reply::json(
+                200,
+                &limits::change(store, &id(campaign)?, call.json()?, call.now).await?,
+            )),
+            (&Method::GET, [campaign, "limits"]) => Ok(Reply::json(
+                200,
+                &limits::history(store, &id(campaign)?).await?,
+            )),
             (&Method::GET, [campaign, "brakes"]) => Ok(Reply::json(
                 200,
                 &campaigns::brake_history(store, &id(campaign)?).await?,
@@ -96,6 +106,9 @@ async fn handle(request: Request) -> impl IntoResponse {
                 Err(Error::MethodNotAllowed { allow: "POST" })
             }
             (_, [_, "expiry"]) => Err(Error::MethodNotAllowed { allow: "GET, PUT" }),
+            (_, [_, "limits"]) => Err(Error::MethodNotAllowed {
+                allow: "GET, PATCH",
+            }),
             (_, [_, "brakes"]) => Err(Error::MethodNotAllowed { allow: "GET" }),
             _ => Err(Error::NotFound),
         }

@@ -59,7 +59,9 @@ pub const MAX_TRANSITIONS: i64 = CLOSED - 1;
 const _: () = assert!(CLOSED * 100 < SMALL_COUNTER_LIMIT);
 
 fn level(counter: i64) -> i64 {
-    counter.div_euclid(OFFSET)
+    // Centred, so a count may go below zero (stock an operator added: see
+    // `limits`) without changing the level.
+    (counter + OFFSET / 2).div_euclid(OFFSET)
 }
 
 /// Whether a held counter (as an operation's increment returned it) is braked.
@@ -69,7 +71,7 @@ pub fn is_engaged(counter: i64) -> bool {
 
 /// The count in a held counter, without its level.
 pub fn count(counter: i64) -> i64 {
-    counter.rem_euclid(OFFSET)
+    counter - level(counter) * OFFSET
 }
 
 /// Whether a transition count means engaged.

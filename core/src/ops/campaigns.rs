@@ -67,6 +67,7 @@ pub struct CampaignSummary {
     pub closed: bool,
     pub frozen: bool,
     pub expiry_revision: i64,
+    pub limits_revision: i64,
 }
 
 /// A page of campaigns, oldest first.
@@ -98,6 +99,9 @@ pub struct CampaignView {
     pub frozen: bool,
     /// Re-datings so far (`GET /campaigns/{id}/expiry` lists them).
     pub expiry_revision: i64,
+    /// The latest change of stock, budget or claim rate (0: as created;
+    /// `GET /campaigns/{id}/limits` lists them).
+    pub limits_revision: i64,
     pub stats: Stats,
 }
 
@@ -186,19 +190,21 @@ pub async fn list(store: &impl Store, after: i64, limit: u32) -> Result<Campaign
         let wanted: Vec<String> = ids
             .iter()
             .map(CampaignKeys::new)
-            .flat_map(|k| [k.record(), k.dating(), k.brake(), k.freeze()])
+            .flat_map(|k| [k.record(), k.dating(), k.brake(), k.freeze(), k.limits()])
             .collect();
         let values = store.get_many(&wanted).await?;
-        for (id, [record, dating, paused, frozen]) in ids.iter().zip(fours(values)) {
+        for (id, [record, dating, paused, frozen, limits]) in ids.iter().zip(groups(values)) {
             let Some(record) = record else { continue };
-            let (campaign, dating) =
-                super::with_dating(&CampaignKeys::new(id), &record, dating.as_deref())?;
+            let keys = CampaignKeys::new(id);
+            let (campaign, dating) = super::with_dating(&keys, &record, dating.as_deref())?;
+            let limits = super::limits::parse(&keys.limits(), limits.as_deref(), &campaign)?;
             campaigns.push(CampaignSummary {
-                campaign: campaign_json(&campaign)?,
+                campaign: campaign_json(&limits.applied(&campaign))?,
                 paused: brake::is_on_stored(paused.as_deref()),
                 closed: brake::is_closed_stored(paused.as_deref()),
                 frozen: brake::is_on_stored(frozen.as_deref()),
                 expiry_revision: dating.revision,
+                limits_revision: limits.revision,
             });
         }
     }
@@ -208,16 +214,12 @@ pub async fn list(store: &impl Store, after: i64, limit: u32) -> Result<Campaign
     })
 }
 
-/// Groups a batch's answers by four, in order.
-fn fours<T>(values: Vec<T>) -> impl Iterator<Item = [T; 4]> {
+/// Groups a batch's answers by `N`, in order.
+fn groups<const N: usize, T>(values: Vec<T>) -> impl Iterator<Item = [T; N]> {
     let mut values = values.into_iter();
     std::iter::from_fn(move || {
-        Some([
-            values.next()?,
-            values.next()?,
-            values.next()?,
-            values.next()?,
-        ])
+        let group: Vec<T> = values.by_ref().take(N).collect();
+        group.try_into().ok()
     })
 }
 
@@ -333,7 +335,10 @@ pub(crate) async fn view(
     dating: &super::dating::Dating,
 ) -> Result<CampaignView> {
     let keys = CampaignKeys::new(&campaign.id);
-    let stock = i64::try_from(campaign.stock).unwrap_or(i64::MAX);
+    let stored = store.get(&keys.limits()).await?;
+    let limits = super::limits::parse(&keys.limits(), stored.as_deref(), campaign)?;
+    let in_force = limits.applied(campaign);
+    let stock = i64::try_from(in_force.stock).unwrap_or(i64::MAX);
     let transitions = read_counter(store, &keys.brake()).await?;
     let paused = brake::is_on(transitions);
     let closed = brake::is_closed(transitions);
@@ -345,12 +350,11 @@ pub(crate) async fn view(
         false => None,
     };
     let frozen = Brake::redemptions(campaign).is_on(store).await?;
-    let mut claimed = 0;
-    for shard in 0..campaign.shard_count() {
-        let counter = read_counter(store, &keys.claimed(shard)).await?;
-        // A claim in flight may hold an increment it is about to take back.
-        claimed += brake::count(counter).clamp(0, campaign.shard_capacity(shard));
-    }
+    let shards = super::limits::shards(store, campaign, &limits).await?;
+    let claimed: i64 = shards.iter().map(|s| s.claimed()).sum();
+    // As the counters enforce it: what the limits in force allow, or the
+    // coupons issued if claims racing a lowering took more.
+    let capacity: i64 = shards.iter().map(|s| s.capacity()).sum();
     let expired = ledger::count(store, &[keys.expirations(dating.epoch)]).await?;
     let shards = 0..campaign.shard_count();
     let redemptions: Vec<_> = shards.clone().map(|s| keys.redemptions(s)).collect();
@@ -359,28 +363,28 @@ pub(crate) async fn view(
     // never below none meanwhile.
     let redeemed =
         (ledger::count(store, &redemptions).await? - ledger::count(store, &cancels).await?).max(0);
-    let capacity = i64::try_from(campaign.capacity()).unwrap_or(i64::MAX);
     let stats = Stats {
         claimed,
         redeemed,
         expired,
         expired_value: expired.saturating_mul(campaign.discount.face_value().minor()),
-        remaining_stock: stock - claimed,
-        budget_used: match campaign.budget {
+        remaining_stock: (stock - claimed).max(0),
+        budget_used: match in_force.budget {
             Some(_) => claimed.saturating_mul(campaign.discount.face_value().minor()),
             None => 0,
         },
         capacity,
-        remaining: capacity - claimed,
-        binding_limit: BindingLimit::of(campaign),
+        remaining: (capacity - claimed).max(0),
+        binding_limit: BindingLimit::of(&in_force),
     };
     Ok(CampaignView {
-        campaign: campaign_json(campaign)?,
+        campaign: campaign_json(&in_force)?,
         paused,
         closed,
         closed_at,
         frozen,
         expiry_revision: dating.revision,
+        limits_revision: limits.revision,
         stats,
     })
 }

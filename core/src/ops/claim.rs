@@ -100,6 +100,7 @@ pub async fn claim(
         sold_out,
         positions,
         recount,
+        limits,
     ] = get_array(
         store,
         [
@@ -110,6 +111,7 @@ pub async fn claim(
             campaign_keys.sold_out(),
             campaign_keys.positions(user.as_str()),
             campaign_keys.recount(),
+            campaign_keys.limits(),
         ],
     )
     .await?;
@@ -138,7 +140,8 @@ pub async fn claim(
     }
     // The fresh code is random: claims spread evenly over the shards.
     let start_shard = code.shard(campaign.shard_count());
-    admit(store, &campaign, &campaign_keys, start_shard, now).await?;
+    let limits = super::limits::parse(&campaign_keys.limits(), limits.as_deref(), &campaign)?;
+    admit(store, &campaign, &limits, &campaign_keys, start_shard, now).await?;
     // Refusals above leave the key unused, so a retry after them can still
     // succeed. An attempt whose owner died lapses: the retry takes the next.
     let attempt = match lease::own(store, &key_owner, attempt, now).await? {
@@ -312,11 +315,12 @@ impl Outcome {
 async fn admit(
     store: &impl Store,
     campaign: &Campaign,
+    limits: &super::limits::Limits,
     keys: &CampaignKeys,
     start_shard: u32,
     now: Timestamp,
 ) -> Result<()> {
-    let Some(ceiling) = campaign.max_claims_per_second else {
+    let Some(ceiling) = limits.max_claims_per_second else {
         return Ok(());
     };
     let counters = campaign.shard_count().min(ceiling);

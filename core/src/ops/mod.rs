@@ -11,6 +11,7 @@ pub mod coupons;
 pub mod dating;
 pub mod expire;
 pub mod ledger;
+pub mod limits;
 pub mod recount;
 pub mod redeem;
 

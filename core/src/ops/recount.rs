@@ -16,8 +16,13 @@
 //! by reading, so sweeps that overlap, repeat or die part-way give nothing
 //! back twice; the fence comes down a lease after the count was first done,
 //! so no sweep still counting can act on a moving counter.
+//!
+//! Units an operator's change of limits withheld (or added) are in the
+//! counters too, and recorded (see `limits`): they are not given back. A
+//! change of limits makes the stock countable again: "full to its capacity"
+//! holds only for the limits it was found under.
 
-use super::brake;
+use super::{brake, limits};
 use crate::campaign::Campaign;
 use crate::error::Result;
 use crate::expiry::YearMonth;
@@ -89,20 +94,26 @@ pub async fn step(
     if now.duration_since(since) < lease::LEASE {
         return Ok(Recount::Idle);
     }
+    let limits = current_limits(store, campaign, &keys).await?;
     let (mut returned, mut full) = (0, true);
     for shard in 0..campaign.shard_count() {
         let Some(issued) = count(store, campaign, &keys, round, shard, now, spend).await? else {
             return Ok(Recount::Stopped);
         };
         match give_back(store, &keys, round, shard, issued, now).await? {
-            Some(units) => returned += units,
+            Some((units, withheld)) => {
+                returned += units;
+                full &= issued >= campaign.shard_capacity(shard) - withheld;
+            }
             // Another sweep is giving this shard back.
             None => return Ok(Recount::Idle),
         }
-        full &= issued >= campaign.shard_capacity(shard);
     }
     if full {
-        store.set(&keys.recount_full(round), b"1").await?;
+        let revision = limits.revision.to_string();
+        store
+            .set(&keys.recount_full(round), revision.as_bytes())
+            .await?;
     }
     lease::first_seen(store, &keys.recount_done(round), now).await?;
     Ok(Recount::Returned(returned))
@@ -121,8 +132,10 @@ async fn due(
         // the window closed, or found every shard full to its capacity (no
         // unit can be taken again).
         let raised = lease::first_seen(store, &keys.recount_since(round - 1), now).await?;
+        let full = store.get(&keys.recount_full(round - 1)).await?;
+        let revision = current_limits(store, campaign, keys).await?.revision;
         if raised >= campaign.claim_ends_at
-            || store.get(&keys.recount_full(round - 1)).await?.is_some()
+            || full.is_some_and(|f| f == revision.to_string().as_bytes())
         {
             return Ok(false);
         }
@@ -228,8 +241,19 @@ fn parse_count(bytes: &[u8]) -> Option<(i64, i64)> {
     Some((slots.parse().ok()?, coupons.parse().ok()?))
 }
 
-/// Gives back what `shard` holds beyond its `issued` coupons; the units it
-/// gave back, or `None` if another sweep owns doing it.
+/// The limits in force.
+async fn current_limits(
+    store: &impl Store,
+    campaign: &Campaign,
+    keys: &CampaignKeys,
+) -> Result<limits::Limits> {
+    let stored = store.get(&keys.limits()).await?;
+    limits::parse(&keys.limits(), stored.as_deref(), campaign)
+}
+
+/// Gives back what `shard` holds beyond its `issued` coupons and the units
+/// changes of limits withheld; the units it gave back and those withheld,
+/// or `None` if another sweep owns doing it.
 async fn give_back(
     store: &impl Store,
     keys: &CampaignKeys,
@@ -237,11 +261,13 @@ async fn give_back(
     shard: u32,
     issued: i64,
     now: Timestamp,
-) -> Result<Option<u64>> {
+) -> Result<Option<(u64, i64)>> {
     let counter = keys.claimed(shard);
-    let lost = |value: i64| (brake::count(value) - issued).max(0);
+    // Under a settled fence no change of limits moves it (see `limits`).
+    let withheld = read_counter(store, &keys.withheld(shard)).await?;
+    let lost = |value: i64| (brake::count(value) - withheld - issued).max(0);
     if lost(read_counter(store, &counter).await?) == 0 {
-        return Ok(Some(0));
+        return Ok(Some((0, withheld)));
     }
     let Ownership::Owned(_) = lease::own(store, &keys.recount_shard(round, shard), 1, now).await?
     else {
@@ -253,7 +279,7 @@ async fn give_back(
     if lost > 0 {
         store.increment(&counter, -lost).await?;
     }
-    Ok(Some(lost as u64))
+    Ok(Some((lost as u64, withheld)))
 }
 
 #[cfg(test)]

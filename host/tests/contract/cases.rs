@@ -32,6 +32,7 @@ pub const CASES: &[Case] = cases![
     pause_stops_claims_and_resume_lets_the_same_key_through,
     freeze_stops_redemptions_until_unfreeze,
     close_ends_claims_for_good,
+    limits_change_during_a_sale_and_never_below_what_is_issued,
     redating_moves_every_outstanding_coupon,
     the_sweep_pages_through_as_of_and_expires_nothing_valid,
     parallel_claims_never_exceed_the_stock,
@@ -537,6 +538,76 @@ fn close_ends_claims_for_good(t: &Target) -> Outcome {
         (&json!("close"), &json!("wrong discount")),
         "recorded close",
     )
+}
+
+fn limits_change_during_a_sale_and_never_below_what_is_issued(t: &Target) -> Outcome {
+    let id = create(t, json!({"stock": 40, "per_user_limit": 1, "shards": 4}))?;
+    let path = format!("/campaigns/{id}/limits");
+    let change = |body: Value| t.send(Who::Operator, "PATCH", &path, &[], Some(&body));
+    // Lowered while claims run: never past the new stock, whoever wins.
+    let (lowered, answers) = std::thread::scope(|s| {
+        let claims = s.spawn(|| together(30, |i| t.claim(&format!("u{i}"), &id, &unique("k"))));
+        let lowered = change(json!({"stock": 12, "changed_by": "contract", "reason": "fraud"}));
+        (lowered, claims.join())
+    });
+    let answers = answers.map_err(|_| "the claims panicked".to_string())??;
+    let lowered = lowered?;
+    let issued = count_status(&answers, 201);
+    // 12; or, if claims that raced it took more by then, what they took;
+    // or refused, if they had before it read the counters.
+    let capacity = match lowered.status {
+        400 => {
+            ensure_eq(&lowered.body["error"]["field"], &json!("stock"), "field")?;
+            40
+        }
+        _ => {
+            let view = lowered.expect_status(200)?;
+            ensure_eq(&view["stock"], &json!(12), "stock in force")?;
+            view["stats"]["capacity"].as_i64().unwrap_or(-1)
+        }
+    };
+    ensure(
+        capacity == 12 || capacity == 40 || (capacity > 12 && capacity as usize <= issued),
+        || {
+            format!(
+                "capacity {capacity} after lowering to 12 ({issued} issued by the racing claims)"
+            )
+        },
+    )?;
+    // Below what is issued: refused at the field, nothing changed.
+    let refused = change(json!({"stock": 1}))?;
+    refused.expect_error(400, "invalid_request")?;
+    ensure_eq(&refused.body["error"]["field"], &json!("stock"), "field")?;
+    // Sold out, then raised: claims go on.
+    let more = together(40, |i| t.claim(&format!("v{i}"), &id, &unique("k")))?;
+    let s = stats(t, &id)?;
+    let claimed = s["claimed"].as_i64().unwrap_or(-1);
+    ensure_eq(
+        (claimed, count_status(&more, 201) + issued),
+        (capacity, claimed as usize),
+        "claimed, and answered issued, after selling out",
+    )?;
+    let raised = change(json!({"stock": claimed + 2, "max_claims_per_second": 50}))?;
+    ensure_eq(
+        &raised.expect_status(200)?["stats"]["remaining"],
+        &json!(2),
+        "raised",
+    )?;
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    claimed_then(t, "w1", &id)?;
+    claimed_then(t, "w2", &id)?;
+    let history = t.get(Who::Operator, &path)?;
+    let changes = history.expect_status(200)?["changes"].clone();
+    ensure_eq(
+        (changes.as_array().map(Vec::len), &changes[0]["reason"]),
+        (Some(2), &json!("fraud")),
+        "history",
+    )
+}
+
+/// Claims one coupon for `user`, which must be issued.
+fn claimed_then(t: &Target, user: &str, campaign: &str) -> Outcome {
+    claimed(t, user, campaign).map(drop)
 }
 
 fn redating_moves_every_outstanding_coupon(t: &Target) -> Outcome {
