@@ -350,7 +350,7 @@ pub(crate) async fn view(
         false => None,
     };
     let frozen = Brake::redemptions(campaign).is_on(store).await?;
-    let shards = super::limits::shards(store, campaign, &limits).await?;
+    let shards = super::limits::shards(store, campaign).await?;
     let claimed: i64 = shards.iter().map(|s| s.claimed()).sum();
     // As the counters enforce it: what the limits in force allow, or the
     // coupons issued if claims racing a lowering took more.

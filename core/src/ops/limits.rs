@@ -24,6 +24,8 @@
 //! - **One change at a time.** Change `n` owns attempt `n` of a lease, so a
 //!   change whose host died is taken over a lease later (90 s); a change that
 //!   finds one in flight answers `request_in_progress`.
+//! - **Only while claims may come.** Once the claim window has ended or was
+//!   closed, stock and budget no longer change (`campaign_not_active`).
 //! - **Not during a recount.** A recount reads the counters against the
 //!   records, so a change of stock or budget waits for its fence to come down
 //!   (`recount_in_progress`, minutes: it goes up only once the stock was
@@ -164,19 +166,20 @@ impl Shard {
     }
 }
 
-/// Every stock shard's counters: one read per shard, two once limits changed.
-pub(crate) async fn shards(
-    store: &impl Store,
-    campaign: &Campaign,
-    limits: &Limits,
-) -> Result<Vec<Shard>> {
+/// Every stock shard's counters: one read per shard, two once a change was
+/// tried (one that died may have moved them without a record of its own).
+pub(crate) async fn shards(store: &impl Store, campaign: &Campaign) -> Result<Vec<Shard>> {
     let keys = CampaignKeys::new(&campaign.id);
+    let tried = store
+        .get(&lease::attempt_key(&keys.limits_lock(), 1))
+        .await?
+        .is_some();
     let mut shards = Vec::with_capacity(campaign.shard_count() as usize);
     for shard in 0..campaign.shard_count() {
         let counter = read_counter(store, &keys.claimed(shard)).await?;
-        let withheld = match limits.revision {
-            0 => 0,
-            _ => read_counter(store, &keys.withheld(shard)).await?,
+        let withheld = match tried {
+            false => 0,
+            true => read_counter(store, &keys.withheld(shard)).await?,
         };
         shards.push(Shard {
             base: campaign.shard_capacity(shard),
@@ -228,7 +231,8 @@ async fn make(
     revision: i64,
     now: Timestamp,
 ) -> Result<()> {
-    let [limits, fence] = get_array(store, [keys.limits(), keys.recount()]).await?;
+    let [limits, fence, brake] =
+        get_array(store, [keys.limits(), keys.recount(), keys.brake()]).await?;
     let from = parse(&keys.limits(), limits.as_deref(), campaign)?;
     let to = Limits {
         revision,
@@ -240,10 +244,14 @@ async fn make(
     };
     let wanted = to.applied(campaign);
     wanted.validate_limits()?;
-    let mut shards = shards(store, campaign, &from).await?;
+    let mut shards = shards(store, campaign).await?;
     let capacity: i64 = shards.iter().map(Shard::capacity).sum();
     let target = i64::try_from(wanted.capacity()).unwrap_or(i64::MAX);
     if target != capacity {
+        // No claim takes stock again: a recount may already have counted for good.
+        if now >= campaign.claim_ends_at || brake::is_closed_stored(brake.as_deref()) {
+            return Err(Error::CampaignNotActive);
+        }
         if recount::is_fenced(fence.as_deref()) {
             return Err(Error::RecountInProgress);
         }
@@ -454,6 +462,20 @@ mod tests {
         assert_eq!(claim_all(&store, 1_000, t), 10);
         let s = stats(&store);
         assert_eq!((s.claimed, s.capacity, s.remaining), (40, 40, 0));
+    }
+
+    #[test]
+    fn a_lowering_gives_back_at_once_a_unit_a_racing_claim_took() {
+        let (store, c) = setup(10, 1);
+        let keys = CampaignKeys::new(&c.id);
+        claim_n(&store, 0, 4, ts(NOW));
+        block_on(lease::own(&store, &keys.limits_lock(), 1, ts(NOW))).expect("owned");
+        let mut read = block_on(shards(&store, &c)).expect("read");
+        // A claim takes a unit after the lowering read the counters.
+        block_on(store.increment(&keys.claimed(0), 1)).expect("claim");
+        block_on(withhold(&store, &keys, &mut read, 6)).expect("withheld");
+        let now = block_on(shards(&store, &c)).expect("read");
+        assert_eq!((now[0].claimed(), now[0].capacity()), (5, 5));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Scenario {
     pub freezers: Vec<usize>,
     /// Campaigns an operator closes mid-sale.
     pub closers: Vec<usize>,
+    /// Campaigns whose stock an operator changes mid-sale, and to what: at
+    /// most one change per campaign.
+    pub limiters: Vec<(usize, u64)>,
     pub redatings: Vec<usize>,
     /// A campaign two operators create at once, under faults.
     pub late_campaign: Option<Campaign>,
@@ -83,12 +86,19 @@ impl Scenario {
             .flat_map(|c| std::iter::repeat_n(c, rng.range(0, 2) as usize))
             .collect();
         let closers = (0..campaigns.len()).filter(|_| rng.chance(150)).collect();
+        let mut limiters = Vec::new();
+        for c in 0..campaigns.len() {
+            if rng.chance(300) {
+                limiters.push((c, rng.range(1, 8) as u64));
+            }
+        }
         Scenario {
             campaigns,
             claims,
             operators,
             freezers,
             closers,
+            limiters,
             redatings,
             late_campaign,
             fault_steps,
@@ -135,6 +145,15 @@ pub enum Event {
     CloseAnswered {
         campaign: CampaignId,
         step: u64,
+    },
+    /// A change of stock started.
+    LimitsStarted {
+        campaign: CampaignId,
+    },
+    /// A change of stock answered, with the capacity it answered.
+    LimitsAnswered {
+        campaign: CampaignId,
+        capacity: i64,
     },
     UnfreezeStarted {
         campaign: CampaignId,
@@ -306,6 +325,10 @@ pub fn spawn_all(exec: &mut Executor, ctx: &Rc<Ctx>, scenario: &Scenario) {
     for &c in &scenario.closers {
         let (task, ctx) = (exec.next_task(), ctx.clone());
         exec.spawn(async move { closer(&ctx, task, c).await });
+    }
+    for &(c, stock) in &scenario.limiters {
+        let (task, ctx) = (exec.next_task(), ctx.clone());
+        exec.spawn(async move { limiter(&ctx, task, c, stock).await });
     }
     for &c in &scenario.redatings {
         let (task, ctx) = (exec.next_task(), ctx.clone());
@@ -503,6 +526,31 @@ async fn closer(ctx: &Ctx, task: usize, c: usize) {
         ctx.events.borrow_mut().push(Event::CloseAnswered {
             campaign: id,
             step: ctx.step(),
+        });
+    }
+}
+
+/// Changes a campaign's stock mid-sale (refused if below what is issued, or
+/// while a recount fences the stock: the sweep may not come again soon).
+async fn limiter(ctx: &Ctx, task: usize, c: usize, stock: u64) {
+    let id = ctx.campaigns[c].id.clone();
+    ctx.sleep_between(0, 60_000).await;
+    ctx.events.borrow_mut().push(Event::LimitsStarted {
+        campaign: id.clone(),
+    });
+    let changed = with_retries(ctx, task, "limits", |now| {
+        let request = crate::ops::limits::LimitsRequest {
+            stock: Some(stock),
+            changed_by: Some(format!("t{task}")),
+            ..Default::default()
+        };
+        crate::ops::limits::change(&ctx.store, &id, request, now)
+    })
+    .await;
+    if let Some((Ok(view), _)) = changed {
+        ctx.events.borrow_mut().push(Event::LimitsAnswered {
+            campaign: id,
+            capacity: view.stats.capacity,
         });
     }
 }
