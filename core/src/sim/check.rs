@@ -220,13 +220,7 @@ fn capacity_bound(
     campaign: &crate::campaign::Campaign,
 ) -> i64 {
     let created = campaign.capacity() as i64;
-    let answered = events.iter().find_map(|e| match e {
-        Event::LimitsAnswered {
-            campaign: c,
-            capacity,
-        } if *c == campaign.id => Some(*capacity),
-        _ => None,
-    });
+    let answered = answered_capacity(events, &campaign.id);
     let asked = scenario.limiters.iter().find_map(|&(c, stock)| {
         (scenario.campaigns[c].id == campaign.id).then(|| {
             let mut changed = campaign.clone();
@@ -239,6 +233,17 @@ fn capacity_bound(
         (None, Some(asked)) => created.max(asked),
         (None, None) => created,
     }
+}
+
+/// The capacity the change of `campaign`'s stock answered, if one did.
+fn answered_capacity(events: &[Event], campaign: &CampaignId) -> Option<i64> {
+    events.iter().find_map(|e| match e {
+        Event::LimitsAnswered {
+            campaign: c,
+            capacity,
+        } if c == campaign => Some(*capacity),
+        _ => None,
+    })
 }
 
 fn events_of(ctx: &Ctx) -> Vec<Event> {
@@ -438,13 +443,7 @@ async fn probe(
         // A change of stock that never answered may have left any capacity
         // between the old and the new: either answer is right.
         let events = events_of(ctx);
-        let answered = events.iter().find_map(|e| match e {
-            Event::LimitsAnswered {
-                campaign: id,
-                capacity,
-            } if *id == campaign.id => Some(*capacity),
-            _ => None,
-        });
+        let answered = answered_capacity(&events, &campaign.id);
         let started = events
             .iter()
             .any(|e| matches!(e, Event::LimitsStarted { campaign: id } if *id == campaign.id));
