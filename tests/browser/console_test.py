@@ -343,6 +343,57 @@ def run(driver, storms):
     status, body = redeem("browser-order-1")
     check(status == 201, f"a redemption after the unfreeze answered {status} {body}")
 
+    # Limits: below what is issued is refused at the field; a lowered stock,
+    # from the form, stops a storm at the new capacity, as page and API say.
+    limits = el("limits-form")
+    lfield = lambda name: limits.find_element(By.NAME, name)
+    lfield("stock").send_keys("1")
+    lfield("changed_by").send_keys("browser-test")
+    limits.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: el("confirm").is_displayed())
+    el("confirm-yes").click()
+    limit_error = limits.find_element(By.CSS_SELECTOR, '.error[data-field="stock"]')
+    wait.until(lambda d: "already issued" in limit_error.text)
+    status, view = api("GET", f"/campaigns/{CAMPAIGN}")
+    check(view["limits_revision"] == 0 and view["stock"] == 100000, f"a refused change changed: {view}")
+    shot("limits-refused")
+    late = [Storm([user_token(f"late-{i}") for i in range(400)]) for _ in range(2)]
+    storms.extend(late)
+    for storm in late:
+        storm.start()
+    time.sleep(1)
+    # Room for what the storm issues while the form is filled in.
+    target = api("GET", f"/campaigns/{CAMPAIGN}")[1]["stats"]["claimed"] + 10_000
+    lfield("stock").clear()
+    lfield("stock").send_keys(str(target))
+    lfield("reason").send_keys("supplier short")
+    limits.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: el("confirm").is_displayed())
+    check(CAMPAIGN in text("confirm-text"), f"the confirmation does not name the campaign: {text('confirm-text')}")
+    el("confirm-yes").click()
+    # (The refused change's number is skipped.)
+    wait.until(lambda d: text("limits-revision") == "2")
+    wait_sold_out = WebDriverWait(driver, 30, poll_frequency=0.2)
+    wait_sold_out.until(lambda d: all(any(code == "sold_out" for (_, _, code) in storm.answers[-5:])
+                                      for storm in late))
+    for storm in late:
+        storm.stop.set()
+    for storm in late:
+        storm.join(15)
+        check(storm.failure is None, f"the storm failed: {storm.failure!r}")
+    status, view = api("GET", f"/campaigns/{CAMPAIGN}")
+    stats = view["stats"]
+    check(view["stock"] == target and stats["claimed"] == stats["capacity"] == target and stats["remaining"] == 0,
+          f"lowered to {target}: {view}")
+    time.sleep(1.5)
+    check(number("n-capacity") == target and number("n-remaining") == 0,
+          f"the page says capacity {text('n-capacity')}, remaining {text('n-remaining')}; the API {target}, 0")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#limits-history tbody tr")) == 1)
+    row = [c.text for c in el("limits-history").find_elements(By.CSS_SELECTOR, "tbody td")]
+    check(row[2] == "browser-test" and row[5] == str(target) and row[6] == "supplier short",
+          f"the limits history row: {row}")
+    shot("limits-lowered")
+
     # Close: final; claims answer 403 campaign_not_active and resume is off.
     el("close").click()
     wait.until(lambda d: el("confirm").is_displayed())

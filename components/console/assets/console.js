@@ -150,6 +150,8 @@ function show(campaign) {
   for (const name of ['claimed', 'redeemed', 'expired', 'remaining', 'remaining_stock', 'capacity', 'binding_limit', 'budget_used']) {
     $(`n-${name}`).textContent = number(stats[name]);
   }
+  $('limits-now').textContent = limitsText(campaign);
+  $('limits-revision').textContent = campaign.limits_revision;
   $('rule').textContent = ruleText(campaign.expiry);
   $('revision').textContent = campaign.expiry_revision;
   $('redate-from').textContent = ruleText(campaign.expiry);
@@ -222,6 +224,32 @@ async function loadHistory() {
   });
   $('history').tBodies[0].replaceChildren(...rows);
   await loadBrakes();
+  await loadLimits();
+}
+
+function limitsText(limits) {
+  return [
+    `stock ${limits.stock}`,
+    limits.budget === undefined ? 'no budget' : `budget ${limits.budget}`,
+    limits.max_claims_per_second === undefined ? 'no rate ceiling' : `${limits.max_claims_per_second} claims/s at most`,
+  ].join(', ');
+}
+
+// Every change of stock, budget and claim rate, newest first.
+async function loadLimits() {
+  const id = selected;
+  const answer = await api('GET', `/campaigns/${encodeURIComponent(id)}/limits`);
+  if (id !== selected || !answer.ok) return;
+  const rows = answer.data.changes.slice().reverse().map((c) => {
+    const row = document.createElement('tr');
+    for (const text of [c.revision, c.changed_at, c.changed_by || '', limitsText(c.from), limitsText(c.to), c.capacity, c.reason || '']) {
+      const cell = document.createElement('td');
+      cell.textContent = text;
+      row.append(cell);
+    }
+    return row;
+  });
+  $('limits-history').tBodies[0].replaceChildren(...rows);
 }
 
 // Every pause, resume, freeze and unfreeze, newest first.
@@ -335,6 +363,44 @@ $('redate-form').addEventListener('submit', async (event) => {
   if (answer.ok) {
     show(answer.data);
     loadHistory();
+  }
+});
+
+// A limit as the form gives it: empty stays, `none` removes, a number sets.
+function limitValue(text) {
+  const value = text.trim();
+  if (value === '') return undefined;
+  if (value.toLowerCase() === 'none') return null;
+  return /^[0-9]+$/.test(value) ? Number(value) : value;
+}
+
+$('limits-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const body = {};
+  for (const name of ['stock', 'budget', 'max_claims_per_second']) {
+    const value = limitValue(form.elements[name].value);
+    if (value !== undefined) body[name] = value;
+  }
+  for (const name of ['changed_by', 'reason']) {
+    const value = form.elements[name].value.trim();
+    if (value) body[name] = value;
+  }
+  const id = selected;
+  const asked = Object.entries(body)
+    .filter(([name]) => name !== 'changed_by' && name !== 'reason')
+    .map(([name, value]) => `${name} ${value === null ? 'none' : value}`)
+    .join(', ');
+  if (!asked) {
+    showErrors(form, { ok: false, data: { error: { field: 'stock', message: 'give a stock, budget or claim rate to change' } } });
+    return;
+  }
+  if (!(await confirmed(`Change the limits of campaign “${id}” from ${$('limits-now').textContent} to ${asked}?`))) return;
+  const answer = await api('PATCH', `/campaigns/${encodeURIComponent(id)}/limits`, body);
+  showErrors(form, answer);
+  if (answer.ok) {
+    show(answer.data);
+    loadLimits();
   }
 });
 
