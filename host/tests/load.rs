@@ -1294,9 +1294,21 @@ fn check(scenario: &Scenario, observed: &Observed, stats: &[Value]) -> Verdict {
     }
 
     // The campaign's stats, from every host.
+    // The discount given is what the sweep has settled: every redemption
+    // gave the face value, and those not settled yet are counted apart.
+    let (given, unsettled) = (
+        stats[0]["discount_given"].as_u64().unwrap_or(u64::MAX) as usize,
+        stats[0]["discount_unsettled"].as_u64().unwrap_or(u64::MAX) as usize,
+    );
+    if given % FACE_VALUE != 0 || given / FACE_VALUE + unsettled < redeemed_in_store {
+        violation(format!(
+            "discount given {given} ({unsettled} unsettled) for {redeemed_in_store} redemptions of {FACE_VALUE}"
+        ));
+    }
     let expected_stats = json!({
         "claimed": issued, "redeemed": redeemed_in_store, "expired": 0, "expired_value": 0,
         "remaining_stock": STOCK - issued.min(STOCK), "budget_used": issued * FACE_VALUE,
+        "discount_given": given.min(redeemed_in_store * FACE_VALUE), "discount_unsettled": unsettled,
         "capacity": STOCK, "remaining": STOCK - issued.min(STOCK), "binding_limit": "both",
     });
     for (host, answer) in stats.iter().enumerate() {

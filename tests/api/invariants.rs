@@ -96,7 +96,7 @@ async fn stock_budget_and_per_user_limits_hold_under_concurrent_claims(t: TestAp
     let stats = t.campaign("rush").await["stats"].clone();
     assert_eq!(
         stats,
-        json!({"claimed": 9, "redeemed": 0, "expired": 0, "expired_value": 0, "remaining_stock": 1, "budget_used": 4500, "capacity": 9, "remaining": 0, "binding_limit": "budget"})
+        json!({"claimed": 9, "redeemed": 0, "expired": 0, "expired_value": 0, "remaining_stock": 1, "budget_used": 4500, "discount_given": 0, "discount_unsettled": 0, "capacity": 9, "remaining": 0, "binding_limit": "budget"})
     );
 }
 

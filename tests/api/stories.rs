@@ -50,7 +50,7 @@ async fn claim_validate_redeem_cancel_expire(t: &TestApp) {
     let stats = t.campaign("spring").await["stats"].clone();
     assert_eq!(
         stats,
-        json!({"claimed": 2, "redeemed": 1, "expired": 1, "expired_value": 500, "remaining_stock": 8, "budget_used": 0, "capacity": 10, "remaining": 8, "binding_limit": "stock"})
+        json!({"claimed": 2, "redeemed": 1, "expired": 1, "expired_value": 500, "remaining_stock": 8, "budget_used": 0, "discount_given": 500, "discount_unsettled": 0, "capacity": 10, "remaining": 8, "binding_limit": "stock"})
     );
 }
 

@@ -36,7 +36,7 @@ SECRET = os.environ["SPIN_VARIABLE_USER_TOKEN_SECRET"].encode()
 SHOTS = os.environ["SHOTS"]
 CAMPAIGN = "browser-sale"
 STATS = ["claimed", "redeemed", "expired", "remaining", "remaining_stock",
-         "capacity", "binding_limit", "budget_used"]
+         "capacity", "binding_limit", "budget_used", "discount_given", "discount_unsettled"]
 
 
 def user_token(sub):

@@ -13,7 +13,7 @@ async fn create_then_read_with_stats() {
     assert_eq!(created.body["paused"], false);
     assert_eq!(
         created.body["stats"],
-        json!({"claimed": 0, "redeemed": 0, "expired": 0, "expired_value": 0, "remaining_stock": 10, "budget_used": 0, "capacity": 10, "remaining": 10, "binding_limit": "stock"})
+        json!({"claimed": 0, "redeemed": 0, "expired": 0, "expired_value": 0, "remaining_stock": 10, "budget_used": 0, "discount_given": 0, "discount_unsettled": 0, "capacity": 10, "remaining": 10, "binding_limit": "stock"})
     );
     let read = t.campaign("spring").await;
     assert_eq!(read, created.body);

@@ -147,7 +147,7 @@ function show(campaign) {
   redemptions.classList.toggle('paused', campaign.frozen);
   $('window').textContent = `Claims from ${campaign.claim_starts_at} until ${campaign.claim_ends_at} (${campaign.time_zone}); ${campaign.currency}, ${campaign.stock} in stock${campaign.budget === undefined ? '' : `, budget ${campaign.budget}`}.`;
   const stats = campaign.stats;
-  for (const name of ['claimed', 'redeemed', 'expired', 'remaining', 'remaining_stock', 'capacity', 'binding_limit', 'budget_used']) {
+  for (const name of ['claimed', 'redeemed', 'expired', 'remaining', 'remaining_stock', 'capacity', 'binding_limit', 'budget_used', 'discount_given', 'discount_unsettled']) {
     $(`n-${name}`).textContent = number(stats[name]);
   }
   $('limits-now').textContent = limitsText(campaign);

@@ -22,7 +22,15 @@ pub struct Stats {
     /// The face value of the coupons in `expired`: discount that lapsed unused.
     pub expired_value: i64,
     pub remaining_stock: i64,
+    /// The face value of the coupons claimed, when there is a budget: what
+    /// they may cost at most.
     pub budget_used: i64,
+    /// The discount redemptions gave (a percent coupon's depends on the
+    /// order), less what cancels gave back, over those the sweep has settled.
+    pub discount_given: i64,
+    /// Redemptions and cancels since the sweep last settled, whose amounts
+    /// `discount_given` does not include yet.
+    pub discount_unsettled: i64,
     /// The coupons the campaign may ever issue: the stock, or fewer if the
     /// budget runs out first.
     pub capacity: i64,
@@ -361,8 +369,11 @@ pub(crate) async fn view(
     let cancels: Vec<_> = shards.map(|s| keys.cancels(s)).collect();
     // A position a dead canceller left empty counts until it is settled:
     // never below none meanwhile.
-    let redeemed =
-        (ledger::count(store, &redemptions).await? - ledger::count(store, &cancels).await?).max(0);
+    let (redemptions, cancels) = (
+        ledger::tally(store, &redemptions).await?,
+        ledger::tally(store, &cancels).await?,
+    );
+    let redeemed = (redemptions.count - cancels.count).max(0);
     let stats = Stats {
         claimed,
         redeemed,
@@ -373,6 +384,8 @@ pub(crate) async fn view(
             Some(_) => claimed.saturating_mul(campaign.discount.face_value().minor()),
             None => 0,
         },
+        discount_given: (redemptions.amount - cancels.amount).max(0),
+        discount_unsettled: redemptions.unsettled + cancels.unsettled,
         capacity,
         remaining: (capacity - claimed).max(0),
         binding_limit: BindingLimit::of(&in_force),

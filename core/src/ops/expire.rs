@@ -511,7 +511,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
         let count = ending.len() as u64;
         campaign_keys
             .expirations(dating.epoch)
-            .record_many(self.store, ending)
+            .record_many(self.store, ending, 0)
             .await?;
         Ok(Some(expired + count))
     }
@@ -559,6 +559,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                 (keys.end(generation), encode(&ending)),
                 code,
                 generation,
+                0,
             )
             .await?;
         Ok(Expired::Now)

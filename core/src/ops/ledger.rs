@@ -10,8 +10,11 @@
 //! it was first seen empty (`crate::lease`), and stays empty. Until then a
 //! count may include a writer in flight or just dead; after, it is exact.
 //!
-//! The entries (`{code} {generation}`) are also the record of who was
-//! counted, for whoever reconciles.
+//! The entries (`{code} {generation}`, then ` {amount}` where the event
+//! moved money: the discount a redemption gave, or a cancel gave back) are
+//! also the record of who was counted, for whoever reconciles; the settled
+//! prefix keeps the sum of its amounts, so a ledger's total is read, never
+//! recomputed.
 //!
 //! A [brake](super::brake) may hold a ledger's position counter (the
 //! redemptions' freeze): a writer whose increment meets it engaged writes
@@ -46,15 +49,17 @@ impl Ledger {
     }
 
     /// Writes `record`, counted: takes the next position, then writes the
-    /// record and the entry `{code} {generation}` there in one `set_many`.
+    /// record and the entry `{code} {generation} {amount}` there in one
+    /// `set_many`.
     pub async fn record(
         &self,
         store: &impl Store,
         record: (String, Vec<u8>),
         code: &impl std::fmt::Display,
         generation: i64,
+        amount: i64,
     ) -> StoreResult<()> {
-        self.record_many(store, vec![(record, code.to_string(), generation)])
+        self.record_many(store, vec![(record, code.to_string(), generation)], amount)
             .await
     }
 
@@ -67,6 +72,7 @@ impl Ledger {
         record: (String, Vec<u8>),
         code: &impl std::fmt::Display,
         generation: i64,
+        amount: i64,
     ) -> StoreResult<bool> {
         let taken = store.increment(&self.0, 1).await?;
         if brake::is_engaged(taken) {
@@ -74,18 +80,19 @@ impl Ledger {
             let _ = store.set(&self.entry_key(brake::count(taken)), EMPTY).await;
             return Ok(false);
         }
-        let entry = self.entry(brake::count(taken), code, generation);
+        let entry = self.entry(brake::count(taken), code, generation, amount);
         store.set_many(&[record, entry]).await?;
         Ok(true)
     }
 
-    /// Writes `records`, each counted as [`record`](Self::record) counts one:
-    /// takes as many positions with one increment, then writes every record
-    /// and entry in one `set_many`.
+    /// Writes `records`, each counted as [`record`](Self::record) counts one
+    /// with `amount`: takes as many positions with one increment, then writes
+    /// every record and entry in one `set_many`.
     pub async fn record_many(
         &self,
         store: &impl Store,
         records: Vec<((String, Vec<u8>), String, i64)>,
+        amount: i64,
     ) -> StoreResult<()> {
         let Ok(n) = i64::try_from(records.len()) else {
             return Err(crate::store::StoreError("too many records at once".into()));
@@ -97,7 +104,7 @@ impl Ledger {
         let mut entries = Vec::with_capacity(records.len() * 2);
         for (position, (record, code, generation)) in (last - n + 1..).zip(records) {
             entries.push(record);
-            entries.push(self.entry(position, &code, generation));
+            entries.push(self.entry(position, &code, generation, amount));
         }
         store.set_many(&entries).await
     }
@@ -107,11 +114,13 @@ impl Ledger {
         position: i64,
         code: &impl std::fmt::Display,
         generation: i64,
+        amount: i64,
     ) -> (String, Vec<u8>) {
-        (
-            self.entry_key(position),
-            format!("{code} {generation}").into_bytes(),
-        )
+        let entry = match amount {
+            0 => format!("{code} {generation}"),
+            _ => format!("{code} {generation} {amount}"),
+        };
+        (self.entry_key(position), entry.into_bytes())
     }
 
     fn entry_key(&self, position: i64) -> String {
@@ -124,38 +133,71 @@ impl Ledger {
 }
 
 /// What a settled prefix says: of positions `1..=upto`, `empty` were never
-/// written. A true fact whoever wrote it, so settlers that race only repeat work.
+/// written, and the written ones' amounts sum to `amount`. A true fact
+/// whoever wrote it, so settlers that race only repeat work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Settled {
     upto: i64,
     empty: i64,
+    amount: i64,
 }
 
 impl Settled {
     fn parse(bytes: Option<&[u8]>) -> Settled {
         let parsed = bytes.and_then(|b| {
-            let (upto, empty) = std::str::from_utf8(b).ok()?.split_once(' ')?;
+            let mut fields = std::str::from_utf8(b).ok()?.split(' ');
             Some(Settled {
-                upto: upto.parse().ok()?,
-                empty: empty.parse().ok()?,
+                upto: fields.next()?.parse().ok()?,
+                empty: fields.next()?.parse().ok()?,
+                amount: fields.next().map_or(Some(0), |a| a.parse().ok())?,
             })
         });
         parsed.unwrap_or_default()
     }
 
     fn render(self) -> String {
-        format!("{} {}", self.upto, self.empty)
+        format!("{} {} {}", self.upto, self.empty, self.amount)
     }
+}
+
+/// The amount an entry records (0 if none).
+fn amount_of(entry: &[u8]) -> i64 {
+    std::str::from_utf8(entry)
+        .ok()
+        .and_then(|e| e.splitn(3, ' ').nth(2)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What `ledgers` hold together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Entries: positions taken less those settled empty.
+    pub count: i64,
+    /// The sum of the settled entries' amounts.
+    pub amount: i64,
+    /// Positions not settled yet, whose amounts `amount` leaves out.
+    pub unsettled: i64,
 }
 
 /// The entries of all `ledgers`: positions taken less those settled empty.
 pub async fn count(store: &impl Store, ledgers: &[Ledger]) -> StoreResult<i64> {
+    Ok(tally(store, ledgers).await?.count)
+}
+
+/// What `ledgers` hold: one batch of reads for the settled prefixes, one
+/// read per position counter.
+pub async fn tally(store: &impl Store, ledgers: &[Ledger]) -> StoreResult<Tally> {
     let settled: Vec<String> = ledgers.iter().map(Ledger::settled_key).collect();
     let settled = store.get_many(&settled).await?;
-    let mut total: i64 = 0;
+    let mut total = Tally::default();
     for (ledger, settled) in ledgers.iter().zip(settled) {
         let taken = brake::count(read_counter(store, &ledger.0).await?);
-        total = total.saturating_add(taken - Settled::parse(settled.as_deref()).empty);
+        let settled = Settled::parse(settled.as_deref());
+        total.count = total.count.saturating_add(taken - settled.empty);
+        total.amount = total.amount.saturating_add(settled.amount);
+        total.unsettled = total
+            .unsettled
+            .saturating_add((taken - settled.upto).max(0));
     }
     Ok(total)
 }
@@ -208,7 +250,13 @@ pub async fn settle<S: Store>(
                     settled.empty += 1;
                     true
                 }
-                Some(entry) => confirm(&entry).await?,
+                Some(entry) => {
+                    let confirmed = confirm(&entry).await?;
+                    if confirmed {
+                        settled.amount = settled.amount.saturating_add(amount_of(&entry));
+                    }
+                    confirmed
+                }
                 None => match lease::lapsed(store, position, 1, now).await? {
                     Ownership::Lapsed => {
                         settled.empty += 1;

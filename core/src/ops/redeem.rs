@@ -75,7 +75,7 @@ pub async fn redeem(
     let ending = (end_key, encode(&Ending::Redeemed(redemption.clone())));
     let written = CampaignKeys::new(&held.campaign.id)
         .redemptions(held.shard())
-        .record_unless_braked(store, ending, &held.code, held.generation)
+        .record_unless_braked(store, ending, &held.code, held.generation, discount.minor())
         .await?;
     if !written {
         return Err(Error::RedemptionsFrozen);
@@ -170,10 +170,21 @@ async fn finish_cancel(store: &impl Store, held: &Held, owner: i64) -> Result<()
     let keys = CouponKeys::new(&held.code);
     let generation = held.generation;
     let marker = keys.cancelled(generation);
+    // The discount it gives back, for the cancels ledger's total.
+    let given = match &held.ending {
+        Some(Ending::Redeemed(r)) => r.discount_amount.minor(),
+        _ => 0,
+    };
     if owner == 1 || store.get(&marker).await?.is_none() {
         CampaignKeys::new(&held.campaign.id)
             .cancels(held.shard())
-            .record(store, (marker, b"1".to_vec()), &held.code, generation)
+            .record(
+                store,
+                (marker, b"1".to_vec()),
+                &held.code,
+                generation,
+                given,
+            )
             .await?;
     }
     // The stored counter lags the generation in play by the voided
@@ -187,7 +198,7 @@ async fn finish_cancel(store: &impl Store, held: &Held, owner: i64) -> Result<()
     Ok(())
 }
 
-/// Finishes the cancel a ledger entry (`{code} {generation}`) records, if its
+/// Finishes the cancel a ledger entry (`{code} {generation} {amount}`) records, if its
 /// canceller died after counting it: the sweep settling the cancels calls
 /// this. `false` while a canceller may still run.
 pub(crate) async fn confirm_cancel(
@@ -196,7 +207,8 @@ pub(crate) async fn confirm_cancel(
     now: Timestamp,
 ) -> Result<bool> {
     let parsed = std::str::from_utf8(entry).ok().and_then(|e| {
-        let (code, generation) = e.split_once(' ')?;
+        let mut fields = e.split(' ');
+        let (code, generation) = (fields.next()?, fields.next()?);
         Some((code.to_owned(), generation.parse::<i64>().ok()?))
     });
     let Some((code, generation)) = parsed else {
@@ -241,6 +253,7 @@ async fn expire_if_due(store: &impl Store, held: &Held, now: Timestamp) -> Resul
             (keys.end(held.generation), encode(&ending)),
             &held.code,
             held.generation,
+            0,
         )
         .await?;
     Ok(true)
@@ -517,6 +530,68 @@ mod tests {
     }
 
     #[test]
+    fn the_discount_given_is_what_redemptions_gave_less_cancels_once_settled() {
+        let store = MemoryStore::default();
+        let mut c = campaign("p");
+        c.discount = crate::api::parse_json(
+            br#"{"kind": "percent", "basis_points": 1000, "max_amount": 1000}"#,
+        )
+        .expect("discount");
+        c.min_order_amount = crate::money::Amount::ZERO;
+        let id = c.id.clone();
+        let t0 = ts(NOW);
+        block_on(async {
+            create(&store, c, crate::ops::testing::setup_time())
+                .await
+                .expect("campaign");
+            // 10% of 3,000, 5,000 and 20,000 (capped at 1,000); then the
+            // 5,000 order is cancelled.
+            for (n, amount) in [(1u8, 3_000), (2, 5_000), (3, 20_000)] {
+                let user = UserId(format!("u{n}"));
+                let request = ClaimRequest {
+                    campaign_id: id.clone(),
+                };
+                let code = CouponCode::from_random([n; crate::code::RANDOM_BYTES]);
+                let code = claim(&store, &user, "k", request, t0, code)
+                    .await
+                    .expect("claim")
+                    .coupon
+                    .code;
+                let request = RedemptionRequest {
+                    code: code.clone(),
+                    order: order(&format!("o{n}"), amount),
+                };
+                redeem(&store, &user, request, t0).await.expect("redeemed");
+                if n == 2 {
+                    cancel(&store, &code, "o2", t0).await.expect("cancelled");
+                }
+            }
+            let stats = get(&store, &id).await.expect("stats").stats;
+            assert_eq!(
+                (
+                    stats.redeemed,
+                    stats.discount_given,
+                    stats.discount_unsettled
+                ),
+                (2, 0, 4)
+            );
+            let settled = t0 + lease::LEASE;
+            sweep(&store, ExpirationRequest::default(), settled, || false)
+                .await
+                .expect("sweep");
+            let stats = get(&store, &id).await.expect("stats").stats;
+            assert_eq!(
+                (
+                    stats.redeemed,
+                    stats.discount_given,
+                    stats.discount_unsettled
+                ),
+                (2, 300 + 1_000, 0)
+            );
+        });
+    }
+
+    #[test]
     fn a_cancel_counted_by_a_canceller_that_died_is_finished_by_the_sweep() {
         let (store, alice, code) = setup();
         let t0 = ts(NOW);
@@ -533,7 +608,13 @@ mod tests {
                 .expect("own");
             CampaignKeys::new(&held.campaign.id)
                 .cancels(held.shard())
-                .record(&store, (keys.cancelled(0), b"1".to_vec()), &held.code, 0)
+                .record(
+                    &store,
+                    (keys.cancelled(0), b"1".to_vec()),
+                    &held.code,
+                    0,
+                    500,
+                )
                 .await
                 .expect("counted");
             let swept_at = |at| sweep(&store, ExpirationRequest::default(), at, || false);

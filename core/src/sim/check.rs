@@ -495,13 +495,16 @@ async fn probe(
                 continue;
             }
         };
-        let (mut issued, mut redeemed) = (0, 0);
+        let (mut issued, mut redeemed, mut given) = (0, 0, 0);
         for (code, _) in coupons.iter().filter(|(_, r)| r.campaign_id == campaign.id) {
             issued += 1;
             if let Ok(held) = load_held(&ctx.store, code, None).await
                 && held.state(now) == CouponState::Redeemed
             {
                 redeemed += 1;
+                if let Some(Ending::Redeemed(r)) = &held.ending {
+                    given += r.discount_amount.minor();
+                }
             }
         }
         let stats = &view.stats;
@@ -509,6 +512,12 @@ async fn probe(
             problems.push(format!(
                 "{}: stats.claimed {} but {issued} coupons stored",
                 campaign.id, stats.claimed
+            ));
+        }
+        if (stats.discount_given, stats.discount_unsettled) != (given, 0) {
+            problems.push(format!(
+                "{}: stats.discount_given {} ({} unsettled) but {given} given by the coupons redeemed",
+                campaign.id, stats.discount_given, stats.discount_unsettled
             ));
         }
         if stats.redeemed != redeemed {
