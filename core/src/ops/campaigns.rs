@@ -343,8 +343,7 @@ pub(crate) async fn view(
     dating: &super::dating::Dating,
 ) -> Result<CampaignView> {
     let keys = CampaignKeys::new(&campaign.id);
-    let stored = store.get(&keys.limits()).await?;
-    let limits = super::limits::parse(&keys.limits(), stored.as_deref(), campaign)?;
+    let (limits, tried) = super::limits::in_force(store, campaign).await?;
     let in_force = limits.applied(campaign);
     let stock = i64::try_from(in_force.stock).unwrap_or(i64::MAX);
     let transitions = read_counter(store, &keys.brake()).await?;
@@ -358,7 +357,7 @@ pub(crate) async fn view(
         false => None,
     };
     let frozen = Brake::redemptions(campaign).is_on(store).await?;
-    let shards = super::limits::shards(store, campaign).await?;
+    let shards = super::limits::shards(store, campaign, tried).await?;
     let claimed: i64 = shards.iter().map(|s| s.claimed()).sum();
     // As the counters enforce it: what the limits in force allow, or the
     // coupons issued if claims racing a lowering took more.

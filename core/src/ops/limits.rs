@@ -166,14 +166,29 @@ impl Shard {
     }
 }
 
-/// Every stock shard's counters: one read per shard, two once a change was
-/// tried (one that died may have moved them without a record of its own).
-pub(crate) async fn shards(store: &impl Store, campaign: &Campaign) -> Result<Vec<Shard>> {
+/// The limits in force, and whether a change was ever tried (one that died
+/// may have moved the counters without a record of its own): one round trip.
+pub(crate) async fn in_force(store: &impl Store, campaign: &Campaign) -> Result<(Limits, bool)> {
     let keys = CampaignKeys::new(&campaign.id);
-    let tried = store
-        .get(&lease::attempt_key(&keys.limits_lock(), 1))
-        .await?
-        .is_some();
+    let [limits, tried] = get_array(
+        store,
+        [keys.limits(), lease::attempt_key(&keys.limits_lock(), 1)],
+    )
+    .await?;
+    Ok((
+        parse(&keys.limits(), limits.as_deref(), campaign)?,
+        tried.is_some(),
+    ))
+}
+
+/// Every stock shard's counters: one read per shard, two once a change was
+/// `tried`.
+pub(crate) async fn shards(
+    store: &impl Store,
+    campaign: &Campaign,
+    tried: bool,
+) -> Result<Vec<Shard>> {
+    let keys = CampaignKeys::new(&campaign.id);
     let mut shards = Vec::with_capacity(campaign.shard_count() as usize);
     for shard in 0..campaign.shard_count() {
         let counter = read_counter(store, &keys.claimed(shard)).await?;
@@ -244,7 +259,8 @@ async fn make(
     };
     let wanted = to.applied(campaign);
     wanted.validate_limits()?;
-    let mut shards = shards(store, campaign).await?;
+    // This change owns an attempt: one was tried.
+    let mut shards = shards(store, campaign, true).await?;
     let capacity: i64 = shards.iter().map(Shard::capacity).sum();
     let target = i64::try_from(wanted.capacity()).unwrap_or(i64::MAX);
     if target != capacity {
@@ -470,11 +486,11 @@ mod tests {
         let keys = CampaignKeys::new(&c.id);
         claim_n(&store, 0, 4, ts(NOW));
         block_on(lease::own(&store, &keys.limits_lock(), 1, ts(NOW))).expect("owned");
-        let mut read = block_on(shards(&store, &c)).expect("read");
+        let mut read = block_on(shards(&store, &c, true)).expect("read");
         // A claim takes a unit after the lowering read the counters.
         block_on(store.increment(&keys.claimed(0), 1)).expect("claim");
         block_on(withhold(&store, &keys, &mut read, 6)).expect("withheld");
-        let now = block_on(shards(&store, &c)).expect("read");
+        let now = block_on(shards(&store, &c, true)).expect("read");
         assert_eq!((now[0].claimed(), now[0].capacity()), (5, 5));
     }
 
