@@ -54,6 +54,9 @@ impl Reply {
         if let Error::MethodNotAllowed { allow } = err {
             reply.headers.push(("allow", (*allow).to_owned()));
         }
+        if let Error::Unauthorized(denial) = err {
+            reply.headers.push(("www-authenticate", denial.challenge()));
+        }
         reply
     }
 

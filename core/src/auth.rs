@@ -3,8 +3,14 @@
 //! A full JWT library would bring every algorithm into every component; users
 //! here only ever hold HS256 tokens, so this verifies exactly that and refuses
 //! the rest (`alg: none`, other algorithms, missing `exp`, future `nbf`).
+//!
+//! `exp` and `nbf` are given [`LEEWAY`] for the skew between the issuer's
+//! clock and ours. `sub` may be a string or a whole number, as issuers
+//! choose: `42` and `"42"` name the same user. A refusal says which check
+//! failed ([`Denial`]): nothing an attacker without a valid signature learns
+//! from it, since every check past the signature is on claims they signed.
 
-use crate::error::{Error, Result};
+use crate::error::{Denial, Error, Result};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -38,69 +44,80 @@ struct Header {
     alg: String,
 }
 
+/// Seconds `exp` and `nbf` may be off by: the issuer's clock and ours differ.
+pub const LEEWAY: f64 = 60.0;
+
 #[derive(Deserialize)]
 struct Claims {
-    sub: Option<String>,
+    sub: Option<serde_json::Value>,
     exp: Option<f64>,
     nbf: Option<f64>,
 }
 
+/// A refusal for `denial`.
+fn denied(denial: Denial) -> Error {
+    Error::Unauthorized(denial)
+}
+
 /// The bearer token of an `Authorization` header value.
 fn bearer(authorization: Option<&str>) -> Result<&str> {
-    let value = authorization.ok_or(Error::Unauthorized)?;
-    let (scheme, token) = value.split_once(' ').ok_or(Error::Unauthorized)?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(Error::Unauthorized);
+    let value = authorization.ok_or(denied(Denial::Missing))?;
+    let (scheme, token) = value.split_once(' ').ok_or(denied(Denial::Missing))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(denied(Denial::Missing));
     }
     Ok(token.trim())
 }
 
+/// The user a `sub` names: a string, or a whole number in decimal.
+fn user_of(sub: Option<serde_json::Value>) -> Option<String> {
+    let sub = match sub? {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+        _ => return None,
+    };
+    ((1..=MAX_USER_ID_LEN).contains(&sub.len()) && !sub.chars().any(char::is_control))
+        .then_some(sub)
+}
+
 /// Verifies a user's `Authorization: Bearer <JWT>` against `secret` at `now`.
 pub fn verify_user(authorization: Option<&str>, secret: &[u8], now: Timestamp) -> Result<UserId> {
-    if secret.is_empty() {
-        return Err(Error::Unauthorized);
-    }
+    let invalid = denied(Denial::Invalid);
     let token = bearer(authorization)?;
+    if secret.is_empty() {
+        return Err(invalid);
+    }
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Error::Unauthorized);
+        return Err(invalid);
     };
-    let decode = |part: &str| {
-        URL_SAFE_NO_PAD
-            .decode(part)
-            .map_err(|_| Error::Unauthorized)
-    };
-    let header: Header =
-        serde_json::from_slice(&decode(header)?).map_err(|_| Error::Unauthorized)?;
+    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| invalid.clone());
+    let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| invalid.clone())?;
     if header.alg != "HS256" {
-        return Err(Error::Unauthorized);
+        return Err(invalid);
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| Error::Unauthorized)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| invalid.clone())?;
     mac.update(&token.as_bytes()[..token.len() - signature.len() - 1]);
     // verify_slice compares in constant time.
     mac.verify_slice(&decode(signature)?)
-        .map_err(|_| Error::Unauthorized)?;
+        .map_err(|_| invalid.clone())?;
 
-    let claims: Claims =
-        serde_json::from_slice(&decode(payload)?).map_err(|_| Error::Unauthorized)?;
+    // Signed by the issuer: from here on, what failed may be said.
+    let claims: Claims = serde_json::from_slice(&decode(payload)?).map_err(|_| invalid.clone())?;
     let now = now.as_second() as f64;
     match claims.exp {
-        Some(exp) if exp > now => {}
-        _ => return Err(Error::Unauthorized),
+        Some(exp) if exp + LEEWAY > now => {}
+        Some(_) => return Err(denied(Denial::Expired)),
+        None => return Err(denied(Denial::NoExpiry)),
     }
-    if claims.nbf.is_some_and(|nbf| nbf > now) {
-        return Err(Error::Unauthorized);
+    if claims.nbf.is_some_and(|nbf| nbf - LEEWAY > now) {
+        return Err(denied(Denial::NotYetValid));
     }
-    match claims.sub {
-        Some(sub)
-            if (1..=MAX_USER_ID_LEN).contains(&sub.len()) && !sub.chars().any(char::is_control) =>
-        {
-            Ok(UserId(sub))
-        }
-        _ => Err(Error::Unauthorized),
-    }
+    user_of(claims.sub)
+        .map(UserId)
+        .ok_or(denied(Denial::NoUser))
 }
 
 /// Checks an operator's `Authorization: Bearer <admin token>` in constant
@@ -112,7 +129,7 @@ pub fn verify_admin(authorization: Option<&str>, admin_token: &str) -> Result<()
     let expected = Sha256::digest(admin_token.as_bytes());
     let matches: bool = given.as_slice().ct_eq(expected.as_slice()).into();
     if admin_token.is_empty() || !matches {
-        return Err(Error::Unauthorized);
+        return Err(denied(Denial::Invalid));
     }
     Ok(())
 }
@@ -156,17 +173,19 @@ mod tests {
     }
 
     #[test]
-    fn forged_and_stale_tokens_are_refused() {
+    fn forged_and_stale_tokens_are_refused_saying_which_check_failed() {
         let n = now().as_second();
         let wrong_key = sign_user_token(b"other", &valid_claims());
-        let expired = sign_user_token(SECRET, &json!({"sub": "alice", "exp": n}));
+        let expired = sign_user_token(SECRET, &json!({"sub": "alice", "exp": n - 61}));
         let no_exp = sign_user_token(SECRET, &json!({"sub": "alice"}));
         let future_nbf = sign_user_token(
             SECRET,
-            &json!({"sub": "alice", "exp": n + 60, "nbf": n + 30}),
+            &json!({"sub": "alice", "exp": n + 600, "nbf": n + 61}),
         );
         let no_sub = sign_user_token(SECRET, &json!({"exp": n + 60}));
         let empty_sub = sign_user_token(SECRET, &json!({"sub": "", "exp": n + 60}));
+        let fraction_sub = sign_user_token(SECRET, &json!({"sub": 4.5, "exp": n + 60}));
+        let object_sub = sign_user_token(SECRET, &json!({"sub": {"id": 1}, "exp": n + 60}));
         let valid = sign_user_token(SECRET, &valid_claims());
         let (head, rest) = valid.split_once('.').expect("jwt");
         let (_, signature) = rest.split_once('.').expect("jwt");
@@ -180,51 +199,117 @@ mod tests {
             URL_SAFE_NO_PAD.encode(valid_claims().to_string())
         );
         let hs512_header = format!("{}.{}", URL_SAFE_NO_PAD.encode(br#"{"alg":"HS512"}"#), rest);
-        for token in [
-            wrong_key,
-            expired,
-            no_exp,
-            future_nbf,
-            no_sub,
-            empty_sub,
-            tampered,
-            none_alg,
-            hs512_header,
+        for (token, denial) in [
+            // Unsigned by us: one answer, whatever was wrong.
+            (wrong_key, Denial::Invalid),
+            (tampered, Denial::Invalid),
+            (none_alg, Denial::Invalid),
+            (hs512_header, Denial::Invalid),
+            ("a.b".to_owned(), Denial::Invalid),
+            // Signed: what failed is said.
+            (expired, Denial::Expired),
+            (no_exp, Denial::NoExpiry),
+            (future_nbf, Denial::NotYetValid),
+            (no_sub, Denial::NoUser),
+            (empty_sub, Denial::NoUser),
+            (fraction_sub, Denial::NoUser),
+            (object_sub, Denial::NoUser),
         ] {
             assert_eq!(
                 verify_user(Some(&bearer_of(&token)), SECRET, now()),
-                Err(Error::Unauthorized),
+                Err(Error::Unauthorized(denial)),
                 "{token}"
             );
         }
-        assert_eq!(verify_user(None, SECRET, now()), Err(Error::Unauthorized));
-        assert_eq!(
-            verify_user(Some("Basic abc"), SECRET, now()),
-            Err(Error::Unauthorized)
-        );
+        for header in [None, Some("Basic abc"), Some("Bearer "), Some("Bearer")] {
+            assert_eq!(
+                verify_user(header, SECRET, now()),
+                Err(Error::Unauthorized(Denial::Missing)),
+                "{header:?}"
+            );
+        }
         let token = sign_user_token(b"", &valid_claims());
         assert_eq!(
             verify_user(Some(&bearer_of(&token)), b"", now()),
-            Err(Error::Unauthorized)
+            Err(Error::Unauthorized(Denial::Invalid))
         );
+    }
+
+    #[test]
+    fn exp_and_nbf_allow_a_minute_of_clock_skew_and_no_more() {
+        let n = now().as_second();
+        let verify = |claims: serde_json::Value| {
+            verify_user(
+                Some(&bearer_of(&sign_user_token(SECRET, &claims))),
+                SECRET,
+                now(),
+            )
+        };
+        assert!(verify(json!({"sub": "alice", "exp": n - 59})).is_ok());
+        assert_eq!(
+            verify(json!({"sub": "alice", "exp": n - 60})),
+            Err(Error::Unauthorized(Denial::Expired))
+        );
+        assert!(verify(json!({"sub": "alice", "exp": n + 600, "nbf": n + 60})).is_ok());
+        assert_eq!(
+            verify(json!({"sub": "alice", "exp": n + 600, "nbf": n + 61})),
+            Err(Error::Unauthorized(Denial::NotYetValid))
+        );
+    }
+
+    #[test]
+    fn a_numeric_sub_names_the_same_user_as_its_decimal_string() {
+        let n = now().as_second();
+        for sub in [json!(42), json!("42")] {
+            let token = sign_user_token(SECRET, &json!({"sub": sub, "exp": n + 60}));
+            let user = verify_user(Some(&bearer_of(&token)), SECRET, now()).expect("valid");
+            assert_eq!(user.as_str(), "42");
+        }
+    }
+
+    #[test]
+    fn a_refusal_carries_its_challenge() {
+        let missing = crate::api::Reply::error(&Error::Unauthorized(Denial::Missing));
+        let expired = crate::api::Reply::error(&Error::Unauthorized(Denial::Expired));
+        let header = |reply: &crate::api::Reply| {
+            reply
+                .headers
+                .iter()
+                .find(|(name, _)| *name == "www-authenticate")
+                .map(|(_, value)| value.clone())
+        };
+        assert_eq!(
+            header(&missing).as_deref(),
+            Some(r#"Bearer realm="coupons""#)
+        );
+        assert_eq!(
+            header(&expired).as_deref(),
+            Some(
+                r#"Bearer realm="coupons", error="invalid_token", error_description="the token has expired""#
+            )
+        );
+        assert_eq!((expired.status, missing.status), (401, 401));
     }
 
     #[test]
     fn the_admin_token_must_match_exactly() {
         assert_eq!(verify_admin(Some("Bearer op-token"), "op-token"), Ok(()));
-        for header in [
-            None,
-            Some("Bearer op-toke"),
-            Some("Bearer op-token2"),
-            Some("op-token"),
-            Some("Bearer "),
+        for (header, denial) in [
+            (None, Denial::Missing),
+            (Some("Bearer op-toke"), Denial::Invalid),
+            (Some("Bearer op-token2"), Denial::Invalid),
+            (Some("op-token"), Denial::Missing),
+            (Some("Bearer "), Denial::Missing),
         ] {
             assert_eq!(
                 verify_admin(header, "op-token"),
-                Err(Error::Unauthorized),
+                Err(Error::Unauthorized(denial)),
                 "{header:?}"
             );
         }
-        assert_eq!(verify_admin(Some("Bearer "), ""), Err(Error::Unauthorized));
+        assert_eq!(
+            verify_admin(Some("Bearer x"), ""),
+            Err(Error::Unauthorized(Denial::Invalid))
+        );
     }
 }

@@ -11,8 +11,9 @@ pub enum Error {
         field: Option<String>,
         message: String,
     },
-    /// Missing, malformed, forged or expired credentials.
-    Unauthorized,
+    /// Missing, malformed, forged or expired credentials: which, as far as
+    /// the caller may be told.
+    Unauthorized(Denial),
     /// No such route in this component.
     NotFound,
     /// The route exists but not with this method; `allow` lists its methods
@@ -58,6 +59,49 @@ pub enum Error {
     Internal(String),
 }
 
+/// Which check a bearer credential failed (RFC 6750's `error` and
+/// `error_description` in `WWW-Authenticate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// No `Authorization: Bearer` credential.
+    Missing,
+    /// Malformed, another algorithm, or a signature (or admin token) that
+    /// does not verify: one answer for all, so a forger learns nothing.
+    Invalid,
+    /// Signed, but past its `exp`.
+    Expired,
+    /// Signed, but with no `exp`.
+    NoExpiry,
+    /// Signed, but before its `nbf`.
+    NotYetValid,
+    /// Signed, but its `sub` names no user.
+    NoUser,
+}
+
+impl Denial {
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub fn challenge(self) -> String {
+        match self {
+            Denial::Missing => r#"Bearer realm="coupons""#.to_owned(),
+            other => format!(
+                r#"Bearer realm="coupons", error="invalid_token", error_description="{}""#,
+                other.description()
+            ),
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Denial::Missing => "a bearer token is required",
+            Denial::Invalid => "the token is malformed or its signature does not verify",
+            Denial::Expired => "the token has expired",
+            Denial::NoExpiry => "the token has no exp",
+            Denial::NotYetValid => "the token is not valid yet (nbf)",
+            Denial::NoUser => "the token's sub names no user",
+        }
+    }
+}
+
 /// Why a coupon cannot be applied to an order. Also the `reason` of a negative validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -96,7 +140,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidRequest { .. } => "invalid_request",
-            Error::Unauthorized => "unauthorized",
+            Error::Unauthorized(_) => "unauthorized",
             Error::NotFound => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::PayloadTooLarge => "payload_too_large",
@@ -127,7 +171,7 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::InvalidRequest { .. } => 400,
-            Error::Unauthorized => 401,
+            Error::Unauthorized(_) => 401,
             Error::CampaignNotActive => 403,
             Error::NotFound
             | Error::CampaignNotFound
@@ -191,7 +235,7 @@ impl fmt::Display for Error {
                 field: None,
                 message,
             } => f.write_str(message),
-            Error::Unauthorized => f.write_str("a valid bearer token is required"),
+            Error::Unauthorized(denial) => f.write_str(denial.description()),
             Error::NotFound => f.write_str("no such route"),
             Error::MethodNotAllowed { allow } => {
                 write!(f, "this route takes only {allow}")

@@ -192,11 +192,26 @@ fn campaigns_are_created_once_and_read_back(t: &Target) -> Outcome {
     ensure_eq(read.expect_status(200)?, &created_body, "GET")?;
     t.get(Who::Operator, &format!("/campaigns/{}", unique("missing")))?
         .expect_error(404, "campaign_not_found")?;
-    t.get(Who::Anonymous, &format!("/campaigns/{id}"))?
-        .expect_error(401, "unauthorized")?;
-    t.get(Who::User("alice"), &format!("/campaigns/{id}"))?
-        .expect_error(401, "unauthorized")?;
-    Ok(())
+    let anonymous = t.get(Who::Anonymous, &format!("/campaigns/{id}"))?;
+    anonymous.expect_error(401, "unauthorized")?;
+    ensure_eq(
+        anonymous.header("www-authenticate"),
+        Some(r#"Bearer realm="coupons""#),
+        "challenge without a token",
+    )?;
+    // A user's token is no operator's: refused as any other token would be.
+    let user = t.get(Who::User("alice"), &format!("/campaigns/{id}"))?;
+    user.expect_error(401, "unauthorized")?;
+    ensure(
+        user.header("www-authenticate")
+            .is_some_and(|c| c.contains(r#"error="invalid_token""#) && c.contains("signature")),
+        || {
+            format!(
+                "challenge for a user's token: {:?}",
+                user.header("www-authenticate")
+            )
+        },
+    )
 }
 
 fn the_campaign_list_pages_to_every_campaign(t: &Target) -> Outcome {
