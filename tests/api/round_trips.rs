@@ -22,6 +22,26 @@ async fn each_operation_takes_its_known_number_of_round_trips() {
     // The slot counter, the slots, every record, dating and brake at once.
     assert_eq!(store.take(), 3, "GET /campaigns");
 
+    // The shop's read, with no credentials: the record, the rule in force,
+    // the brake and the sold-out hint in one batch.
+    let public = t
+        .send(
+            &Caller::Anonymous,
+            "GET",
+            "/campaigns/spring/public",
+            &[],
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(public.status, 200, "{:#}", public.body);
+    assert_eq!(
+        (&public.body["state"], &public.body["claimable"]),
+        (&serde_json::json!("open"), &serde_json::json!(true))
+    );
+    assert!(public.body.get("stats").is_none(), "{:#}", public.body);
+    assert_eq!(public.header("cache-control"), Some("public, max-age=1"));
+    assert_eq!(store.take(), 1, "GET /campaigns/{{id}}/public");
+
     let claimed = t.claim("alice", "spring", "k1").await;
     assert_eq!(claimed.status, 201, "{:#}", claimed.body);
     let code = claimed.body["code"].as_str().expect("a code").to_owned();

@@ -5,7 +5,8 @@
 //! with who and why (`GET /campaigns/{id}/brakes`), and re-dating with
 //! `PUT /campaigns/{id}/expiry` (`GET` lists the changes), and changing
 //! stock, budget and claim rate with `PATCH /campaigns/{id}/limits` (`GET`
-//! lists the changes).
+//! lists the changes). `GET /campaigns/{id}/public` is the shop's read, with
+//! no credentials.
 
 use coupon_core::Error;
 use coupon_core::api::{Reply, query_param};
@@ -20,8 +21,13 @@ use spin_sdk::http::{IntoResponse, Method, Request};
 async fn handle(request: Request) -> impl IntoResponse {
     serve(request, async |call, store| {
         let segments = call.segments_after("/campaigns").ok_or(Error::NotFound)?;
-        call.admin().await?;
         let id = |s: &str| CampaignId::parse(s).ok_or(Error::CampaignNotFound);
+        // The shop's read: no credentials, nothing of the operator's.
+        if let (&Method::GET, [campaign, "public"]) = (&call.method, segments.as_slice()) {
+            let public = campaigns::public(store, &id(campaign)?, call.now).await?;
+            return Ok(Reply::json(200, &public).with_header("cache-control", "public, max-age=1"));
+        }
+        call.admin().await?;
         // A brake's body is optional (empty or `null`): `{"changed_by",
         // "reason"}` for the record.
         let note = || -> Result<Note, Error> {
@@ -109,7 +115,7 @@ async fn handle(request: Request) -> impl IntoResponse {
             (_, [_, "limits"]) => Err(Error::MethodNotAllowed {
                 allow: "GET, PATCH",
             }),
-            (_, [_, "brakes"]) => Err(Error::MethodNotAllowed { allow: "GET" }),
+            (_, [_, "brakes" | "public"]) => Err(Error::MethodNotAllowed { allow: "GET" }),
             _ => Err(Error::NotFound),
         }
     })

@@ -113,6 +113,91 @@ pub struct CampaignView {
     pub stats: Stats,
 }
 
+/// Seconds a claim that found the stock empty makes the public read say
+/// `sold_out`: the read takes no count of the stock (see [`public`]).
+pub const SOLD_OUT_SHOWN_SECONDS: i64 = 60;
+
+/// A campaign as a shop's pages show it: the offer and whether it can be
+/// claimed now, without the operator's stats and controls.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicCampaign {
+    pub id: CampaignId,
+    pub name: String,
+    pub currency: crate::money::Currency,
+    pub discount: crate::discount::Discount,
+    pub min_order_amount: crate::money::Amount,
+    pub per_user_limit: u32,
+    pub claim_starts_at: String,
+    pub claim_ends_at: String,
+    pub time_zone: String,
+    pub expiry: crate::expiry::ExpiryRule,
+    pub categories: Vec<String>,
+    pub state: PublicState,
+    /// `state` is `open`: a claim now may get a coupon.
+    pub claimable: bool,
+}
+
+/// Where a campaign's claims stand, as the public may know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicState {
+    Upcoming,
+    Open,
+    /// The operator paused claims.
+    Paused,
+    /// A claim found the stock empty within the last minute.
+    SoldOut,
+    /// The claim window is over, or was closed.
+    Ended,
+}
+
+/// The public read of campaign `id` at `now`: one round trip (the record,
+/// the rule in force, the claims brake and the sold-out hint), so a shop's
+/// pages may read it as often as claims come. It counts no stock: `sold_out`
+/// means a claim found every shard empty in the last minute, so a sold-out
+/// campaign nobody tried lately reads `open` (a claim then answers
+/// `sold_out`), and one raised since reads `sold_out` for up to a minute.
+pub async fn public(store: &impl Store, id: &CampaignId, now: Timestamp) -> Result<PublicCampaign> {
+    let keys = CampaignKeys::new(id);
+    let [record, dating, brake_counter, sold_out] = super::get_array(
+        store,
+        [keys.record(), keys.dating(), keys.brake(), keys.sold_out()],
+    )
+    .await?;
+    let record = record.ok_or(Error::CampaignNotFound)?;
+    let (campaign, _) = super::with_dating(&keys, &record, dating.as_deref())?;
+    let sold_out_at = sold_out
+        .as_deref()
+        .and_then(|b| std::str::from_utf8(b).ok()?.parse::<i64>().ok());
+    let state = if now < campaign.claim_starts_at {
+        PublicState::Upcoming
+    } else if now >= campaign.claim_ends_at || brake::is_closed_stored(brake_counter.as_deref()) {
+        PublicState::Ended
+    } else if brake::is_on_stored(brake_counter.as_deref()) {
+        PublicState::Paused
+    } else if sold_out_at.is_some_and(|s| now.as_second() - s < SOLD_OUT_SHOWN_SECONDS) {
+        PublicState::SoldOut
+    } else {
+        PublicState::Open
+    };
+    let zone = campaign.zone()?;
+    Ok(PublicCampaign {
+        claim_starts_at: render(campaign.claim_starts_at, &zone),
+        claim_ends_at: render(campaign.claim_ends_at, &zone),
+        id: campaign.id,
+        name: campaign.name,
+        currency: campaign.currency,
+        discount: campaign.discount,
+        min_order_amount: campaign.min_order_amount,
+        per_user_limit: campaign.per_user_limit,
+        time_zone: campaign.time_zone,
+        expiry: campaign.expiry,
+        categories: campaign.categories,
+        claimable: state == PublicState::Open,
+        state,
+    })
+}
+
 /// Whether a create made the campaign or found the identical one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
@@ -430,6 +515,61 @@ mod tests {
     use crate::ops::testing::campaign;
     use crate::store::memory::{Call, MemoryStore};
     use futures::executor::block_on;
+
+    #[test]
+    fn the_public_read_says_where_claims_stand() {
+        use crate::ops::testing::ts;
+        let store = MemoryStore::default();
+        let mut c = campaign("pub");
+        c.stock = 1;
+        c.shards = 1;
+        let id = c.id.clone();
+        let state = |at: &str| {
+            let read = block_on(public(&store, &id, ts(at))).expect("public");
+            assert_eq!(read.claimable, read.state == PublicState::Open);
+            read.state
+        };
+        block_on(create(&store, c, crate::ops::testing::setup_time())).expect("create");
+        assert_eq!(state("2027-12-31T23:59:59+08:00"), PublicState::Upcoming);
+        assert_eq!(state("2028-02-10T10:00:00+08:00"), PublicState::Open);
+        let pause = |on| {
+            block_on(set_paused(
+                &store,
+                &id,
+                on,
+                Note::default(),
+                ts("2028-02-10T10:00:00+08:00"),
+            ))
+        };
+        pause(true).expect("paused");
+        assert_eq!(state("2028-02-10T10:00:01+08:00"), PublicState::Paused);
+        pause(false).expect("resumed");
+        let claim_at = |user: &str, at: &str| {
+            block_on(crate::ops::claim::claim(
+                &store,
+                &crate::auth::UserId(user.into()),
+                "k",
+                crate::ops::claim::ClaimRequest {
+                    campaign_id: id.clone(),
+                },
+                ts(at),
+                crate::code::CouponCode::from_random([user.len() as u8; crate::code::RANDOM_BYTES]),
+            ))
+        };
+        claim_at("alice", "2028-02-10T10:00:02+08:00").expect("the last coupon");
+        assert!(claim_at("bob", "2028-02-10T10:00:03+08:00").is_err());
+        assert_eq!(state("2028-02-10T10:01:02+08:00"), PublicState::SoldOut);
+        // A minute on, nobody tried: the read counts no stock.
+        assert_eq!(state("2028-02-10T10:01:03+08:00"), PublicState::Open);
+        assert_eq!(state("2028-02-15T00:00:00+08:00"), PublicState::Ended);
+        let read = block_on(public(&store, &id, ts("2028-02-10T10:00:00+08:00"))).expect("read");
+        let json = serde_json::to_value(&read).expect("json");
+        assert!(
+            json.get("stats").is_none() && json.get("stock").is_none(),
+            "{json}"
+        );
+        assert_eq!(json["claim_ends_at"], "2028-02-15T00:00:00+08:00");
+    }
 
     #[test]
     fn create_is_idempotent_for_the_same_body_and_conflicts_otherwise() {

@@ -192,6 +192,14 @@ fn campaigns_are_created_once_and_read_back(t: &Target) -> Outcome {
     ensure_eq(read.expect_status(200)?, &created_body, "GET")?;
     t.get(Who::Operator, &format!("/campaigns/{}", unique("missing")))?
         .expect_error(404, "campaign_not_found")?;
+    // The shop's read needs no credentials and shows no stats.
+    let public = t.get(Who::Anonymous, &format!("/campaigns/{id}/public"))?;
+    let public = public.expect_status(200)?;
+    ensure_eq(
+        (&public["state"], &public["claimable"], public.get("stats")),
+        (&json!("open"), &json!(true), None),
+        "public read",
+    )?;
     let anonymous = t.get(Who::Anonymous, &format!("/campaigns/{id}"))?;
     anonymous.expect_error(401, "unauthorized")?;
     ensure_eq(
