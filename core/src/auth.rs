@@ -54,17 +54,14 @@ struct Claims {
     nbf: Option<f64>,
 }
 
-/// A refusal for `denial`.
-fn denied(denial: Denial) -> Error {
-    Error::Unauthorized(denial)
-}
-
 /// The bearer token of an `Authorization` header value.
 fn bearer(authorization: Option<&str>) -> Result<&str> {
-    let value = authorization.ok_or(denied(Denial::Missing))?;
-    let (scheme, token) = value.split_once(' ').ok_or(denied(Denial::Missing))?;
+    let value = authorization.ok_or(Error::Unauthorized(Denial::Missing))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(Error::Unauthorized(Denial::Missing))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(denied(Denial::Missing));
+        return Err(Error::Unauthorized(Denial::Missing));
     }
     Ok(token.trim())
 }
@@ -82,7 +79,7 @@ fn user_of(sub: Option<serde_json::Value>) -> Option<String> {
 
 /// Verifies a user's `Authorization: Bearer <JWT>` against `secret` at `now`.
 pub fn verify_user(authorization: Option<&str>, secret: &[u8], now: Timestamp) -> Result<UserId> {
-    let invalid = denied(Denial::Invalid);
+    let invalid = Error::Unauthorized(Denial::Invalid);
     let token = bearer(authorization)?;
     if secret.is_empty() {
         return Err(invalid);
@@ -109,15 +106,15 @@ pub fn verify_user(authorization: Option<&str>, secret: &[u8], now: Timestamp) -
     let now = now.as_second() as f64;
     match claims.exp {
         Some(exp) if exp + LEEWAY > now => {}
-        Some(_) => return Err(denied(Denial::Expired)),
-        None => return Err(denied(Denial::NoExpiry)),
+        Some(_) => return Err(Error::Unauthorized(Denial::Expired)),
+        None => return Err(Error::Unauthorized(Denial::NoExpiry)),
     }
     if claims.nbf.is_some_and(|nbf| nbf - LEEWAY > now) {
-        return Err(denied(Denial::NotYetValid));
+        return Err(Error::Unauthorized(Denial::NotYetValid));
     }
     user_of(claims.sub)
         .map(UserId)
-        .ok_or(denied(Denial::NoUser))
+        .ok_or(Error::Unauthorized(Denial::NoUser))
 }
 
 /// Checks an operator's `Authorization: Bearer <admin token>` in constant
@@ -129,7 +126,7 @@ pub fn verify_admin(authorization: Option<&str>, admin_token: &str) -> Result<()
     let expected = Sha256::digest(admin_token.as_bytes());
     let matches: bool = given.as_slice().ct_eq(expected.as_slice()).into();
     if admin_token.is_empty() || !matches {
-        return Err(denied(Denial::Invalid));
+        return Err(Error::Unauthorized(Denial::Invalid));
     }
     Ok(())
 }

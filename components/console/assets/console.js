@@ -209,19 +209,22 @@ function draw(rates) {
   $('chart-max').textContent = `top of the chart: ${max.toFixed(0)}/s`;
 }
 
+// A table row of these cells, as text.
+function tableRow(texts) {
+  const row = document.createElement('tr');
+  for (const text of texts) {
+    const cell = document.createElement('td');
+    cell.textContent = text;
+    row.append(cell);
+  }
+  return row;
+}
+
 async function loadHistory() {
   const id = selected;
   const answer = await api('GET', `/campaigns/${encodeURIComponent(id)}/expiry`);
   if (id !== selected || !answer.ok) return;
-  const rows = answer.data.changes.map((c) => {
-    const row = document.createElement('tr');
-    for (const text of [c.revision, c.changed_at, c.changed_by, ruleText(c.from), ruleText(c.to), c.revive_expired ? 'yes' : 'no', c.reason || '']) {
-      const cell = document.createElement('td');
-      cell.textContent = text;
-      row.append(cell);
-    }
-    return row;
-  });
+  const rows = answer.data.changes.map((c) => tableRow([c.revision, c.changed_at, c.changed_by, ruleText(c.from), ruleText(c.to), c.revive_expired ? 'yes' : 'no', c.reason || '']));
   $('history').tBodies[0].replaceChildren(...rows);
   await loadBrakes();
   await loadLimits();
@@ -240,15 +243,7 @@ async function loadLimits() {
   const id = selected;
   const answer = await api('GET', `/campaigns/${encodeURIComponent(id)}/limits`);
   if (id !== selected || !answer.ok) return;
-  const rows = answer.data.changes.slice().reverse().map((c) => {
-    const row = document.createElement('tr');
-    for (const text of [c.revision, c.changed_at, c.changed_by || '', limitsText(c.from), limitsText(c.to), c.capacity, c.reason || '']) {
-      const cell = document.createElement('td');
-      cell.textContent = text;
-      row.append(cell);
-    }
-    return row;
-  });
+  const rows = answer.data.changes.slice().reverse().map((c) => tableRow([c.revision, c.changed_at, c.changed_by || '', limitsText(c.from), limitsText(c.to), c.capacity, c.reason || '']));
   $('limits-history').tBodies[0].replaceChildren(...rows);
 }
 
@@ -257,15 +252,7 @@ async function loadBrakes() {
   const id = selected;
   const answer = await api('GET', `/campaigns/${encodeURIComponent(id)}/brakes`);
   if (id !== selected || !answer.ok) return;
-  const rows = answer.data.transitions.slice().reverse().map((t) => {
-    const row = document.createElement('tr');
-    for (const text of [t.at, t.action, t.changed_by || '', t.reason || '']) {
-      const cell = document.createElement('td');
-      cell.textContent = text;
-      row.append(cell);
-    }
-    return row;
-  });
+  const rows = answer.data.transitions.slice().reverse().map((t) => tableRow([t.at, t.action, t.changed_by || '', t.reason || '']));
   $('brakes').tBodies[0].replaceChildren(...rows);
 }
 

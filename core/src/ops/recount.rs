@@ -94,7 +94,7 @@ pub async fn step(
     if now.duration_since(since) < lease::LEASE {
         return Ok(Recount::Idle);
     }
-    let limits = current_limits(store, campaign, &keys).await?;
+    let (limits, _) = limits::in_force(store, campaign).await?;
     let (mut returned, mut full) = (0, true);
     for shard in 0..campaign.shard_count() {
         let Some(issued) = count(store, campaign, &keys, round, shard, now, spend).await? else {
@@ -133,7 +133,7 @@ async fn due(
         // unit can be taken again).
         let raised = lease::first_seen(store, &keys.recount_since(round - 1), now).await?;
         let full = store.get(&keys.recount_full(round - 1)).await?;
-        let revision = current_limits(store, campaign, keys).await?.revision;
+        let revision = limits::in_force(store, campaign).await?.0.revision;
         if raised >= campaign.claim_ends_at
             || full.is_some_and(|f| f == revision.to_string().as_bytes())
         {
@@ -239,16 +239,6 @@ fn parse_progress(bytes: &[u8]) -> Option<(YearMonth, i64)> {
 fn parse_count(bytes: &[u8]) -> Option<(i64, i64)> {
     let (slots, coupons) = std::str::from_utf8(bytes).ok()?.split_once(' ')?;
     Some((slots.parse().ok()?, coupons.parse().ok()?))
-}
-
-/// The limits in force.
-async fn current_limits(
-    store: &impl Store,
-    campaign: &Campaign,
-    keys: &CampaignKeys,
-) -> Result<limits::Limits> {
-    let stored = store.get(&keys.limits()).await?;
-    limits::parse(&keys.limits(), stored.as_deref(), campaign)
 }
 
 /// Gives back what `shard` holds beyond its `issued` coupons and the units
