@@ -27,6 +27,10 @@ fn default_shards() -> u32 {
     DEFAULT_SHARDS
 }
 
+fn one() -> u32 {
+    1
+}
+
 /// A campaign id: 1 to 64 of `a-z`, `0-9` and `-`. Safe inside store keys and URLs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -84,6 +88,9 @@ pub struct Campaign {
     /// Claims admitted per second across every host; over it, 429. Absent: no ceiling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_claims_per_second: Option<u32>,
+    /// Coupons of this campaign one order may take (see `ops::orders`).
+    #[serde(default = "one")]
+    pub coupons_per_order: u32,
     /// How many counters the stock is split across (see [`Campaign::shard_capacity`]).
     #[serde(default = "default_shards")]
     pub shards: u32,
@@ -112,6 +119,13 @@ impl Campaign {
             return Err(Error::invalid(
                 "per_user_limit",
                 format!("must be 1 to {MAX_PER_USER_LIMIT}"),
+            ));
+        }
+        let most = crate::ops::orders::MAX_COUPONS_PER_ORDER;
+        if !(1..=most).contains(&self.coupons_per_order) {
+            return Err(Error::invalid(
+                "coupons_per_order",
+                format!("must be 1 to {most}"),
             ));
         }
         if self.claim_ends_at <= self.claim_starts_at {

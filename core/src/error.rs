@@ -49,6 +49,11 @@ pub enum Error {
     RedemptionCancelled,
     AlreadyRedeemed,
     Expired,
+    /// The order was sent before under other terms (amount, currency or
+    /// categories): one order id, one set of terms.
+    OrderTermsChanged,
+    /// The order has no room for this coupon.
+    OrderLimit(OrderLimit),
     /// The operator froze the campaign's redemptions: retry later.
     RedemptionsFrozen,
     /// A coupon rule the order does not meet (422).
@@ -100,6 +105,19 @@ impl Denial {
             Denial::NoUser => "the token's sub names no user",
         }
     }
+}
+
+/// Which of an order's limits a coupon would break (see `ops::orders`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderLimit {
+    /// The order holds as many coupons of this campaign as it allows.
+    Campaign,
+    /// The order holds `MAX_COUPONS_PER_ORDER` coupons.
+    Coupons,
+    /// The discounts on the order would add up to more than its amount.
+    Discount,
+    /// The order's redemptions were refused or raced too often.
+    Attempts,
 }
 
 /// Why a coupon cannot be applied to an order. Also the `reason` of a negative validation.
@@ -160,6 +178,11 @@ impl Error {
             Error::RedemptionCancelled => "redemption_cancelled",
             Error::AlreadyRedeemed => "already_redeemed",
             Error::Expired => "expired",
+            Error::OrderTermsChanged => "order_terms_changed",
+            Error::OrderLimit(OrderLimit::Campaign) => "order_campaign_limit_reached",
+            Error::OrderLimit(OrderLimit::Coupons) => "order_coupon_limit_reached",
+            Error::OrderLimit(OrderLimit::Discount) => "order_discount_exceeded",
+            Error::OrderLimit(OrderLimit::Attempts) => "order_attempts_exhausted",
             Error::RedemptionsFrozen => "redemptions_frozen",
             Error::RuleFailed(reason) => reason.code(),
             Error::StoreUnavailable(_) => "store_unavailable",
@@ -182,12 +205,13 @@ impl Error {
             | Error::PerUserLimitReached
             | Error::AlreadyRedeemed
             | Error::RedemptionCancelled
+            | Error::OrderLimit(_)
             | Error::RequestInProgress
             | Error::RecountInProgress => 409,
             Error::SoldOut | Error::Expired => 410,
             Error::PayloadTooLarge => 413,
             Error::RateLimited | Error::TooManyFailedLookups { .. } => 429,
-            Error::IdempotencyKeyReused | Error::RuleFailed(_) => 422,
+            Error::IdempotencyKeyReused | Error::OrderTermsChanged | Error::RuleFailed(_) => 422,
             Error::Internal(_) => 500,
             Error::CampaignPaused | Error::RedemptionsFrozen | Error::StoreUnavailable(_) => 503,
         }
@@ -275,6 +299,23 @@ impl fmt::Display for Error {
             ),
             Error::AlreadyRedeemed => f.write_str("the coupon was redeemed by another order"),
             Error::Expired => f.write_str("the coupon has expired"),
+            Error::OrderTermsChanged => f.write_str(
+                "this order id was redeemed under other terms (amount, currency or categories)",
+            ),
+            Error::OrderLimit(OrderLimit::Campaign) => f.write_str(
+                "the order already holds as many coupons of this campaign as it allows",
+            ),
+            Error::OrderLimit(OrderLimit::Coupons) => write!(
+                f,
+                "the order already holds {} coupons, the most one order may",
+                crate::ops::orders::MAX_COUPONS_PER_ORDER
+            ),
+            Error::OrderLimit(OrderLimit::Discount) => f.write_str(
+                "the order's coupons would take off more than the order's amount",
+            ),
+            Error::OrderLimit(OrderLimit::Attempts) => f.write_str(
+                "too many redemptions of this order were refused or raced; use a new order id",
+            ),
             Error::RedemptionsFrozen | Error::RuleFailed(Reason::RedemptionsFrozen) => {
                 f.write_str("the campaign's redemptions are frozen; retry later")
             }

@@ -485,6 +485,7 @@ fn check_campaign_limits(input: &mut Input, discount: Discount) {
         expiry: ExpiryRule::EndOfClaimMonth,
         categories: Vec::new(),
         max_claims_per_second: None,
+        coupons_per_order: 1,
         shards,
     };
     let face = discount.face_value();

@@ -52,6 +52,8 @@
 //! | `u:{user}:idem:{key}:attempt:{n}` | lease | owns attempt n, after attempt n-1 met the brake, failed or lapsed (see `lease`) |
 //! | `{lease}:seen` | register | when a lease was first seen owned and unfinished (Unix ms) |
 //! | `u:{user}:idem:{key}:result` | record | what that request answered |
+//! | `u:{user}:order:{order}:n` | counter | slots this user's order took: one per redemption that got past the order's first read (below 10^6: read with `get` in a batch) |
+//! | `u:{user}:order:{order}:{q}` | record | slot q of the order: the coupon generation, campaign, discount and terms hash it holds, or `void` (see `ops::orders`) |
 //! | `u:{user}:misses:{minute}` | counter | lookups of coupons this user does not hold in that Unix minute (below 10^6: read with `get` in a batch) |
 //! | `k:{code}` | record | the coupon |
 //! | `k:{code}:gen` | counter | cancelled redemptions so far: the coupon's generation (below 10^6, so it may be read with `get` in a batch) |

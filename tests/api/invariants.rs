@@ -30,6 +30,7 @@ on_both_stores!(
     retries_of_one_idempotency_key_yield_one_coupon,
     racing_orders_redeem_a_coupon_exactly_once,
     redemptions_racing_the_sweep_at_month_end_end_one_way,
+    coupons_racing_for_one_order_take_only_its_room,
 );
 
 /// Sends all `requests` at once from separate tasks.
@@ -258,4 +259,80 @@ async fn redemptions_racing_the_sweep_at_month_end_end_one_way(t: TestApp) {
         let state = t.coupon("alice", code).await.body["state"].clone();
         assert!(state == "redeemed" || state == "expired", "{state}");
     }
+}
+
+async fn coupons_racing_for_one_order_take_only_its_room(t: TestApp) {
+    // Four campaigns of 2,000 off: an order of 5,000 has room for two
+    // coupons, of two campaigns (one per campaign by default).
+    let campaigns = ["k0", "k1", "k2", "k3"];
+    for id in campaigns {
+        t.create_campaign(campaign_with(
+            id,
+            json!({"discount": {"kind": "fixed", "amount": 2000}}),
+        ))
+        .await;
+    }
+    let mut codes = Vec::new();
+    for id in campaigns {
+        for _ in 0..2 {
+            codes.push(t.claimed_code("alice", id).await);
+        }
+    }
+    let requests = codes
+        .iter()
+        .map(|code| {
+            let (t, code) = (t.clone(), code.clone());
+            async move { t.redeem("alice", &code, order("basket", 5000)).await }
+        })
+        .collect();
+    let mut answers = concurrently(requests).await;
+    // A redemption that found an earlier slot of the order not written yet
+    // answers 409 `request_in_progress`: the client retries it.
+    for (code, a) in codes.iter().zip(answers.iter_mut()) {
+        for _ in 0..5 {
+            if a.error_code() != "request_in_progress" {
+                break;
+            }
+            *a = t.redeem("alice", code, order("basket", 5000)).await;
+        }
+    }
+    for a in answers.iter().filter(|a| a.status != 201) {
+        assert!(
+            matches!(
+                a.error_code(),
+                "order_campaign_limit_reached" | "order_discount_exceeded"
+            ),
+            "{:#}",
+            a.body
+        );
+    }
+    // What the store holds: two coupons on the order, of two campaigns.
+    let mut on_order = BTreeMap::new();
+    for code in &codes {
+        let coupon = t.coupon("alice", code).await.body;
+        if coupon["state"] == "redeemed" {
+            assert_eq!(coupon["order_id"], "basket");
+            *on_order
+                .entry(
+                    coupon["campaign_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+                .or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        on_order.len(),
+        2,
+        "{on_order:?} {:?}",
+        count_by_status(&answers)
+    );
+    assert!(on_order.values().all(|&n| n == 1), "{on_order:?}");
+    assert_eq!(
+        answers.iter().filter(|a| a.status == 201).count(),
+        2,
+        "{:?}",
+        count_by_status(&answers)
+    );
 }

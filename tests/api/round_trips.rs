@@ -75,19 +75,22 @@ async fn each_operation_takes_its_known_number_of_round_trips() {
         t.redeem("alice", &code, order("o1", 3000)).await.status,
         201
     );
-    // Two reads, the lock, the ledger position, the ending with its entry.
-    assert_eq!(store.take(), 5, "redeem");
+    // Two reads, the order's slots (with their counter) and one taken, the
+    // lock, the ledger position, the ending with its entry and the slot.
+    assert_eq!(store.take(), 7, "redeem");
 
     assert_eq!(
         t.redeem("alice", &code, order("o1", 3000)).await.status,
         200
     );
-    assert_eq!(store.take(), 2, "redeem replayed");
+    // Two reads, and the order's slots for the terms it was redeemed under.
+    assert_eq!(store.take(), 3, "redeem replayed");
 
     let path = format!("/redemptions/{code}?order_id=o1");
     let cancelled = t.operator("DELETE", &path, serde_json::Value::Null).await;
     assert_eq!(cancelled.body["state"], "issued");
     // Two reads, the cancel's lease, the ledger position, the marker with
-    // its entry, the generation read and moved, two reads of the result.
-    assert_eq!(store.take(), 9, "cancel");
+    // its entry, the generation read and moved, the order's slots read and
+    // its slot given back, two reads of the result.
+    assert_eq!(store.take(), 11, "cancel");
 }

@@ -155,3 +155,75 @@ async fn cancelling_an_unknown_pair_is_404() {
     as_user.assert_error(401, "unauthorized");
     assert_eq!(t.coupon("alice", &code).await.body["state"], "redeemed");
 }
+
+#[tokio::test]
+async fn one_order_takes_one_coupon_per_campaign_and_never_more_off_than_it_costs() {
+    let t = TestApp::new().await;
+    let big = json!({"discount": {"kind": "fixed", "amount": 3000}, "min_order_amount": 0});
+    t.create_campaign(campaign_with("a", big.clone())).await;
+    t.create_campaign(campaign_with("b", big)).await;
+    let twice = json!({"coupons_per_order": 2, "min_order_amount": 0});
+    t.create_campaign(campaign_with("c", twice)).await;
+    let a = t.claimed_code("alice", "a").await;
+    let a2 = t.claimed_code("alice", "a").await;
+    let b = t.claimed_code("alice", "b").await;
+    let (c1, c2) = (
+        t.claimed_code("alice", "c").await,
+        t.claimed_code("alice", "c").await,
+    );
+    assert_eq!(t.redeem("alice", &a, order("o1", 5000)).await.status, 201);
+    // A second coupon of campaign a on the same order: refused, unchanged.
+    let before = t.state();
+    t.redeem("alice", &a2, order("o1", 5000))
+        .await
+        .assert_error(409, "order_campaign_limit_reached");
+    // 3,000 off twice on an order of 5,000: the second is refused.
+    t.redeem("alice", &b, order("o1", 5000))
+        .await
+        .assert_error(409, "order_discount_exceeded");
+    assert_eq!(t.coupon("alice", &b).await.body["state"], "issued");
+    // Refused from the order's slots as read: nothing was taken.
+    assert_eq!(t.state(), before);
+    // Campaign c allows two per order: both fit beside a (500 off each).
+    assert_eq!(t.redeem("alice", &c1, order("o1", 5000)).await.status, 201);
+    assert_eq!(t.redeem("alice", &c2, order("o1", 5000)).await.status, 201);
+    // Another order is another order.
+    assert_eq!(t.redeem("alice", &b, order("o2", 5000)).await.status, 201);
+    // Cancelling a's redemption makes room on o1 for a2.
+    let path = format!("/redemptions/{a}?order_id=o1");
+    assert_eq!(t.operator("DELETE", &path, Value::Null).await.status, 200);
+    assert_eq!(t.redeem("alice", &a2, order("o1", 5000)).await.status, 201);
+}
+
+#[tokio::test]
+async fn an_order_id_sent_again_with_other_terms_is_422() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign_with("spring", json!({"per_user_limit": 3})))
+        .await;
+    t.create_campaign(campaign("summer")).await;
+    let code = t.claimed_code("alice", "spring").await;
+    let other = t.claimed_code("alice", "summer").await;
+    let first = t.redeem("alice", &code, order("o1", 3000)).await;
+    assert_eq!(first.status, 201, "{:#}", first.body);
+    let before = t.state();
+    // The replay of the same redemption with another amount, and another
+    // coupon on the same order with another amount or categories.
+    t.redeem("alice", &code, order("o1", 9000))
+        .await
+        .assert_error(422, "order_terms_changed");
+    t.redeem("alice", &other, order("o1", 9000))
+        .await
+        .assert_error(422, "order_terms_changed");
+    let tagged = json!({"id": "o1", "amount": 3000, "currency": "CNY", "categories": ["toys"]});
+    t.redeem("alice", &other, tagged)
+        .await
+        .assert_error(422, "order_terms_changed");
+    assert_eq!(t.state(), before);
+    // The same terms replay.
+    let again = t.redeem("alice", &code, order("o1", 3000)).await;
+    assert_eq!((again.status, &again.body), (200, &first.body));
+    assert_eq!(
+        t.redeem("alice", &other, order("o1", 3000)).await.status,
+        201
+    );
+}

@@ -204,6 +204,7 @@ async fn guessing_codes_is_capped_per_user_and_minute() {
     let t = TestApp::new().await;
     t.create_campaign(campaign("spring")).await;
     let code = t.claimed_code("alice", "spring").await;
+    let own = t.claimed_code("mallory", "spring").await;
     t.set_now("2028-02-10T10:00:00+08:00");
     for _ in 0..MAX_FAILED_LOOKUPS_PER_MINUTE {
         t.coupon("mallory", &made_up_code())
@@ -221,6 +222,12 @@ async fn guessing_codes_is_capped_per_user_and_minute() {
     t.redeem("mallory", &made_up_code(), order("o1", 3000))
         .await
         .assert_error(429, "too_many_failed_lookups");
+    // Over the ceiling, mallory's own coupon still checks out.
+    assert_eq!(t.coupon("mallory", &own).await.status, 200);
+    let valid = t.validate("mallory", &own, order("o2", 3000)).await;
+    assert_eq!(valid.body["valid"], json!(true), "{:#}", valid.body);
+    let redeemed = t.redeem("mallory", &own, order("o2", 3000)).await;
+    assert_eq!(redeemed.status, 201, "{:#}", redeemed.body);
     // Other users are not held back, nor is mallory in the next minute.
     assert_eq!(t.coupon("alice", &code).await.status, 200);
     t.set_now("2028-02-10T10:01:00+08:00");

@@ -35,7 +35,7 @@ impl Order {
         Ok(id)
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if let Some(id) = &self.id {
             check_order_id("order.id", id)?;
         }

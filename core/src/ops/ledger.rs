@@ -69,7 +69,7 @@ impl Ledger {
     pub async fn record_unless_braked(
         &self,
         store: &impl Store,
-        record: (String, Vec<u8>),
+        mut records: Vec<(String, Vec<u8>)>,
         code: &impl std::fmt::Display,
         generation: i64,
         amount: i64,
@@ -80,8 +80,8 @@ impl Ledger {
             let _ = store.set(&self.entry_key(brake::count(taken)), EMPTY).await;
             return Ok(false);
         }
-        let entry = self.entry(brake::count(taken), code, generation, amount);
-        store.set_many(&[record, entry]).await?;
+        records.push(self.entry(brake::count(taken), code, generation, amount));
+        store.set_many(&records).await?;
         Ok(true)
     }
 

@@ -12,6 +12,7 @@ pub mod dating;
 pub mod expire;
 pub mod ledger;
 pub mod limits;
+pub mod orders;
 pub mod recount;
 pub mod redeem;
 
@@ -172,20 +173,21 @@ pub(crate) async fn load_held(
         ],
     )
     .await?;
-    if let (Some(asker), Some(misses)) = (asker, misses.filter(|_| misses_key.is_some())) {
-        let misses = decode_small_counter(&misses).unwrap_or(i64::MAX);
-        if misses >= MAX_FAILED_LOOKUPS_PER_MINUTE {
-            let into_minute = asker.now.as_second().rem_euclid(60);
-            return Err(Error::TooManyFailedLookups {
-                retry_after: u32::try_from(60 - into_minute).unwrap_or(60),
-            });
-        }
-    }
     let record = record
         .map(|bytes| decode::<CouponRecord>(&keys.record(), &bytes))
         .transpose()?
         .filter(|record| asker.is_none_or(|a| record.is_held_by(a.user)));
     let Some(record) = record else {
+        // Over the ceiling, any code the user does not hold is refused the
+        // same way, whether it exists or not; their own coupons still work.
+        if let (Some(asker), Some(misses)) = (asker, misses.filter(|_| misses_key.is_some()))
+            && decode_small_counter(&misses).unwrap_or(i64::MAX) >= MAX_FAILED_LOOKUPS_PER_MINUTE
+        {
+            let into_minute = asker.now.as_second().rem_euclid(60);
+            return Err(Error::TooManyFailedLookups {
+                retry_after: u32::try_from(60 - into_minute).unwrap_or(60),
+            });
+        }
         if let Some(key) = &misses_key {
             store.increment(key, 1).await?;
         }

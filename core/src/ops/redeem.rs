@@ -11,6 +11,7 @@ use crate::error::{Error, Reason, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
 use crate::lease::{self, Ownership};
 use crate::ops::coupons::{Order, applies};
+use crate::ops::orders;
 use crate::store::{SMALL_COUNTER_LIMIT, Store, read_counter};
 use crate::time::render;
 use jiff::Timestamp;
@@ -37,9 +38,10 @@ pub async fn redeem(
     now: Timestamp,
 ) -> Result<Redeemed> {
     let order_id = request.order.required_id()?.to_owned();
+    request.order.validate()?;
     let held = load_held(store, &request.code, Some(Asker { user, now })).await?;
     if let Some(ending) = &held.ending {
-        return settled(ending, &order_id);
+        return replay(store, user, &held, ending, &request.order).await;
     }
     let discount = applies(&held, &request.order, now).map_err(|reason| match reason {
         Reason::Expired => Error::Expired,
@@ -51,15 +53,47 @@ pub async fn redeem(
     if held.generation > 0 && cancelled_earlier(store, &keys, held.generation, &order_id).await? {
         return Err(Error::RedemptionCancelled);
     }
+    // The order's room for it: a slot written with the ending.
+    let code = held.code.to_string();
+    let coupon = orders::Use {
+        code: &code,
+        generation: held.generation,
+        campaign: &held.campaign.id,
+        coupons_per_order: held.campaign.coupons_per_order,
+        discount,
+    };
+    let taken = orders::take(store, user, &order_id, &request.order, &coupon, now).await?;
     let end_key = keys.end(held.generation);
-    let owned = lease::own(store, &keys.lock(held.generation), 1, now).await?;
-    // Someone else decides this generation's end, or a lapsed owner may have:
-    // answer what they decided.
-    if !matches!(owned, Ownership::Owned(1)) {
-        match store.get(&end_key).await? {
-            Some(bytes) => return settled(&super::decode(&end_key, &bytes)?, &order_id),
-            None if owned == Ownership::Busy => return Err(Error::RequestInProgress),
-            None => {}
+    // Until the ending is written, a refusal or failure gives the slot up.
+    let decided = async {
+        let owned = lease::own(store, &keys.lock(held.generation), 1, now).await?;
+        // Someone else decides this generation's end, or a lapsed owner may
+        // have: answer what they decided.
+        if !matches!(owned, Ownership::Owned(1)) {
+            match store.get(&end_key).await? {
+                Some(bytes) => {
+                    let ending = super::decode(&end_key, &bytes)?;
+                    return Ok(Some(
+                        replay(store, user, &held, &ending, &request.order).await,
+                    ));
+                }
+                None if owned == Ownership::Busy => return Err(Error::RequestInProgress),
+                None => {}
+            }
+        }
+        Ok(None)
+    };
+    match decided.await {
+        Ok(None) => {}
+        Ok(Some(answer)) => {
+            if answer.is_err() {
+                taken.give_up(store).await;
+            }
+            return answer;
+        }
+        Err(e) => {
+            taken.give_up(store).await;
+            return Err(e);
         }
     }
     let redemption = Redemption {
@@ -72,12 +106,14 @@ pub async fn redeem(
     // Counted with the ending, in one write (see `ledger`), unless the
     // freeze is on: the ledger's own increment tells (see `brake`). The lock
     // then lapses as a dead redeemer's would.
-    let ending = (end_key, encode(&Ending::Redeemed(redemption.clone())));
+    let mut writes = taken.writes();
+    writes.push((end_key, encode(&Ending::Redeemed(redemption.clone()))));
     let written = CampaignKeys::new(&held.campaign.id)
         .redemptions(held.shard())
-        .record_unless_braked(store, ending, &held.code, held.generation, discount.minor())
+        .record_unless_braked(store, writes, &held.code, held.generation, discount.minor())
         .await?;
     if !written {
+        taken.give_up(store).await;
         return Err(Error::RedemptionsFrozen);
     }
     Ok(Redeemed {
@@ -103,6 +139,25 @@ async fn cancelled_earlier(
         }
     }
     Ok(false)
+}
+
+/// The answer for a generation that has already ended, if `order` is sent
+/// under the terms it was redeemed under.
+async fn replay(
+    store: &impl Store,
+    user: &UserId,
+    held: &Held,
+    ending: &Ending,
+    order: &Order,
+) -> Result<Redeemed> {
+    let order_id = order.required_id()?;
+    let answer = settled(ending, order_id)?;
+    let code = held.code.to_string();
+    let terms = orders::terms_of(store, user, order_id, &code, held.generation).await?;
+    if terms.is_some_and(|t| t != orders::Terms::of(order)) {
+        return Err(Error::OrderTermsChanged);
+    }
+    Ok(answer)
 }
 
 /// The answer for a generation that has already ended.
@@ -153,6 +208,9 @@ pub async fn cancel(
         _ if generation > 0 && cancelled_earlier(store, &keys, generation, order_id).await? => {}
         _ => return Err(Error::RedemptionNotFound),
     }
+    // Only now that the redemption is undone may the order count it no more.
+    let holder = UserId(held.record.user_id.clone());
+    orders::release(store, &holder, order_id, &held.code.to_string()).await?;
     // Past its expiry, the next generation is recorded expired at once: the
     // sweep may have walked its month already. Every path does it, so a
     // canceller that died before it is completed by the retry.

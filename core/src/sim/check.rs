@@ -360,10 +360,19 @@ async fn probe(
         ));
     }
     let mut unredeemed = Vec::new();
+    // What each order holds: its coupons by campaign, and their discounts.
+    let mut orders: BTreeMap<(String, String), (BTreeMap<String, u32>, i64)> = BTreeMap::new();
     for (code, record) in coupons {
         match load_held(&ctx.store, code, None).await {
             Ok(held) => match held.state(now) {
-                CouponState::Redeemed => {}
+                CouponState::Redeemed => {
+                    if let Some(Ending::Redeemed(r)) = &held.ending {
+                        let order = (record.user_id.clone(), r.order_id.clone());
+                        let (campaigns, discount) = orders.entry(order).or_default();
+                        *campaigns.entry(held.campaign.id.to_string()).or_default() += 1;
+                        *discount += r.discount_amount.minor();
+                    }
+                }
                 CouponState::Issued => unredeemed.push((code, record)),
                 CouponState::Expired => {
                     if held.ending.is_none() {
@@ -388,6 +397,29 @@ async fn probe(
                 "{}: frozen after every operator's last call was an unfreeze",
                 campaign.id
             ));
+        }
+    }
+    for ((user, order), (campaigns, discount)) in &orders {
+        let amount = order
+            .strip_prefix('o')
+            .and_then(|n| n.parse::<i64>().ok())
+            .map(|n| super::clients::order(n).amount.minor());
+        if amount.is_some_and(|amount| *discount > amount) {
+            problems.push(format!(
+                "{user}'s order {order}: {discount} off an order of {amount:?}"
+            ));
+        }
+        for (id, n) in campaigns {
+            let allowed = ctx
+                .campaigns
+                .iter()
+                .find(|c| c.id.as_str() == id)
+                .map_or(1, |c| c.coupons_per_order);
+            if *n > allowed {
+                problems.push(format!(
+                    "{user}'s order {order} holds {n} coupons of {id}, over {allowed}"
+                ));
+            }
         }
     }
     // Every issued coupon redeems (no lock is left behind).

@@ -54,6 +54,7 @@ impl Scenario {
                 "discount": {"kind": "fixed", "amount": 500},
                 "min_order_amount": 1000, "stock": stock,
                 "per_user_limit": rng.range(1, 3), "shards": rng.range(1, 3),
+                "coupons_per_order": rng.range(1, 3),
                 "budget": budget,
                 "claim_starts_at": "2028-02-01T00:00:00+08:00",
                 "claim_ends_at": "2028-03-10T00:00:00+08:00",
@@ -386,10 +387,13 @@ async fn claimer(ctx: &Ctx, task: usize, c: usize, user: String, key: String) {
     }
 }
 
-fn order(task: usize) -> Order {
+/// Order `n` of a user: a user's checkouts share their orders, so coupons of
+/// one or more campaigns race for one order's room. Two 500-off coupons
+/// fit on either; a third only on neither.
+pub fn order(n: i64) -> Order {
     Order {
-        id: Some(format!("o{task}")),
-        amount: Amount::new(3_000).expect("amount"),
+        id: Some(format!("o{n}")),
+        amount: Amount::new(1_000 + 200 * n).expect("amount"),
         currency: Currency::parse("CNY").expect("currency"),
         categories: vec![],
     }
@@ -398,8 +402,8 @@ fn order(task: usize) -> Order {
 /// Validates and redeems a coupon for an order, maybe cancels it, maybe
 /// retries the cancelled redemption.
 async fn checkout(ctx: &Ctx, task: usize, user: &UserId, code: &str) {
-    let order = order(task);
-    let order_id = format!("o{task}");
+    let order = order(ctx.rng.borrow_mut().range(0, 1));
+    let order_id = order.id.clone().expect("an order id");
     ctx.sleep_between(0, 30_000).await;
     with_retries(ctx, task, "validate", |now| {
         validate(
@@ -460,16 +464,16 @@ async fn redeem_once(
             ctx.events.borrow_mut().push(Event::Redeemed {
                 task,
                 code: request.code.clone(),
-                order: format!("o{task}"),
+                order: request.order.id.clone().unwrap_or_default(),
                 replayed: r.replayed,
                 steps,
             });
             true
         }
-        Some((Err(Error::RuleFailed(reason)), _)) => {
+        Some((Err(e @ (Error::RuleFailed(_) | Error::OrderTermsChanged)), _)) => {
             ctx.stuck.borrow_mut().push(format!(
                 "t{task} {what}: a valid order refused: {}",
-                reason.code()
+                e.code()
             ));
             false
         }

@@ -38,6 +38,7 @@ pub const CASES: &[Case] = cases![
     parallel_claims_never_exceed_the_stock,
     parallel_claims_by_one_user_stop_at_the_limit,
     parallel_redemptions_of_one_coupon_redeem_it_once,
+    coupons_racing_for_one_order_take_only_its_room,
     parallel_retries_of_one_claim_issue_one_coupon,
 ];
 
@@ -345,6 +346,8 @@ fn the_platform_answers_as_spin_does(t: &Target) -> Outcome {
 // ---- stories ----
 
 fn claim_validate_redeem_cancel_redeem_again(t: &Target) -> Outcome {
+    // Orders of this case only: an order id is one order of the user.
+    let (o1, o2) = (unique("o"), unique("o"));
     let id = create(t, json!({}))?;
     let key = unique("k");
     let first = t.claim("alice", &id, &key)?;
@@ -400,12 +403,12 @@ fn claim_validate_redeem_cancel_redeem_again(t: &Target) -> Outcome {
         "small order",
     )?;
 
-    let redeemed = redeem(t, "alice", &code, order("o1", 8800))?;
+    let redeemed = redeem(t, "alice", &code, order(&o1, 8800))?;
     let receipt = redeemed.expect_status(201)?.clone();
     ensure_eq(&receipt["payable_amount"], &json!(8300), "payable")?;
-    let again = redeem(t, "alice", &code, order("o1", 8800))?;
+    let again = redeem(t, "alice", &code, order(&o1, 8800))?;
     ensure_eq(again.expect_status(200)?, &receipt, "redeem replay")?;
-    redeem(t, "alice", &code, order("o2", 8800))?.expect_error(409, "already_redeemed")?;
+    redeem(t, "alice", &code, order(&o2, 8800))?.expect_error(409, "already_redeemed")?;
     let state = t.get(Who::User("alice"), &format!("/coupons/{code}"))?;
     ensure_eq(
         &state.expect_status(200)?["state"],
@@ -415,7 +418,7 @@ fn claim_validate_redeem_cancel_redeem_again(t: &Target) -> Outcome {
     ensure_eq(&stats(t, &id)?["redeemed"], &json!(1), "stats.redeemed")?;
 
     // The order is cancelled: the coupon is issued again and redeems anew.
-    let cancel_path = format!("/redemptions/{code}?order_id=o1");
+    let cancel_path = format!("/redemptions/{code}?order_id={o1}");
     t.send(Who::User("alice"), "DELETE", &cancel_path, &[], None)?
         .expect_error(401, "unauthorized")?;
     let cancelled = t.send(Who::Operator, "DELETE", &cancel_path, &[], None)?;
@@ -424,7 +427,7 @@ fn claim_validate_redeem_cancel_redeem_again(t: &Target) -> Outcome {
         &json!("issued"),
         "cancelled",
     )?;
-    redeem(t, "alice", &code, order("o2", 8800))?.expect_status(201)?;
+    redeem(t, "alice", &code, order(&o2, 8800))?.expect_status(201)?;
     let s = stats(t, &id)?;
     ensure_eq(
         (&s["claimed"], &s["redeemed"], &s["remaining_stock"]),
@@ -495,6 +498,8 @@ fn pause_stops_claims_and_resume_lets_the_same_key_through(t: &Target) -> Outcom
 }
 
 fn freeze_stops_redemptions_until_unfreeze(t: &Target) -> Outcome {
+    // Orders of this case only: an order id is one order of the user.
+    let o1 = unique("o");
     let id = create(t, json!({}))?;
     let code = claimed(t, "alice", &id)?;
     let frozen = t.post(
@@ -508,7 +513,7 @@ fn freeze_stops_redemptions_until_unfreeze(t: &Target) -> Outcome {
         (&json!(true), &json!(false)),
         "frozen",
     )?;
-    let refused = redeem(t, "alice", &code, order("o1", 8800))?;
+    let refused = redeem(t, "alice", &code, order(&o1, 8800))?;
     refused.expect_error(503, "redemptions_frozen")?;
     ensure(refused.header("retry-after").is_some(), || {
         "no Retry-After".into()
@@ -530,11 +535,13 @@ fn freeze_stops_redemptions_until_unfreeze(t: &Target) -> Outcome {
         &json!(false),
         "unfrozen",
     )?;
-    redeem(t, "alice", &code, order("o1", 8800))?.expect_status(201)?;
+    redeem(t, "alice", &code, order(&o1, 8800))?.expect_status(201)?;
     ensure_eq(&stats(t, &id)?["redeemed"], &json!(1), "redeemed")
 }
 
 fn close_ends_claims_for_good(t: &Target) -> Outcome {
+    // Orders of this case only: an order id is one order of the user.
+    let o1 = unique("o");
     let id = create(t, json!({}))?;
     let code = claimed(t, "alice", &id)?;
     let why = json!({"changed_by": "contract", "reason": "wrong discount"});
@@ -553,7 +560,7 @@ fn close_ends_claims_for_good(t: &Target) -> Outcome {
         &Value::Null,
     )?
     .expect_error(403, "campaign_not_active")?;
-    redeem(t, "alice", &code, order("o1", 8800))?.expect_status(201)?;
+    redeem(t, "alice", &code, order(&o1, 8800))?.expect_status(201)?;
     let history = t.get(Who::Operator, &format!("/campaigns/{id}/brakes"))?;
     let close = &history.expect_status(200)?["transitions"][0];
     ensure_eq(
@@ -770,7 +777,8 @@ fn parallel_claims_by_one_user_stop_at_the_limit(t: &Target) -> Outcome {
 fn parallel_redemptions_of_one_coupon_redeem_it_once(t: &Target) -> Outcome {
     let id = create(t, json!({}))?;
     let code = claimed(t, "alice", &id)?;
-    let order_of = |i: usize| order(&format!("o{i}"), 3000);
+    let run = unique("o");
+    let order_of = |i: usize| order(&format!("{run}-{i}"), 3000);
     let answers = together(20, |i| redeem(t, "alice", &code, order_of(i)))?;
     let winners: Vec<usize> = (0..answers.len())
         .filter(|&i| answers[i].status == 201)
@@ -810,4 +818,34 @@ fn parallel_retries_of_one_claim_issue_one_coupon(t: &Target) -> Outcome {
     let replay = t.claim("alice", &id, &key)?;
     ensure_eq(replay.header("idempotent-replayed"), Some("true"), "replay")?;
     ensure_eq(&stats(t, &id)?["claimed"], &json!(1), "stats.claimed")
+}
+
+fn coupons_racing_for_one_order_take_only_its_room(t: &Target) -> Outcome {
+    // 3,000 off each, of three campaigns: an order of 5,000 has room for one.
+    let big = json!({"discount": {"kind": "fixed", "amount": 3000}});
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let id = create(t, big.clone())?;
+        codes.push(claimed(t, "alice", &id)?);
+        codes.push(claimed(t, "alice", &id)?);
+    }
+    let basket = unique("o");
+    let answers = together(codes.len(), |i| {
+        redeem(t, "alice", &codes[i], order(&basket, 5000))
+    })?;
+    let mut redeemed = 0;
+    for (code, mut answer) in codes.iter().zip(answers) {
+        // Met an earlier slot of the order not written yet: retry.
+        if answer.code() == "request_in_progress" {
+            answer = redeem(t, "alice", code, order(&basket, 5000))?;
+        }
+        match (answer.status, answer.code()) {
+            (201, _) => redeemed += 1,
+            (409, "order_campaign_limit_reached" | "order_discount_exceeded") => {}
+            _ => return Err(format!("unexpected {}: {}", answer.status, answer.body)),
+        }
+    }
+    ensure_eq(redeemed, 1, "coupons redeemed on one order of 5,000")?;
+    // The order's terms are fixed by its first redemption.
+    redeem(t, "alice", &codes[0], order(&basket, 9000))?.expect_error(422, "order_terms_changed")
 }
