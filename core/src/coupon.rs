@@ -68,6 +68,18 @@ pub enum CouponState {
     Expired,
 }
 
+impl CouponState {
+    /// The state named as it is serialised: `issued`, `redeemed`, `expired`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "issued" => Some(CouponState::Issued),
+            "redeemed" => Some(CouponState::Redeemed),
+            "expired" => Some(CouponState::Expired),
+            _ => None,
+        }
+    }
+}
+
 /// A coupon as its holder sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CouponView {

@@ -54,6 +54,8 @@
 //! | `u:{user}:idem:{key}:result` | record | what that request answered |
 //! | `u:{user}:order:{order}:n` | counter | slots this user's order took: one per redemption that got past the order's first read (below 10^6: read with `get` in a batch) |
 //! | `u:{user}:order:{order}:{q}` | record | slot q of the order: the coupon generation, campaign, discount and terms hash it holds, or `void` (see `ops::orders`) |
+//! | `u:{user}:coupons:n` | counter | coupons this user was issued, plus claims that failed after numbering theirs: slot numbers of the next key (the wallet, newest first) |
+//! | `u:{user}:coupons:{n}` | record | the code of the user's n-th coupon, written with the coupon; a number never written is skipped |
 //! | `u:{user}:misses:{minute}` | counter | lookups of coupons this user does not hold in that Unix minute (below 10^6: read with `get` in a batch) |
 //! | `k:{code}` | record | the coupon |
 //! | `k:{code}:gen` | counter | cancelled redemptions so far: the coupon's generation (below 10^6, so it may be read with `get` in a batch) |
@@ -225,6 +227,16 @@ pub fn idempotency(user: &str, key: &str) -> (String, String) {
 /// The counter of a user's failed coupon lookups in one Unix minute.
 pub fn misses(user: &str, unix_minute: i64) -> String {
     format!("u:{}:misses:{unix_minute}", escape(user))
+}
+
+/// The counter numbering a user's coupons (the wallet's newest slot).
+pub fn wallet(user: &str) -> String {
+    format!("u:{}:coupons:n", escape(user))
+}
+
+/// The code of a user's n-th coupon.
+pub fn wallet_slot(user: &str, n: i64) -> String {
+    format!("u:{}:coupons:{n}", escape(user))
 }
 
 /// Keys of one coupon.

@@ -45,9 +45,9 @@ async fn each_operation_takes_its_known_number_of_round_trips() {
     let claimed = t.claim("alice", "spring", "k1").await;
     assert_eq!(claimed.status, 201, "{:#}", claimed.body);
     let code = claimed.body["code"].as_str().expect("a code").to_owned();
-    // Reads in one batch; key, stock, the user's position, index slot;
-    // writes in one batch.
-    assert_eq!(store.take(), 6, "claim");
+    // Reads in one batch; key, stock, the user's position, index slot,
+    // wallet slot; writes in one batch.
+    assert_eq!(store.take(), 7, "claim");
 
     let replayed = t.claim("alice", "spring", "k1").await;
     assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
@@ -55,6 +55,12 @@ async fn each_operation_takes_its_known_number_of_round_trips() {
 
     assert_eq!(t.coupon("alice", &code).await.status, 200);
     assert_eq!(store.take(), 2, "GET /coupons/{{code}}");
+
+    // The wallet's counter, its newest slots, then the coupons as one read
+    // of a single coupon does, for the whole page.
+    let wallet = t.wallet("alice", "").await;
+    assert_eq!(wallet.body["coupons"][0]["code"], code.as_str());
+    assert_eq!(store.take(), 4, "GET /coupons");
 
     // A mistyped code is refused on its check character, before any read; a
     // well-formed code the user does not hold costs one read and the count

@@ -295,6 +295,18 @@ impl TestApp {
         .await
     }
 
+    /// `GET /coupons{query}`: the user's wallet.
+    pub async fn wallet(&self, who: &str, query: &str) -> Answer {
+        self.send(
+            &user(who),
+            "GET",
+            &format!("/coupons{query}"),
+            &[],
+            Value::Null,
+        )
+        .await
+    }
+
     pub async fn expire(&self, body: Value) -> Answer {
         self.operator("POST", "/expirations", body).await
     }

@@ -282,3 +282,90 @@ async fn the_operator_looks_up_any_coupon_without_counting_misses() {
     .await
     .assert_error(401, "unauthorized");
 }
+
+/// The codes of a wallet page, and its cursor.
+fn codes(answer: &Answer) -> (Vec<String>, Option<String>) {
+    assert_eq!(answer.status, 200, "{:#}", answer.body);
+    let codes = answer.body["coupons"]
+        .as_array()
+        .expect("coupons")
+        .iter()
+        .map(|c| c["code"].as_str().expect("a code").to_owned())
+        .collect();
+    (codes, answer.body["next"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn a_wallet_lists_only_the_callers_coupons_newest_first_by_page_and_state() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign_with("spring", json!({"per_user_limit": 3})))
+        .await;
+    t.create_campaign(campaign("summer")).await;
+    let a1 = t.claimed_code("alice", "spring").await;
+    let bob = t.claimed_code("bob", "spring").await;
+    let a2 = t.claimed_code("alice", "summer").await;
+    let a3 = t.claimed_code("alice", "spring").await;
+
+    let before = t.state();
+    let all = t.wallet("alice", "").await;
+    assert_eq!(
+        codes(&all),
+        (vec![a3.clone(), a2.clone(), a1.clone()], None)
+    );
+    assert_eq!(all.body["coupons"][1]["campaign_id"], "summer");
+    assert_eq!(all.body["coupons"][1]["state"], "issued");
+    assert_eq!(
+        all.body["coupons"][1]["expires_at"],
+        "2028-03-01T00:00:00+08:00"
+    );
+    assert_eq!(t.state(), before, "a wallet read changed the store");
+
+    let (first, next) = codes(&t.wallet("alice", "?limit=2").await);
+    assert_eq!(first, vec![a3.clone(), a2.clone()]);
+    let next = next.expect("a next page");
+    let rest = t.wallet("alice", &format!("?limit=2&before={next}")).await;
+    assert_eq!(codes(&rest), (vec![a1.clone()], None));
+    assert_eq!(codes(&t.wallet("bob", "").await), (vec![bob], None));
+    assert_eq!(codes(&t.wallet("carol", "").await), (vec![], None));
+
+    let redeemed = t.redeem("alice", &a2, order("o1", 3000)).await;
+    assert_eq!(redeemed.status, 201, "{:#}", redeemed.body);
+    let only = t.wallet("alice", "?state=redeemed").await;
+    assert_eq!(codes(&only), (vec![a2.clone()], None));
+    assert_eq!(only.body["coupons"][0]["order_id"], "o1");
+    let issued = t.wallet("alice", "?state=issued").await;
+    assert_eq!(codes(&issued), (vec![a3.clone(), a1.clone()], None));
+    t.set_now("2028-03-01T00:00:00+08:00");
+    let expired = t.wallet("alice", "?state=expired").await;
+    assert_eq!(codes(&expired), (vec![a3, a1], None));
+}
+
+#[tokio::test]
+async fn bad_wallet_queries_are_400_naming_the_parameter() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign("spring")).await;
+    t.claimed_code("alice", "spring").await;
+    for (query, field) in [
+        ("?state=used", "state"),
+        ("?limit=0", "limit"),
+        ("?limit=101", "limit"),
+        ("?limit=ten", "limit"),
+        ("?before=0", "before"),
+        ("?before=x", "before"),
+        ("?state=%ff", "state"),
+    ] {
+        let answer = t.wallet("alice", query).await;
+        answer.assert_error(400, "invalid_request");
+        assert_eq!(answer.body["error"]["field"], field, "{query}");
+    }
+    // The wallet is the user's: the operator has no wallet, nobody else reads it.
+    t.send(&Caller::Operator, "GET", "/coupons", &[], Value::Null)
+        .await
+        .assert_error(401, "unauthorized");
+    t.send(&Caller::Anonymous, "GET", "/coupons", &[], Value::Null)
+        .await
+        .assert_error(401, "unauthorized");
+    t.send(&user("alice"), "POST", "/coupons", &[], Value::Null)
+        .await
+        .assert_error(405, "method_not_allowed");
+}

@@ -286,7 +286,8 @@ pub async fn list(store: &impl Store, after: i64, limit: u32) -> Result<Campaign
             .flat_map(|k| [k.record(), k.dating(), k.brake(), k.freeze(), k.limits()])
             .collect();
         let values = store.get_many(&wanted).await?;
-        for (id, [record, dating, paused, frozen, limits]) in ids.iter().zip(groups(values)) {
+        for (id, [record, dating, paused, frozen, limits]) in ids.iter().zip(super::groups(values))
+        {
             let Some(record) = record else { continue };
             let keys = CampaignKeys::new(id);
             let (campaign, dating) = super::with_dating(&keys, &record, dating.as_deref())?;
@@ -304,15 +305,6 @@ pub async fn list(store: &impl Store, after: i64, limit: u32) -> Result<Campaign
     Ok(CampaignPage {
         campaigns,
         next: (end < last).then(|| end.to_string()),
-    })
-}
-
-/// Groups a batch's answers by `N`, in order.
-fn groups<const N: usize, T>(values: Vec<T>) -> impl Iterator<Item = [T; N]> {
-    let mut values = values.into_iter();
-    std::iter::from_fn(move || {
-        let group: Vec<T> = values.by_ref().take(N).collect();
-        group.try_into().ok()
     })
 }
 

@@ -1,11 +1,13 @@
 //! Reading a coupon and checking it against an order, without changing anything.
 
-use super::{Asker, load_held};
+use super::{Asker, load_held, load_many};
 use crate::auth::UserId;
-use crate::coupon::{CouponView, Ending, Held};
+use crate::code::CouponCode;
+use crate::coupon::{CouponState, CouponView, Ending, Held};
 use crate::error::{Error, Reason, Result};
+use crate::keys;
 use crate::money::{Amount, Currency};
-use crate::store::Store;
+use crate::store::{Store, decode_small_counter};
 use crate::time::render;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -152,4 +154,224 @@ pub(crate) fn applies(held: &Held, order: &Order, now: Timestamp) -> Result<Amou
         return Err(Reason::RedemptionsFrozen);
     }
     Ok(campaign.discount.amount_off(order.amount))
+}
+
+/// Coupons a wallet page holds at most, and by default.
+pub const MAX_WALLET_PAGE: u32 = 100;
+pub const DEFAULT_WALLET_PAGE: u32 = 20;
+/// Wallet slots one page reads at most: with a state filter most slots may
+/// not match, and a page stays bounded however many coupons a user has.
+pub const MAX_WALLET_SCAN: i64 = 200;
+
+/// One page of a user's coupons, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Wallet {
+    pub coupons: Vec<CouponView>,
+    /// Pass as `before` for the next page; absent once the oldest coupon was
+    /// read. A page with a state filter may be short, or empty, and still
+    /// have a next one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `user`'s coupons numbered below `before` (all of them if `None`), newest
+/// first, at most `limit`, only those in `state` if given. Reads the wallet's
+/// slots from the newest down in chunks of `limit`: one round trip per chunk
+/// plus two for its coupons (and one for the counter on a first page).
+pub async fn list(
+    store: &impl Store,
+    user: &UserId,
+    state: Option<CouponState>,
+    limit: u32,
+    before: Option<i64>,
+    now: Timestamp,
+) -> Result<Wallet> {
+    if !(1..=MAX_WALLET_PAGE).contains(&limit) {
+        return Err(Error::invalid(
+            "limit",
+            format!("must be 1 to {MAX_WALLET_PAGE}"),
+        ));
+    }
+    let top = match before {
+        Some(before) if before < 1 => {
+            return Err(Error::invalid("before", "must be a cursor from `next`"));
+        }
+        Some(before) => before - 1,
+        None => match store.get(&keys::wallet(user.as_str())).await? {
+            None => 0,
+            Some(bytes) => decode_small_counter(&bytes).ok_or_else(|| {
+                Error::Internal(format!("{} is no counter", keys::wallet(user.as_str())))
+            })?,
+        },
+    };
+    let floor = (top - MAX_WALLET_SCAN).max(0);
+    let mut coupons = Vec::new();
+    let mut next = top;
+    while next > floor {
+        let numbers: Vec<i64> = (floor.max(next - i64::from(limit))..next)
+            .map(|n| n + 1)
+            .rev()
+            .collect();
+        let slots: Vec<String> = numbers
+            .iter()
+            .map(|&n| keys::wallet_slot(user.as_str(), n))
+            .collect();
+        let mut found = Vec::new();
+        // An absent slot was never written: the claim that numbered it failed
+        // or died before its coupon was.
+        for (&n, code) in numbers.iter().zip(store.get_many(&slots).await?) {
+            if let Some(code) = code {
+                let code = std::str::from_utf8(&code)
+                    .ok()
+                    .and_then(CouponCode::parse)
+                    .ok_or_else(|| Error::Internal(format!("wallet slot {n} is unreadable")))?;
+                found.push((n, code));
+            }
+        }
+        let codes: Vec<CouponCode> = found.iter().map(|(_, code)| code.clone()).collect();
+        next -= numbers.len() as i64;
+        // In the slots' order, without the codes that have no record.
+        let mut numbered = found.iter();
+        for held in load_many(store, &codes).await? {
+            let Some((n, _)) = numbered.find(|(_, code)| *code == held.code) else {
+                break;
+            };
+            let view = held.view(now);
+            if state.is_none_or(|s| s == view.state) {
+                coupons.push(view);
+                if coupons.len() == limit as usize {
+                    next = n - 1;
+                    break;
+                }
+            }
+        }
+        if coupons.len() == limit as usize {
+            break;
+        }
+    }
+    Ok(Wallet {
+        coupons,
+        next: (next > 0).then(|| (next + 1).to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::CampaignId;
+    use crate::ops::campaigns::create;
+    use crate::ops::claim::{ClaimRequest, claim};
+    use crate::ops::redeem::{RedemptionRequest, redeem};
+    use crate::ops::testing::{campaign, setup_time, ts};
+    use crate::store::memory::MemoryStore;
+    use futures::executor::block_on;
+
+    const NOW: &str = "2028-02-10T10:00:00+08:00";
+
+    fn user(name: &str) -> UserId {
+        UserId(name.to_owned())
+    }
+
+    fn claimed(store: &MemoryStore, who: &str, campaign: &str, n: u8) -> String {
+        let request = ClaimRequest {
+            campaign_id: CampaignId::parse(campaign).expect("an id"),
+        };
+        let key = format!("k{n}");
+        let coupon = block_on(claim(
+            store,
+            &user(who),
+            &key,
+            request,
+            ts(NOW),
+            CouponCode::from_random([n; crate::code::RANDOM_BYTES]),
+        ))
+        .expect("a claim");
+        coupon.coupon.code
+    }
+
+    fn page(
+        store: &MemoryStore,
+        who: &str,
+        state: Option<CouponState>,
+        limit: u32,
+        before: Option<i64>,
+    ) -> (Vec<String>, Option<i64>) {
+        let wallet =
+            block_on(list(store, &user(who), state, limit, before, ts(NOW))).expect("a page");
+        let codes = wallet.coupons.into_iter().map(|c| c.code).collect();
+        (codes, wallet.next.map(|n| n.parse().expect("a cursor")))
+    }
+
+    #[test]
+    fn a_wallet_lists_its_own_coupons_newest_first_in_pages_past_holes() {
+        let store = MemoryStore::default();
+        for id in ["spring", "summer"] {
+            block_on(create(&store, campaign(id), setup_time())).expect("a campaign");
+        }
+        let a1 = claimed(&store, "alice", "spring", 1);
+        let bob = claimed(&store, "bob", "spring", 2);
+        // A claim that numbered its coupon and died before writing it.
+        block_on(store.increment(&keys::wallet("alice"), 1)).expect("an increment");
+        let a2 = claimed(&store, "alice", "summer", 3);
+        let a3 = claimed(&store, "alice", "spring", 4);
+
+        assert_eq!(
+            page(&store, "alice", None, 10, None),
+            (vec![a3.clone(), a2.clone(), a1.clone()], None)
+        );
+        let (first, next) = page(&store, "alice", None, 2, None);
+        assert_eq!(first, vec![a3.clone(), a2.clone()]);
+        assert_eq!(
+            page(&store, "alice", None, 2, next),
+            (vec![a1.clone()], None)
+        );
+        assert_eq!(page(&store, "bob", None, 10, None), (vec![bob], None));
+        assert_eq!(page(&store, "carol", None, 10, None), (vec![], None));
+
+        let order = crate::api::parse_json(br#"{"id": "o1", "amount": 3000, "currency": "CNY"}"#)
+            .expect("an order");
+        let request = RedemptionRequest {
+            code: a2.clone(),
+            order,
+        };
+        block_on(redeem(&store, &user("alice"), request, ts(NOW))).expect("a redemption");
+        let redeemed = Some(CouponState::Redeemed);
+        assert_eq!(page(&store, "alice", redeemed, 10, None), (vec![a2], None));
+        let issued = Some(CouponState::Issued);
+        assert_eq!(
+            page(&store, "alice", issued, 10, None),
+            (vec![a3, a1], None)
+        );
+        let after_month_end = block_on(list(
+            &store,
+            &user("alice"),
+            issued,
+            10,
+            None,
+            ts("2028-03-01T00:00:00+08:00"),
+        ))
+        .expect("a page");
+        assert!(after_month_end.coupons.is_empty());
+    }
+
+    #[test]
+    fn a_page_reads_a_bounded_number_of_slots() {
+        let store = MemoryStore::default();
+        block_on(create(&store, campaign("spring"), setup_time())).expect("a campaign");
+        let old = claimed(&store, "alice", "spring", 1);
+        for _ in 0..MAX_WALLET_SCAN + 5 {
+            block_on(store.increment(&keys::wallet("alice"), 1)).expect("an increment");
+        }
+        // Holes only: the page is empty but says where to go on.
+        let (codes, next) = page(&store, "alice", None, 20, None);
+        assert!(codes.is_empty());
+        assert_eq!(next, Some(7));
+        assert_eq!(page(&store, "alice", None, 20, next), (vec![old], None));
+        for bad in [0, -1] {
+            assert!(block_on(list(&store, &user("alice"), None, 20, Some(bad), ts(NOW))).is_err());
+        }
+        for bad in [0, MAX_WALLET_PAGE + 1] {
+            assert!(block_on(list(&store, &user("alice"), None, bad, None, ts(NOW))).is_err());
+        }
+    }
 }

@@ -359,6 +359,42 @@ async fn probe(
             late.id
         ));
     }
+    // Each user's wallet lists exactly the coupons they hold, once each.
+    let holders: BTreeSet<&str> = users.iter().map(|(_, u)| u.as_str()).collect();
+    for user in holders {
+        let mut listed = Vec::new();
+        let mut before = None;
+        loop {
+            let id = UserId(user.to_owned());
+            match crate::ops::coupons::list(&ctx.store, &id, None, 7, before, now).await {
+                Ok(page) => {
+                    listed.extend(page.coupons.into_iter().map(|c| c.code));
+                    match page.next.map(|n| n.parse::<i64>()) {
+                        Some(Ok(n)) => before = Some(n),
+                        Some(Err(_)) => {
+                            problems.push(format!("{user}'s wallet answered a bad cursor"));
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                Err(e) => {
+                    problems.push(format!("{user}'s wallet answered {}", e.code()));
+                    break;
+                }
+            }
+        }
+        let held: Vec<&String> = coupons
+            .iter()
+            .filter(|(_, r)| r.user_id == user)
+            .map(|(code, _)| code)
+            .collect();
+        let mut sorted: Vec<&String> = listed.iter().collect();
+        sorted.sort();
+        if sorted != held {
+            problems.push(format!("{user}'s wallet lists {listed:?}, they hold {held:?}"));
+        }
+    }
     let mut unredeemed = Vec::new();
     // What each order holds: its coupons by campaign, and their discounts.
     let mut orders: BTreeMap<(String, String), (BTreeMap<String, u32>, i64)> = BTreeMap::new();
