@@ -65,6 +65,7 @@ impl Workload {
             "min_order_amount": 2000,
             "stock": 100_000_000,
             "per_user_limit": 1000,
+            "redeemable_by_users": true,
             "claim_starts_at": hour(-1)?,
             "claim_ends_at": hour(1)?,
             "time_zone": "Asia/Shanghai",

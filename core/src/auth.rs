@@ -131,6 +131,88 @@ pub fn verify_admin(authorization: Option<&str>, admin_token: &str) -> Result<()
     Ok(())
 }
 
+/// Checks the shop's checkout backend's `Authorization: Bearer <token>`
+/// against `tokens`: any of them, separated by commas or whitespace, so a
+/// new token can be rolled out before the old one is withdrawn. Every token
+/// is compared, in constant time, whichever matches.
+pub fn verify_checkout(authorization: Option<&str>, tokens: &str) -> Result<()> {
+    let token = bearer(authorization)?;
+    let given = Sha256::digest(token.as_bytes());
+    let mut matches = subtle::Choice::from(0);
+    for expected in tokens.split(|c: char| c == ',' || c.is_whitespace()) {
+        if !expected.is_empty() {
+            matches |= given
+                .as_slice()
+                .ct_eq(Sha256::digest(expected.as_bytes()).as_slice());
+        }
+    }
+    if !bool::from(matches) {
+        return Err(Error::Unauthorized(Denial::Invalid));
+    }
+    Ok(())
+}
+
+/// Who calls on a user's coupons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A user, with their own token.
+    User(UserId),
+    /// The shop's checkout backend, with a checkout token: it names the user
+    /// it acts for and vouches for the order.
+    Checkout,
+}
+
+impl From<&UserId> for Caller {
+    fn from(user: &UserId) -> Self {
+        Caller::User(user.clone())
+    }
+}
+
+/// The user a call acts for, and whether the checkout makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acting {
+    pub user: UserId,
+    pub by_checkout: bool,
+}
+
+impl Caller {
+    /// The user acted for: a user's own, or the one the checkout names in
+    /// the body's `user_id`. A user may name only themself.
+    pub fn acting_for(&self, named: Option<&str>) -> Result<Acting> {
+        match (self, named) {
+            (Caller::User(user), None) => Ok(Acting {
+                user: user.clone(),
+                by_checkout: false,
+            }),
+            (Caller::User(user), Some(named)) if named == user.as_str() => Ok(Acting {
+                user: user.clone(),
+                by_checkout: false,
+            }),
+            (Caller::User(_), Some(_)) => Err(Error::invalid(
+                "user_id",
+                "a user's token acts only for its own user",
+            )),
+            (Caller::Checkout, None) => Err(Error::invalid(
+                "user_id",
+                "is required from the checkout: the user it acts for",
+            )),
+            (Caller::Checkout, Some(named)) => user_of(Some(named.into()))
+                .map(|user| Acting {
+                    user: UserId(user),
+                    by_checkout: true,
+                })
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "user_id",
+                        format!(
+                            "must be 1 to {MAX_USER_ID_LEN} characters without control characters"
+                        ),
+                    )
+                }),
+        }
+    }
+}
+
 /// Signs an HS256 token: for tests, examples and the local host's demo output.
 pub fn sign_user_token(secret: &[u8], claims: &serde_json::Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
@@ -308,5 +390,49 @@ mod tests {
             verify_admin(Some("Bearer x"), ""),
             Err(Error::Unauthorized(Denial::Invalid))
         );
+    }
+
+    #[test]
+    fn any_of_the_checkout_tokens_verifies_and_nothing_else() {
+        let tokens = " old-token, new-token\nthird ";
+        for token in ["old-token", "new-token", "third"] {
+            assert_eq!(verify_checkout(Some(&bearer_of(token)), tokens), Ok(()));
+        }
+        for token in ["old", "old-token,new-token", "new-token\nthird"] {
+            assert!(
+                verify_checkout(Some(&bearer_of(token)), tokens).is_err(),
+                "{token:?}"
+            );
+        }
+        // No token configured: the role is off.
+        for tokens in ["", " , "] {
+            assert!(verify_checkout(Some(&bearer_of("x")), tokens).is_err());
+        }
+    }
+
+    #[test]
+    fn the_checkout_names_the_user_and_a_user_only_themself() {
+        let alice = UserId("alice".into());
+        let acting = |caller: &Caller, named: Option<&str>| {
+            caller.acting_for(named).map(|a| (a.user.0, a.by_checkout))
+        };
+        let user = Caller::User(alice.clone());
+        assert_eq!(acting(&user, None), Ok(("alice".into(), false)));
+        assert_eq!(acting(&user, Some("alice")), Ok(("alice".into(), false)));
+        let field = |r: Result<(String, bool)>| r.err().and_then(|e| e.field().map(str::to_owned));
+        assert_eq!(
+            field(acting(&user, Some("bob"))).as_deref(),
+            Some("user_id")
+        );
+        assert_eq!(
+            acting(&Caller::Checkout, Some("bob")),
+            Ok(("bob".into(), true))
+        );
+        for bad in [None, Some(""), Some("a\u{7}b")] {
+            assert_eq!(
+                field(acting(&Caller::Checkout, bad)).as_deref(),
+                Some("user_id")
+            );
+        }
     }
 }

@@ -91,6 +91,10 @@ pub struct Campaign {
     /// Coupons of this campaign one order may take (see `ops::orders`).
     #[serde(default = "one")]
     pub coupons_per_order: u32,
+    /// Whether users may redeem with their own token. Off by default: the
+    /// shop's checkout redeems, with the order terms it vouches for.
+    #[serde(default)]
+    pub redeemable_by_users: bool,
     /// How many counters the stock is split across (see [`Campaign::shard_capacity`]).
     #[serde(default = "default_shards")]
     pub shards: u32,

@@ -26,6 +26,9 @@ pub enum Error {
     CampaignNotFound,
     CampaignExists,
     CampaignNotActive,
+    /// The campaign's coupons are redeemed by the shop's checkout only, not
+    /// with a user's token (`Campaign::redeemable_by_users`).
+    CheckoutRequired,
     CampaignPaused,
     /// Over the campaign's `max_claims_per_second`: shed before touching the stock.
     RateLimited,
@@ -165,6 +168,7 @@ impl Error {
             Error::CampaignNotFound => "campaign_not_found",
             Error::CampaignExists => "campaign_exists",
             Error::CampaignNotActive => "campaign_not_active",
+            Error::CheckoutRequired => "checkout_required",
             Error::CampaignPaused => "campaign_paused",
             Error::RateLimited => "rate_limited",
             Error::SoldOut => "sold_out",
@@ -195,7 +199,7 @@ impl Error {
         match self {
             Error::InvalidRequest { .. } => 400,
             Error::Unauthorized(_) => 401,
-            Error::CampaignNotActive => 403,
+            Error::CampaignNotActive | Error::CheckoutRequired => 403,
             Error::NotFound
             | Error::CampaignNotFound
             | Error::CouponNotFound
@@ -272,6 +276,9 @@ impl fmt::Display for Error {
                 f.write_str("a campaign with this id already exists with different settings")
             }
             Error::CampaignNotActive => f.write_str("the campaign is outside its claim window"),
+            Error::CheckoutRequired => {
+                f.write_str("this campaign's coupons are redeemed by the shop's checkout, not by users")
+            }
             Error::CampaignPaused => f.write_str("the campaign is paused; retry later"),
             Error::RateLimited => f.write_str(
                 "the campaign takes no more claims this second; retry after Retry-After",

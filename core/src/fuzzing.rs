@@ -486,6 +486,7 @@ fn check_campaign_limits(input: &mut Input, discount: Discount) {
         categories: Vec::new(),
         max_claims_per_second: None,
         coupons_per_order: 1,
+        redeemable_by_users: false,
         shards,
     };
     let face = discount.face_value();

@@ -27,7 +27,7 @@ Try it (alice's token is valid for a week):
 
   URL={url} ADMIN='{admin}'
   TOKEN='{token}'
-  curl -s -X POST $URL/campaigns -H "authorization: Bearer $ADMIN" -d '{{"id":"{id}","name":"Spring festival","currency":"CNY","discount":{{"kind":"fixed","amount":500}},"min_order_amount":2000,"stock":1000,"per_user_limit":2,"claim_starts_at":"{starts}","claim_ends_at":"{ends}","time_zone":"Asia/Shanghai","expiry":{{"kind":"end_of_claim_month"}}}}'; echo
+  curl -s -X POST $URL/campaigns -H "authorization: Bearer $ADMIN" -d '{{"id":"{id}","name":"Spring festival","currency":"CNY","discount":{{"kind":"fixed","amount":500}},"min_order_amount":2000,"stock":1000,"per_user_limit":2,"redeemable_by_users":true,"claim_starts_at":"{starts}","claim_ends_at":"{ends}","time_zone":"Asia/Shanghai","expiry":{{"kind":"end_of_claim_month"}}}}'; echo
   CODE=$(curl -s -X POST $URL/claims -H "authorization: Bearer $TOKEN" -H 'idempotency-key: demo-1' -d '{{"campaign_id":"{id}"}}' | sed -E 's/.*"code":"([^"]+)".*/\1/'); echo $CODE
   curl -s -X POST $URL/validations -H "authorization: Bearer $TOKEN" -d '{{"code":"'$CODE'","order":{{"amount":8800,"currency":"CNY"}}}}'; echo
   curl -s -X POST $URL/redemptions -H "authorization: Bearer $TOKEN" -d '{{"code":"'$CODE'","order":{{"id":"order-1","amount":8800,"currency":"CNY"}}}}'; echo

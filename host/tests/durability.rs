@@ -70,6 +70,7 @@ fn a_redis_killed_mid_storm_loses_no_acknowledged_claim_or_redemption() {
         "id": "storm", "name": "Storm", "currency": "CNY",
         "discount": {"kind": "fixed", "amount": 500}, "min_order_amount": 1000,
         "stock": STOCK, "per_user_limit": 1, "shards": 4,
+        "redeemable_by_users": true,
         "claim_starts_at": from_now(-3600), "claim_ends_at": from_now(3600),
         "time_zone": "Asia/Shanghai", "expiry": {"kind": "end_of_month", "month": "9000-01"}
     });

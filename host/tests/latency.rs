@@ -84,7 +84,7 @@ fn create_campaign(host: &Host, id: &str, stock: usize, per_user: usize) {
     let campaign = json!({
         "id": id, "name": "Latency", "currency": "CNY",
         "discount": {"kind": "fixed", "amount": 500}, "min_order_amount": 2000,
-        "stock": stock, "per_user_limit": per_user,
+        "stock": stock, "per_user_limit": per_user, "redeemable_by_users": true,
         "claim_starts_at": at(now - 3600), "claim_ends_at": at(now + 3600),
         "time_zone": "Asia/Shanghai", "expiry": {"kind": "end_of_month", "month": "9000-01"}
     });

@@ -197,6 +197,7 @@ fn create_campaign(host: &Host) {
         "id": CAMPAIGN, "name": "Survive the spike", "currency": "CNY",
         "discount": {"kind": "fixed", "amount": FACE_VALUE}, "min_order_amount": 2000,
         "stock": STOCK, "budget": STOCK * FACE_VALUE, "per_user_limit": PER_USER_LIMIT,
+        "redeemable_by_users": true,
         "claim_starts_at": at(now - 3600), "claim_ends_at": at(now + 3600),
         "time_zone": "Asia/Shanghai", "expiry": {"kind": "end_of_month", "month": "9000-01"}
     });

@@ -21,7 +21,7 @@ fn coupon_flow(host: &Host) -> String {
     let campaign = json!({
         "id": "e2e", "name": "End to end", "currency": "CNY",
         "discount": {"kind": "fixed", "amount": 500}, "min_order_amount": 2000,
-        "stock": 100, "per_user_limit": 2,
+        "stock": 100, "per_user_limit": 2, "redeemable_by_users": true,
         "claim_starts_at": at(now - 3600), "claim_ends_at": at(now + 3600),
         "time_zone": "Asia/Shanghai", "expiry": {"kind": "end_of_month", "month": "9000-01"}
     });

@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const USER_SECRET: &str = "test-user-secret";
+/// The checkout's tokens: two, as while one is rotated out.
+pub const CHECKOUT_TOKENS: &str = "test-checkout-old,test-checkout-new";
 /// Tokens the tests sign stay valid until then, whatever the test clock says.
 const TOKEN_EXPIRY: i64 = 4_102_444_800; // 2100-01-01
 
@@ -55,6 +57,8 @@ impl Answer {
 pub enum Caller {
     Anonymous,
     Operator,
+    /// The shop's checkout backend, with one of its tokens.
+    Checkout,
     User(String),
     /// A raw `Authorization` header value.
     Raw(String),
@@ -151,6 +155,7 @@ impl TestApp {
         let app = App::builder_from_workspace()?
             .variable("user_token_secret", USER_SECRET)
             .variable("admin_token", ADMIN_TOKEN)
+            .variable("checkout_token", CHECKOUT_TOKENS)
             .shared_store("default", backend)
             .clock(clock.clone())
             .instance_reuse(reuse)
@@ -194,6 +199,7 @@ impl TestApp {
         let authorization = match caller {
             Caller::Anonymous => None,
             Caller::Operator => Some(format!("Bearer {ADMIN_TOKEN}")),
+            Caller::Checkout => Some("Bearer test-checkout-new".to_owned()),
             Caller::User(name) => Some(format!("Bearer {}", token(name))),
             Caller::Raw(value) => Some(value.clone()),
         };
@@ -346,6 +352,7 @@ pub fn campaign(id: &str) -> Value {
         "min_order_amount": 2000,
         "stock": 10,
         "per_user_limit": 2,
+        "redeemable_by_users": true,
         "claim_starts_at": "2028-01-01T00:00:00+08:00",
         "claim_ends_at": "2028-02-15T00:00:00+08:00",
         "time_zone": "Asia/Shanghai",

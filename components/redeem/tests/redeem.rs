@@ -227,3 +227,92 @@ async fn an_order_id_sent_again_with_other_terms_is_422() {
         201
     );
 }
+
+/// `POST {path}` as the shop's checkout, or with a raw `Authorization`.
+async fn as_checkout(t: &TestApp, caller: &Caller, path: &str, body: Value) -> Answer {
+    t.send(caller, "POST", path, &[], body).await
+}
+
+#[tokio::test]
+async fn only_the_checkout_redeems_unless_the_campaign_lets_users() {
+    let t = TestApp::new().await;
+    let checkout_only = json!({"redeemable_by_users": false});
+    let created = t
+        .create_campaign(campaign_with("shop", checkout_only))
+        .await;
+    assert_eq!(created.body["redeemable_by_users"], false);
+    let code = t.claimed_code("alice", "shop").await;
+
+    // A user's token: refused, and nothing changes.
+    let before = t.state();
+    t.redeem("alice", &code, order("o1", 3000))
+        .await
+        .assert_error(403, "checkout_required");
+    assert_eq!(t.state(), before, "a refused redemption changed the store");
+    // A user validates their cart, and may name only themself.
+    let mine = json!({"code": code, "order": order("o1", 3000), "user_id": "alice"});
+    let valid = as_checkout(&t, &user("alice"), "/validations", mine).await;
+    assert_eq!(valid.body["valid"], true, "{:#}", valid.body);
+    let theirs = json!({"code": code, "order": order("o1", 3000), "user_id": "bob"});
+    let refused = as_checkout(&t, &user("alice"), "/redemptions", theirs.clone()).await;
+    refused.assert_error(400, "invalid_request");
+    assert_eq!(refused.body["error"]["field"], "user_id");
+
+    // The checkout must name the user, and acts only on that user's coupons.
+    let unnamed = json!({"code": code, "order": order("o1", 3000)});
+    let answer = as_checkout(&t, &Caller::Checkout, "/redemptions", unnamed).await;
+    answer.assert_error(400, "invalid_request");
+    assert_eq!(answer.body["error"]["field"], "user_id");
+    as_checkout(&t, &Caller::Checkout, "/redemptions", theirs)
+        .await
+        .assert_error(404, "coupon_not_found");
+    let wrong = Caller::Raw("Bearer test-checkout".into());
+    let for_alice = json!({"code": code, "order": order("o1", 3000), "user_id": "alice"});
+    as_checkout(&t, &wrong, "/redemptions", for_alice.clone())
+        .await
+        .assert_error(401, "unauthorized");
+
+    // Either of the rotating tokens redeems for alice; the same order replays.
+    let checked = as_checkout(&t, &Caller::Checkout, "/validations", for_alice.clone()).await;
+    assert_eq!(checked.body["valid"], true, "{:#}", checked.body);
+    let old = Caller::Raw("Bearer test-checkout-old".into());
+    let redeemed = as_checkout(&t, &old, "/redemptions", for_alice.clone()).await;
+    assert_eq!(redeemed.status, 201, "{:#}", redeemed.body);
+    let again = as_checkout(&t, &Caller::Checkout, "/redemptions", for_alice).await;
+    assert_eq!((again.status, &again.body), (200, &redeemed.body));
+
+    // The payment failed: the checkout cancels; a user cannot.
+    let path = format!("/redemptions/{code}?order_id=o1");
+    t.send(&user("alice"), "DELETE", &path, &[], Value::Null)
+        .await
+        .assert_error(401, "unauthorized");
+    let cancelled = t
+        .send(&Caller::Checkout, "DELETE", &path, &[], Value::Null)
+        .await;
+    assert_eq!(cancelled.status, 200, "{:#}", cancelled.body);
+    assert_eq!(cancelled.body["state"], "issued");
+
+    // The checkout's token is no operator's and no user's.
+    t.send(
+        &Caller::Checkout,
+        "GET",
+        "/campaigns/shop",
+        &[],
+        Value::Null,
+    )
+    .await
+    .assert_error(401, "unauthorized");
+    t.send(&Caller::Checkout, "GET", "/coupons", &[], Value::Null)
+        .await
+        .assert_error(401, "unauthorized");
+    let claim = t
+        .send(
+            &Caller::Checkout,
+            "POST",
+            "/claims",
+            &[("idempotency-key", "k")],
+            json!({"campaign_id": "shop"}),
+        )
+        .await;
+    claim.assert_error(401, "unauthorized");
+}

@@ -8,8 +8,9 @@
 
 use bytes::Bytes;
 use coupon_core::api::{self, MAX_BODY_BYTES, Reply};
-use coupon_core::auth::{self, UserId};
+use coupon_core::auth::{self, Caller, UserId};
 use coupon_core::code::{CouponCode, RANDOM_BYTES};
+use coupon_core::error::Denial;
 use coupon_core::store::{Store, StoreError, StoreResult};
 use coupon_core::{Error, Result, Timestamp};
 use http_body_util::{BodyExt, Full, Limited};
@@ -64,6 +65,26 @@ impl Call {
     pub async fn user(&self) -> Result<UserId> {
         let secret = variable("user_token_secret").await?;
         auth::verify_user(self.header("authorization"), secret.as_bytes(), self.now)
+    }
+
+    /// A user by their JWT, or the shop's checkout by one of the
+    /// `checkout_token` variable's tokens (none configured: the role is off).
+    pub async fn caller(&self) -> Result<Caller> {
+        match self.user().await {
+            Ok(user) => Ok(Caller::User(user)),
+            // Not a token the user secret signed: maybe the checkout's.
+            Err(Error::Unauthorized(Denial::Invalid)) => {
+                self.checkout().await?;
+                Ok(Caller::Checkout)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Succeeds only for one of the shop checkout's tokens.
+    pub async fn checkout(&self) -> Result<()> {
+        let tokens = variable("checkout_token").await?;
+        auth::verify_checkout(self.header("authorization"), &tokens)
     }
 
     /// Succeeds only for the operator's `admin_token`.

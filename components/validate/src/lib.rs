@@ -16,8 +16,8 @@ async fn handle(request: Request) -> impl IntoResponse {
         let coupon = call.segments_after("/coupons");
         match (&call.method, call.path.as_str(), coupon.as_deref()) {
             (&Method::POST, "/validations", _) => {
-                let user = call.user().await?;
-                let validation = coupons::validate(store, &user, call.json()?, call.now).await?;
+                let caller = call.caller().await?;
+                let validation = coupons::validate(store, caller, call.json()?, call.now).await?;
                 Ok(Reply::json(200, &validation))
             }
             (&Method::GET, _, Some([])) => {

@@ -1,7 +1,7 @@
 //! Reading a coupon and checking it against an order, without changing anything.
 
 use super::{Asker, load_held, load_many};
-use crate::auth::UserId;
+use crate::auth::{Caller, UserId};
 use crate::code::CouponCode;
 use crate::coupon::{CouponState, CouponView, Ending, Held};
 use crate::error::{Error, Reason, Result};
@@ -76,6 +76,9 @@ pub fn check_order_id(field: &str, id: &str) -> Result<()> {
 pub struct ValidationRequest {
     pub code: String,
     pub order: Order,
+    /// The user the checkout acts for (see [`Caller::acting_for`]).
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
 /// The answer to a validation: `valid` with the amounts, or why not.
@@ -105,13 +108,17 @@ pub async fn get(
     Ok(load_held(store, code, asker).await?.view(now))
 }
 
+/// Checks `request.code` against its order for its holder, or for the
+/// checkout acting for them.
 pub async fn validate(
     store: &impl Store,
-    user: &UserId,
+    caller: impl Into<Caller>,
     request: ValidationRequest,
     now: Timestamp,
 ) -> Result<Validation> {
+    let acting = caller.into().acting_for(request.user_id.as_deref())?;
     request.order.validate()?;
+    let user = &acting.user;
     let held = load_held(store, &request.code, Some(Asker { user, now })).await?;
     Ok(match applies(&held, &request.order, now) {
         Ok(discount) => Validation {
@@ -333,6 +340,7 @@ mod tests {
         let request = RedemptionRequest {
             code: a2.clone(),
             order,
+            user_id: None,
         };
         block_on(redeem(&store, &user("alice"), request, ts(NOW))).expect("a redemption");
         let redeemed = Some(CouponState::Redeemed);

@@ -287,6 +287,7 @@ mod tests {
                 currency: crate::money::Currency::parse("CNY").expect("currency"),
                 categories: vec![],
             },
+            user_id: None,
         }
     }
 

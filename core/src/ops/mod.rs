@@ -342,6 +342,7 @@ pub(crate) mod testing {
                 "id": id, "name": "Spring festival", "currency": "CNY",
                 "discount": {"kind": "fixed", "amount": 500},
                 "min_order_amount": 2000, "stock": 10, "per_user_limit": 2,
+                "redeemable_by_users": true,
                 "claim_starts_at": "2028-01-01T00:00:00+08:00",
                 "claim_ends_at": "2028-02-15T00:00:00+08:00",
                 "time_zone": "Asia/Shanghai", "expiry": {"kind": "end_of_claim_month"}

@@ -5,7 +5,7 @@
 //! redemption or the expiry sweep, decides how it ends; nobody else can.
 
 use super::{Asker, encode, load_held};
-use crate::auth::UserId;
+use crate::auth::{Caller, UserId};
 use crate::coupon::{CouponView, Ending, Held, Redemption};
 use crate::error::{Error, Reason, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
@@ -22,6 +22,9 @@ use serde::Deserialize;
 pub struct RedemptionRequest {
     pub code: String,
     pub order: Order,
+    /// The user the checkout acts for (see [`Caller::acting_for`]).
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
 /// A redemption, and whether it repeats an earlier answer for the same order.
@@ -31,15 +34,22 @@ pub struct Redeemed {
     pub replayed: bool,
 }
 
+/// Redeems `request.code` for its order, by its holder or by the checkout
+/// acting for them (users only where the campaign allows it).
 pub async fn redeem(
     store: &impl Store,
-    user: &UserId,
+    caller: impl Into<Caller>,
     request: RedemptionRequest,
     now: Timestamp,
 ) -> Result<Redeemed> {
+    let acting = caller.into().acting_for(request.user_id.as_deref())?;
+    let user = &acting.user;
     let order_id = request.order.required_id()?.to_owned();
     request.order.validate()?;
     let held = load_held(store, &request.code, Some(Asker { user, now })).await?;
+    if !acting.by_checkout && !held.campaign.redeemable_by_users {
+        return Err(Error::CheckoutRequired);
+    }
     if let Some(ending) = &held.ending {
         return replay(store, user, &held, ending, &request.order).await;
     }
@@ -334,10 +344,14 @@ mod tests {
 
     /// A store with campaign "c" and one coupon held by alice; returns its code.
     fn setup() -> (MemoryStore, UserId, String) {
+        setup_with(campaign("c"))
+    }
+
+    fn setup_with(c: crate::campaign::Campaign) -> (MemoryStore, UserId, String) {
         let store = MemoryStore::default();
         let alice = UserId("alice".into());
         let code = block_on(async {
-            create(&store, campaign("c"), crate::ops::testing::setup_time())
+            create(&store, c, crate::ops::testing::setup_time())
                 .await
                 .expect("campaign");
             let request = ClaimRequest {
@@ -366,6 +380,7 @@ mod tests {
         RedemptionRequest {
             code: code.into(),
             order: order(order_id, 3_000),
+            user_id: None,
         }
     }
 
@@ -373,6 +388,28 @@ mod tests {
         block_on(get(store, &CampaignId::parse("c").expect("id")))
             .expect("stats")
             .stats
+    }
+
+    #[test]
+    fn only_the_checkout_redeems_unless_the_campaign_lets_users() {
+        let mut checkout_only = campaign("c");
+        checkout_only.redeemable_by_users = false;
+        let (store, alice, code) = setup_with(checkout_only);
+        let by_user = block_on(redeem(&store, &alice, redemption(&code, "o1"), ts(NOW)));
+        assert_eq!(by_user.err(), Some(Error::CheckoutRequired));
+        // The checkout acts for the holder only: another user's name finds nothing.
+        let for_bob = RedemptionRequest {
+            user_id: Some("bob".into()),
+            ..redemption(&code, "o1")
+        };
+        let stolen = block_on(redeem(&store, Caller::Checkout, for_bob, ts(NOW)));
+        assert_eq!(stolen.err(), Some(Error::CouponNotFound));
+        let for_alice = RedemptionRequest {
+            user_id: Some("alice".into()),
+            ..redemption(&code, "o1")
+        };
+        let done = block_on(redeem(&store, Caller::Checkout, for_alice, ts(NOW)));
+        assert!(!done.expect("redeemed by the checkout").replayed);
     }
 
     #[test]
@@ -459,6 +496,7 @@ mod tests {
             let small = RedemptionRequest {
                 code: code.clone(),
                 order: order("o1", 1_999),
+                user_id: None,
             };
             let refused = redeem(&store, &alice, small, ts(NOW)).await;
             assert_eq!(
@@ -473,6 +511,7 @@ mod tests {
                 RedemptionRequest {
                     code: code.clone(),
                     order: usd,
+                    user_id: None,
                 },
                 ts(NOW),
             )
@@ -618,6 +657,7 @@ mod tests {
                 let request = RedemptionRequest {
                     code: code.clone(),
                     order: order(&format!("o{n}"), amount),
+                    user_id: None,
                 };
                 redeem(&store, &user, request, t0).await.expect("redeemed");
                 if n == 2 {

@@ -4,7 +4,7 @@
 
 use super::clients::{Ctx, Event, Scenario, sweep_to_end};
 use super::exec::{Call, Executor, World};
-use crate::auth::UserId;
+use crate::auth::{Caller, UserId};
 use crate::campaign::CampaignId;
 use crate::code::{CouponCode, RANDOM_BYTES};
 use crate::coupon::{CouponRecord, CouponState, Ending};
@@ -392,7 +392,9 @@ async fn probe(
         let mut sorted: Vec<&String> = listed.iter().collect();
         sorted.sort();
         if sorted != held {
-            problems.push(format!("{user}'s wallet lists {listed:?}, they hold {held:?}"));
+            problems.push(format!(
+                "{user}'s wallet lists {listed:?}, they hold {held:?}"
+            ));
         }
     }
     let mut unredeemed = Vec::new();
@@ -468,19 +470,14 @@ async fn probe(
                 currency: crate::money::Currency::parse("CNY").expect("currency"),
                 categories: vec![],
             },
+            user_id: Some(record.user_id.clone()),
         };
         // A lock whose owner died is first seen now: it lapses a lease later.
         let mut answer = Err(Error::RequestInProgress);
         for wait in [0, LEASE_PASSED_MS] {
             ctx.store.sleep_until(ctx.store.now_ms() + wait).await;
             let at = ctx.now(task);
-            answer = redeem(
-                &ctx.store,
-                &probe_user(&record.user_id),
-                request.clone(),
-                at,
-            )
-            .await;
+            answer = redeem(&ctx.store, Caller::Checkout, request.clone(), at).await;
             if !matches!(answer, Err(Error::RequestInProgress)) {
                 break;
             }

@@ -2,7 +2,7 @@
 //! and retries as the README tells it to.
 
 use super::exec::{Crashed, Executor, Rng, SimStore, World};
-use crate::auth::UserId;
+use crate::auth::{Caller, UserId};
 use crate::campaign::{Campaign, CampaignId};
 use crate::code::{CouponCode, RANDOM_BYTES};
 use crate::error::Error;
@@ -412,6 +412,7 @@ async fn checkout(ctx: &Ctx, task: usize, user: &UserId, code: &str) {
             ValidationRequest {
                 code: code.to_owned(),
                 order: order.clone(),
+                user_id: None,
             },
             now,
         )
@@ -420,9 +421,10 @@ async fn checkout(ctx: &Ctx, task: usize, user: &UserId, code: &str) {
     let request = RedemptionRequest {
         code: code.to_owned(),
         order: order.clone(),
+        // The shop's checkout redeems for the user, as campaigns require by default.
+        user_id: Some(user.as_str().to_owned()),
     };
-    if !redeem_once(ctx, task, user, &request, "redeem").await || !ctx.rng.borrow_mut().chance(400)
-    {
+    if !redeem_once(ctx, task, &request, "redeem").await || !ctx.rng.borrow_mut().chance(400) {
         return;
     }
     ctx.sleep_between(0, 10_000).await;
@@ -443,20 +445,14 @@ async fn checkout(ctx: &Ctx, task: usize, user: &UserId, code: &str) {
     }
     if ctx.rng.borrow_mut().chance(500) {
         // A late retry of the cancelled order's redemption.
-        redeem_once(ctx, task, user, &request, "redeem again").await;
+        redeem_once(ctx, task, &request, "redeem again").await;
     }
 }
 
 /// Redeems with retries; whether it was redeemed.
-async fn redeem_once(
-    ctx: &Ctx,
-    task: usize,
-    user: &UserId,
-    request: &RedemptionRequest,
-    what: &str,
-) -> bool {
+async fn redeem_once(ctx: &Ctx, task: usize, request: &RedemptionRequest, what: &str) -> bool {
     let answer = with_retries(ctx, task, what, |now| {
-        redeem(&ctx.store, user, request.clone(), now)
+        redeem(&ctx.store, Caller::Checkout, request.clone(), now)
     })
     .await;
     match answer {

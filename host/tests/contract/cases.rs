@@ -62,6 +62,7 @@ fn campaign(id: &str, changes: Value) -> Value {
         "min_order_amount": 2000,
         "stock": 10,
         "per_user_limit": 2,
+        "redeemable_by_users": true,
         "claim_starts_at": (now - day).to_string(),
         "claim_ends_at": (now + day).to_string(),
         "time_zone": "Asia/Shanghai",
