@@ -307,7 +307,7 @@ impl fmt::Display for Error {
             Error::AlreadyRedeemed => f.write_str("the coupon was redeemed by another order"),
             Error::Expired => f.write_str("the coupon has expired"),
             Error::OrderTermsChanged => f.write_str(
-                "this order id was redeemed under other terms (amount, currency or categories)",
+                "this order id was redeemed under other terms (amount, currency, categories or lines)",
             ),
             Error::OrderLimit(OrderLimit::Campaign) => f.write_str(
                 "the order already holds as many coupons of this campaign as it allows",

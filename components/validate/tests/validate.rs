@@ -369,3 +369,33 @@ async fn bad_wallet_queries_are_400_naming_the_parameter() {
         .await
         .assert_error(405, "method_not_allowed");
 }
+
+#[tokio::test]
+async fn a_category_campaign_discounts_only_the_order_lines_in_its_categories() {
+    let t = TestApp::new().await;
+    let food = json!({"categories": ["food"], "discount": {"kind": "percent", "basis_points": 1000, "max_amount": 5000}});
+    t.create_campaign(campaign_with("food", food)).await;
+    let code = t.claimed_code("alice", "food").await;
+    let lines = |food: i64| {
+        json!({"amount": food + 5000 + 800, "currency": "CNY", "lines": [
+            {"category": "toys", "amount": 5000}, {"category": "food", "amount": food}]})
+    };
+    let answer = t.validate("alice", &code, lines(3000)).await;
+    assert_eq!(
+        (
+            &answer.body["discount_amount"],
+            &answer.body["payable_amount"]
+        ),
+        (&json!(300), &json!(8500)),
+        "{:#}",
+        answer.body
+    );
+    // The minimum order (2000) is the food lines' sum.
+    let short = t.validate("alice", &code, lines(1500)).await;
+    assert_eq!(short.body["reason"], "below_min_order", "{:#}", short.body);
+    let over =
+        json!({"amount": 100, "currency": "CNY", "lines": [{"category": "food", "amount": 101}]});
+    let refused = t.validate("alice", &code, over).await;
+    refused.assert_error(400, "invalid_request");
+    assert_eq!(refused.body["error"]["field"], "order.lines");
+}

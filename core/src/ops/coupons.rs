@@ -24,7 +24,23 @@ pub struct Order {
     pub currency: Currency,
     #[serde(default)]
     pub categories: Vec<String>,
+    /// The order's lines: a campaign with categories discounts only the
+    /// lines in them. Without lines, the order's `categories` decide for all
+    /// of it.
+    #[serde(default)]
+    pub lines: Vec<Line>,
 }
+
+/// One line of an order: what it costs, and its category.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    pub category: String,
+    pub amount: Amount,
+}
+
+/// Lines an order may have.
+pub const MAX_LINES: usize = 100;
 
 impl Order {
     /// The order id, which must be present (for a redemption) and well-formed.
@@ -42,6 +58,33 @@ impl Order {
             check_order_id("order.id", id)?;
         }
         use crate::campaign::{MAX_CATEGORIES, MAX_CATEGORY_LEN};
+        if self.lines.len() > MAX_LINES
+            || self
+                .lines
+                .iter()
+                .any(|l| l.category.is_empty() || l.category.chars().count() > MAX_CATEGORY_LEN)
+        {
+            return Err(Error::invalid(
+                "order.lines",
+                format!(
+                    "at most {MAX_LINES} lines, each with a category of 1 to {MAX_CATEGORY_LEN} characters"
+                ),
+            ));
+        }
+        if !self.lines.is_empty() && !self.categories.is_empty() {
+            return Err(Error::invalid(
+                "order.categories",
+                "an order with lines takes its categories from them",
+            ));
+        }
+        // At most 100 lines of at most 10^15: the sum fits.
+        let lines: i64 = self.lines.iter().map(|line| line.amount.minor()).sum();
+        if lines > self.amount.minor() {
+            return Err(Error::invalid(
+                "order.lines",
+                "add up to more than the order's amount",
+            ));
+        }
         if self.categories.len() > MAX_CATEGORIES
             || self
                 .categories
@@ -150,17 +193,41 @@ pub(crate) fn applies(held: &Held, order: &Order, now: Timestamp) -> Result<Amou
     if order.currency != campaign.currency {
         return Err(Reason::CurrencyMismatch);
     }
-    if order.amount < campaign.min_order_amount {
+    let eligible = order.eligible_for(campaign);
+    if eligible.unwrap_or(order.amount) < campaign.min_order_amount {
         return Err(Reason::BelowMinOrder);
     }
-    if !campaign.accepts_categories(&order.categories) {
+    let Some(eligible) = eligible else {
         return Err(Reason::CategoryNotEligible);
-    }
+    };
     // Last: what would apply once the operator unfreezes.
     if held.frozen {
         return Err(Reason::RedemptionsFrozen);
     }
-    Ok(campaign.discount.amount_off(order.amount))
+    Ok(campaign.discount.amount_off(eligible))
+}
+
+impl Order {
+    /// What of the order `campaign` discounts, or `None` if nothing: all of
+    /// it, unless the campaign has categories; then the lines in them, or
+    /// (an order without lines) all of it if the order names one of them.
+    /// The minimum order applies to this amount too.
+    fn eligible_for(&self, campaign: &crate::campaign::Campaign) -> Option<Amount> {
+        if campaign.categories.is_empty() || self.lines.is_empty() {
+            return campaign
+                .accepts_categories(&self.categories)
+                .then_some(self.amount);
+        }
+        let mut in_categories = self
+            .lines
+            .iter()
+            .filter(|line| campaign.categories.contains(&line.category))
+            .peekable();
+        in_categories.peek()?;
+        let sum: i64 = in_categories.map(|line| line.amount.minor()).sum();
+        // Lines add up to at most the amount (`validate`).
+        Some(Amount::new(sum).unwrap_or(self.amount).min(self.amount))
+    }
 }
 
 /// Coupons a wallet page holds at most, and by default.
@@ -360,6 +427,74 @@ mod tests {
         ))
         .expect("a page");
         assert!(after_month_end.coupons.is_empty());
+    }
+
+    /// What validating `order` (JSON) for `campaign`'s coupon held by alice answers.
+    fn validated(
+        campaign: crate::campaign::Campaign,
+        order: serde_json::Value,
+    ) -> Result<Validation> {
+        let store = MemoryStore::default();
+        let id = campaign.id.to_string();
+        block_on(create(&store, campaign, setup_time())).expect("a campaign");
+        let code = claimed(&store, "alice", &id, 1);
+        let order = crate::api::parse_json(order.to_string().as_bytes())?;
+        let request = ValidationRequest {
+            code,
+            order,
+            user_id: None,
+        };
+        block_on(validate(&store, &user("alice"), request, ts(NOW)))
+    }
+
+    #[test]
+    fn a_category_campaign_discounts_only_its_lines() {
+        let mut food = campaign("food");
+        food.categories = vec!["food".into()];
+        let lines = |food_amount: i64| {
+            serde_json::json!({"amount": food_amount + 5000, "currency": "CNY", "lines": [
+                {"category": "toys", "amount": 5000}, {"category": "food", "amount": food_amount}]})
+        };
+        let off = |v: Result<Validation>| {
+            let v = v.expect("a validation");
+            v.discount_amount.map(Amount::minor).ok_or(v.reason)
+        };
+        // 500 off; the minimum (2000) applies to the food lines alone.
+        assert_eq!(off(validated(food.clone(), lines(3000))), Ok(500));
+        assert_eq!(
+            off(validated(food.clone(), lines(1500))),
+            Err(Some("below_min_order"))
+        );
+        let toys = serde_json::json!({"amount": 9000, "currency": "CNY",
+            "lines": [{"category": "toys", "amount": 9000}]});
+        assert_eq!(
+            off(validated(food.clone(), toys)),
+            Err(Some("category_not_eligible"))
+        );
+        // A percent off the food lines, not the order.
+        let mut percent = food.clone();
+        percent.discount = crate::api::parse_json(
+            br#"{"kind": "percent", "basis_points": 1000, "max_amount": 5000}"#,
+        )
+        .expect("a discount");
+        assert_eq!(off(validated(percent.clone(), lines(3000))), Ok(300));
+        // Without categories, a campaign discounts the whole order.
+        percent.categories.clear();
+        assert_eq!(off(validated(percent, lines(3000))), Ok(800));
+        // Lines that add up to more than the order, or beside categories: 400.
+        let over = serde_json::json!({"amount": 100, "currency": "CNY",
+            "lines": [{"category": "food", "amount": 101}]});
+        let field = |v: Result<Validation>| v.err().and_then(|e| e.field().map(str::to_owned));
+        assert_eq!(
+            field(validated(food.clone(), over)).as_deref(),
+            Some("order.lines")
+        );
+        let both = serde_json::json!({"amount": 3000, "currency": "CNY", "categories": ["food"],
+            "lines": [{"category": "food", "amount": 3000}]});
+        assert_eq!(
+            field(validated(food, both)).as_deref(),
+            Some("order.categories")
+        );
     }
 
     #[test]

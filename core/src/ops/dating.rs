@@ -286,6 +286,7 @@ mod tests {
                 amount: crate::money::Amount::new(3_000).expect("amount"),
                 currency: crate::money::Currency::parse("CNY").expect("currency"),
                 categories: vec![],
+                lines: vec![],
             },
             user_id: None,
         }

@@ -52,7 +52,7 @@ pub enum Slot {
 }
 
 /// A fingerprint of the terms an order was redeemed under: its amount,
-/// currency and categories (in any order).
+/// currency, categories and lines (each in any order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Terms(String);
@@ -67,6 +67,18 @@ impl Terms {
         for category in categories {
             hash.update([0]);
             hash.update(category);
+        }
+        // Lines in any order; an order without lines hashes as it always has.
+        let mut lines: Vec<(&str, Amount)> = order
+            .lines
+            .iter()
+            .map(|line| (line.category.as_str(), line.amount))
+            .collect();
+        lines.sort_unstable();
+        for (category, amount) in lines {
+            hash.update([1]);
+            hash.update(category);
+            hash.update(format!(" {amount}"));
         }
         let digest = hash.finalize();
         Terms(digest[..12].iter().map(|b| format!("{b:02x}")).collect())
@@ -357,6 +369,7 @@ mod tests {
             amount: Amount::new(amount).expect("an amount"),
             currency: Currency::parse("CNY").expect("a currency"),
             categories: categories.iter().map(|c| c.to_string()).collect(),
+            lines: vec![],
         }
     }
 
@@ -368,6 +381,28 @@ mod tests {
             discount: Amount::new(discount).expect("an amount"),
             terms: terms.clone(),
         })
+    }
+
+    #[test]
+    fn terms_ignore_line_order_and_see_every_line() {
+        let with = |lines: &[(&str, i64)]| {
+            let mut o = order(5000, &[]);
+            o.lines = lines
+                .iter()
+                .map(|&(category, amount)| crate::ops::coupons::Line {
+                    category: category.into(),
+                    amount: Amount::new(amount).expect("an amount"),
+                })
+                .collect();
+            Terms::of(&o)
+        };
+        let base = with(&[("food", 3000), ("toys", 2000)]);
+        assert_eq!(base, with(&[("toys", 2000), ("food", 3000)]));
+        assert_ne!(base, with(&[("food", 2000), ("toys", 3000)]));
+        assert_ne!(base, with(&[("food", 3000)]));
+        assert_ne!(base, Terms::of(&order(5000, &["food", "toys"])));
+        // An order without lines keeps the terms it was redeemed under.
+        assert_eq!(with(&[]), Terms::of(&order(5000, &[])));
     }
 
     #[test]

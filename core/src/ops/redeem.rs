@@ -373,6 +373,7 @@ mod tests {
             amount: crate::money::Amount::new(amount).expect("amount"),
             currency: crate::money::Currency::parse("CNY").expect("currency"),
             categories: vec![],
+            lines: vec![],
         }
     }
 

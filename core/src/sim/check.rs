@@ -469,6 +469,7 @@ async fn probe(
                 amount: crate::money::Amount::new(3_000).expect("amount"),
                 currency: crate::money::Currency::parse("CNY").expect("currency"),
                 categories: vec![],
+                lines: vec![],
             },
             user_id: Some(record.user_id.clone()),
         };

@@ -396,6 +396,7 @@ pub fn order(n: i64) -> Order {
         amount: Amount::new(1_000 + 200 * n).expect("amount"),
         currency: Currency::parse("CNY").expect("currency"),
         categories: vec![],
+        lines: vec![],
     }
 }
 
