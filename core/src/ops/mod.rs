@@ -64,7 +64,11 @@ async fn get_array<const N: usize>(
     store: &impl Store,
     keys: [String; N],
 ) -> Result<[Option<Vec<u8>>; N]> {
-    <[_; N]>::try_from(store.get_many(&keys).await?)
+    get_array_of(store.get_many(&keys).await?)
+}
+
+fn get_array_of<const N: usize>(values: Vec<Option<Vec<u8>>>) -> Result<[Option<Vec<u8>>; N]> {
+    <[_; N]>::try_from(values)
         .map_err(|_| Error::Internal("get_many answered the wrong number of values".into()))
 }
 
@@ -158,21 +162,37 @@ pub(crate) async fn load_held(
     code: &str,
     asker: Option<Asker<'_>>,
 ) -> Result<Held> {
+    Ok(load_held_with(store, code, asker, Vec::new()).await?.0)
+}
+
+/// [`load_held`], reading `also` in its first round trip: their values come
+/// back in order.
+pub(crate) async fn load_held_with(
+    store: &impl Store,
+    code: &str,
+    asker: Option<Asker<'_>>,
+    also: Vec<String>,
+) -> Result<(Held, Vec<Option<Vec<u8>>>)> {
     let code = CouponCode::parse(code).ok_or(Error::CouponNotFound)?;
     let keys = CouponKeys::new(&code);
     let misses_key =
         asker.map(|a| crate::keys::misses(&a.user.0, a.now.as_second().div_euclid(60)));
     // Without an asker the fourth key is one more ending, read and ignored.
-    let [record, generation, first_end, misses] = get_array(
-        store,
-        [
-            keys.record(),
-            keys.generation(),
-            keys.end(0),
-            misses_key.clone().unwrap_or_else(|| keys.end(1)),
-        ],
-    )
-    .await?;
+    let mut wanted = vec![
+        keys.record(),
+        keys.generation(),
+        keys.end(0),
+        misses_key.clone().unwrap_or_else(|| keys.end(1)),
+    ];
+    wanted.extend(also);
+    let mut values = store.get_many(&wanted).await?;
+    if values.len() != wanted.len() {
+        return Err(Error::Internal(
+            "get_many answered the wrong number of values".into(),
+        ));
+    }
+    let also = values.split_off(4);
+    let [record, generation, first_end, misses] = get_array_of(values)?;
     let record = record
         .map(|bytes| decode::<CouponRecord>(&keys.record(), &bytes))
         .transpose()?
@@ -216,7 +236,7 @@ pub(crate) async fn load_held(
         later_end
     };
     let (generation, ending) = settle_ending(store, &keys, &dating, generation, ending).await?;
-    Ok(Held {
+    let held = Held {
         code,
         record,
         campaign,
@@ -225,7 +245,8 @@ pub(crate) async fn load_held(
         ending,
         dating,
         frozen: brake::is_on_stored(freeze.as_deref()),
-    })
+    };
+    Ok((held, also))
 }
 
 /// Loads the coupons `codes` (held by anyone) as [`load_held`] does, in two

@@ -144,16 +144,87 @@ impl Taken {
     }
 }
 
-/// Takes a slot of `order` (placed by `user`) for `coupon`, or refuses it.
+/// An order's slots as read (`None`: taken, not written yet).
+pub struct Slots {
+    keys: OrderKeys,
+    slots: Vec<Option<Slot>>,
+}
+
+impl Slots {
+    /// The keys [`Slots::decode`] reads: the counter and the first slots, to
+    /// ride in a batch the caller makes anyway.
+    pub fn keys(user: &UserId, order_id: &str) -> Vec<String> {
+        let keys = OrderKeys::new(user, order_id);
+        let mut wanted = vec![keys.count()];
+        wanted.extend((1..=READ_AHEAD).map(|q| keys.slot(q)));
+        wanted
+    }
+
+    /// The slots of `user`'s order from the values of [`Slots::keys`], in
+    /// order, and one more round trip if the order took more slots.
+    pub async fn decode(
+        store: &impl Store,
+        user: &UserId,
+        order_id: &str,
+        mut values: Vec<Option<Vec<u8>>>,
+    ) -> Result<Slots> {
+        let keys = OrderKeys::new(user, order_id);
+        if values.len() != 1 + READ_AHEAD as usize {
+            return Err(Error::Internal("an order's slots were read short".into()));
+        }
+        let count = values.remove(0);
+        let n = match count {
+            None => 0,
+            Some(bytes) => decode_small_counter(&bytes)
+                .ok_or_else(|| Error::Internal(format!("{} is no counter", keys.count())))?,
+        }
+        .min(MAX_SLOTS);
+        values.truncate(n.max(0) as usize);
+        if n > READ_AHEAD {
+            let rest: Vec<String> = (READ_AHEAD + 1..=n).map(|q| keys.slot(q)).collect();
+            values.extend(store.get_many(&rest).await?);
+        }
+        let slots = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| {
+                value
+                    .map(|bytes| decode(&keys.slot(i as i64 + 1), &bytes))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        Ok(Slots { keys, slots })
+    }
+
+    /// The slots of `user`'s order, read on their own.
+    pub async fn read(store: &impl Store, user: &UserId, order_id: &str) -> Result<Slots> {
+        let values = store.get_many(&Slots::keys(user, order_id)).await?;
+        Slots::decode(store, user, order_id, values).await
+    }
+
+    /// The terms the order redeemed `code`'s `generation` under, if its slot says.
+    pub fn terms_of(&self, code: &str, generation: i64) -> Option<Terms> {
+        self.slots.iter().flatten().find_map(|slot| match slot {
+            Slot::Used {
+                code: c,
+                generation: g,
+                terms,
+                ..
+            } if c == code && *g == generation => Some(terms.clone()),
+            _ => None,
+        })
+    }
+}
+
+/// Takes a slot of the order whose `slots` were read for `coupon`, or refuses it.
 pub async fn take(
     store: &impl Store,
-    user: &UserId,
-    order_id: &str,
+    slots: Slots,
     order: &Order,
     coupon: &Use<'_>,
     now: Timestamp,
 ) -> Result<Taken> {
-    let keys = OrderKeys::new(user, order_id);
+    let Slots { keys, mut slots } = slots;
     let terms = Terms::of(order);
     let entry = Slot::Used {
         code: coupon.code.to_owned(),
@@ -162,7 +233,6 @@ pub async fn take(
         discount: coupon.discount,
         terms: terms.clone(),
     };
-    let mut slots = read(store, &keys).await?;
     // A retry finds its slot; an earlier refusal is refused again at once.
     if let Some(q) = position_of(&slots, coupon) {
         if !matches!(&slots[q], Some(Slot::Used { terms: t, .. }) if *t == terms) {
@@ -229,32 +299,11 @@ pub async fn take(
     })
 }
 
-/// The terms `order_id` redeemed `code`'s `generation` under, if its slot says.
-pub async fn terms_of(
-    store: &impl Store,
-    user: &UserId,
-    order_id: &str,
-    code: &str,
-    generation: i64,
-) -> Result<Option<Terms>> {
-    let slots = read(store, &OrderKeys::new(user, order_id)).await?;
-    Ok(slots.into_iter().flatten().find_map(|slot| match slot {
-        Slot::Used {
-            code: c,
-            generation: g,
-            terms,
-            ..
-        } if c == code && g == generation => Some(terms),
-        _ => None,
-    }))
-}
-
 /// Marks void the slot of `code`, whose redemption by `order_id` was
 /// cancelled (an order redeems a coupon once): the order may take another
 /// coupon in its place.
 pub async fn release(store: &impl Store, user: &UserId, order_id: &str, code: &str) -> Result<()> {
-    let keys = OrderKeys::new(user, order_id);
-    let slots = read(store, &keys).await?;
+    let Slots { keys, slots } = Slots::read(store, user, order_id).await?;
     let found = slots
         .iter()
         .position(|slot| matches!(slot, Some(Slot::Used { code: c, .. }) if c == code));
@@ -264,35 +313,6 @@ pub async fn release(store: &impl Store, user: &UserId, order_id: &str, code: &s
             .await?;
     }
     Ok(())
-}
-
-/// The order's slots so far (`None`: taken, not written yet): the counter and
-/// the first slots in one round trip, the rest in a second if there are more.
-async fn read(store: &impl Store, keys: &OrderKeys) -> Result<Vec<Option<Slot>>> {
-    let mut wanted = vec![keys.count()];
-    wanted.extend((1..=READ_AHEAD).map(|q| keys.slot(q)));
-    let mut values = store.get_many(&wanted).await?;
-    let count = values.remove(0);
-    let n = match count {
-        None => 0,
-        Some(bytes) => decode_small_counter(&bytes)
-            .ok_or_else(|| Error::Internal(format!("{} is no counter", keys.count())))?,
-    }
-    .min(MAX_SLOTS);
-    values.truncate(n.max(0) as usize);
-    if n > READ_AHEAD {
-        let rest: Vec<String> = (READ_AHEAD + 1..=n).map(|q| keys.slot(q)).collect();
-        values.extend(store.get_many(&rest).await?);
-    }
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(i, value)| {
-            value
-                .map(|bytes| decode(&keys.slot(i as i64 + 1), &bytes))
-                .transpose()
-        })
-        .collect()
 }
 
 /// Where `coupon`'s generation already has a slot (0-based).

@@ -4,14 +4,14 @@
 //! Within a generation, whoever moves `k:{code}:lock:{g}` from 0 to 1, a
 //! redemption or the expiry sweep, decides how it ends; nobody else can.
 
-use super::{Asker, encode, load_held};
+use super::{Asker, encode, load_held, load_held_with};
 use crate::auth::{Caller, UserId};
 use crate::coupon::{CouponView, Ending, Held, Redemption};
 use crate::error::{Error, Reason, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
 use crate::lease::{self, Ownership};
 use crate::ops::coupons::{Order, applies};
-use crate::ops::orders;
+use crate::ops::orders::{self, Slots};
 use crate::store::{SMALL_COUNTER_LIMIT, Store, read_counter};
 use crate::time::render;
 use jiff::Timestamp;
@@ -46,12 +46,16 @@ pub async fn redeem(
     let user = &acting.user;
     let order_id = request.order.required_id()?.to_owned();
     request.order.validate()?;
-    let held = load_held(store, &request.code, Some(Asker { user, now })).await?;
+    // The order's slots ride in the coupon's first read.
+    let asker = Some(Asker { user, now });
+    let (held, slots) =
+        load_held_with(store, &request.code, asker, Slots::keys(user, &order_id)).await?;
     if !acting.by_checkout && !held.campaign.redeemable_by_users {
         return Err(Error::CheckoutRequired);
     }
+    let slots = Slots::decode(store, user, &order_id, slots).await?;
     if let Some(ending) = &held.ending {
-        return replay(store, user, &held, ending, &request.order).await;
+        return replay(&slots, &held, ending, &request.order);
     }
     let discount = applies(&held, &request.order, now).map_err(|reason| match reason {
         Reason::Expired => Error::Expired,
@@ -72,7 +76,7 @@ pub async fn redeem(
         coupons_per_order: held.campaign.coupons_per_order,
         discount,
     };
-    let taken = orders::take(store, user, &order_id, &request.order, &coupon, now).await?;
+    let taken = orders::take(store, slots, &request.order, &coupon, now).await?;
     let end_key = keys.end(held.generation);
     // Until the ending is written, a refusal or failure gives the slot up.
     let decided = async {
@@ -83,9 +87,9 @@ pub async fn redeem(
             match store.get(&end_key).await? {
                 Some(bytes) => {
                     let ending = super::decode(&end_key, &bytes)?;
-                    return Ok(Some(
-                        replay(store, user, &held, &ending, &request.order).await,
-                    ));
+                    // Read again: a racing copy of this order may have written its slot.
+                    let slots = Slots::read(store, user, &order_id).await?;
+                    return Ok(Some(replay(&slots, &held, &ending, &request.order)));
                 }
                 None if owned == Ownership::Busy => return Err(Error::RequestInProgress),
                 None => {}
@@ -152,18 +156,11 @@ async fn cancelled_earlier(
 }
 
 /// The answer for a generation that has already ended, if `order` is sent
-/// under the terms it was redeemed under.
-async fn replay(
-    store: &impl Store,
-    user: &UserId,
-    held: &Held,
-    ending: &Ending,
-    order: &Order,
-) -> Result<Redeemed> {
+/// under the terms it was redeemed under (as the order's `slots` say).
+fn replay(slots: &Slots, held: &Held, ending: &Ending, order: &Order) -> Result<Redeemed> {
     let order_id = order.required_id()?;
     let answer = settled(ending, order_id)?;
-    let code = held.code.to_string();
-    let terms = orders::terms_of(store, user, order_id, &code, held.generation).await?;
+    let terms = slots.terms_of(&held.code.to_string(), held.generation);
     if terms.is_some_and(|t| t != orders::Terms::of(order)) {
         return Err(Error::OrderTermsChanged);
     }
