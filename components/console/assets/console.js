@@ -478,6 +478,8 @@ function campaignBody(form) {
     time_zone: value('time_zone'),
     expiry,
     max_claims_per_second: integer('max_claims_per_second'),
+    coupons_per_order: integer('coupons_per_order'),
+    redeemable_by_users: form.elements.redeemable_by_users.checked,
   };
   // JSON.stringify leaves out what is undefined: an optional field left empty.
   return body;
