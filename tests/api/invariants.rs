@@ -143,6 +143,16 @@ async fn one_user_racing_for_more_than_the_limit_gets_the_limit(t: TestApp) {
     codes.sort();
     assert_eq!(held, codes);
     assert!(!state.contains_key("c:limit:positions:greedy:4"));
+    // The user's wallet lists exactly those coupons, once each.
+    let wallet = t.wallet("greedy", "").await;
+    let mut listed: Vec<&[u8]> = wallet.body["coupons"]
+        .as_array()
+        .expect("a wallet page")
+        .iter()
+        .map(|c| c["code"].as_str().expect("code").as_bytes())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, codes, "{:#}", wallet.body);
 }
 
 async fn retries_of_one_idempotency_key_yield_one_coupon(t: TestApp) {
