@@ -244,6 +244,17 @@ pub async fn take(
             own: None,
         });
     }
+    // A slot taken and not written yet decides first: wait for it (or its
+    // lapse) before taking another behind it, so retries of a redemption
+    // whose store failed never use the order's slots up.
+    for (p, slot) in slots.iter_mut().enumerate() {
+        if slot.is_none() {
+            match lease::lapsed(store, &keys.slot(p as i64 + 1), 1, now).await? {
+                Ownership::Lapsed => *slot = Some(Slot::Void),
+                _ => return Err(Error::RequestInProgress),
+            }
+        }
+    }
     check(&slots, &entry, order.amount, coupon.coupons_per_order)?;
     let q = store.increment(&keys.count(), 1).await?;
     if q > MAX_SLOTS {
@@ -401,6 +412,40 @@ mod tests {
             discount: Amount::new(discount).expect("an amount"),
             terms: terms.clone(),
         })
+    }
+
+    #[test]
+    fn retries_behind_an_unwritten_slot_wait_for_it_without_taking_slots() {
+        use crate::store::memory::MemoryStore;
+        use futures::executor::block_on;
+        let store = MemoryStore::default();
+        let alice = UserId("alice".into());
+        let campaign = CampaignId::parse("spring").expect("an id");
+        let coupon = Use {
+            code: "B",
+            generation: 0,
+            campaign: &campaign,
+            coupons_per_order: 1,
+            discount: Amount::new(500).expect("an amount"),
+        };
+        let counter = OrderKeys::new(&alice, "o1").count();
+        // A redemption took slot 1 and its store failed before writing it.
+        block_on(store.increment(&counter, 1)).expect("an increment");
+        let now = crate::ops::testing::ts("2028-02-10T10:00:00+08:00");
+        let attempt = |at: Timestamp| {
+            block_on(async {
+                let slots = Slots::read(&store, &alice, "o1").await?;
+                take(&store, slots, &order(5000, &[]), &coupon, at).await
+            })
+        };
+        for _ in 0..40 {
+            assert_eq!(attempt(now).err(), Some(Error::RequestInProgress));
+        }
+        assert_eq!(block_on(store.increment(&counter, 0)).expect("a read"), 1);
+        // A lease after it was first seen, the slot has lapsed: the order goes on.
+        let later = now + crate::lease::LEASE + jiff::SignedDuration::from_secs(1);
+        assert!(attempt(later).is_ok());
+        assert_eq!(block_on(store.increment(&counter, 0)).expect("a read"), 2);
     }
 
     #[test]
