@@ -6,6 +6,7 @@
 
 use super::{Asker, encode, load_held, load_held_with};
 use crate::auth::{Caller, UserId};
+use crate::code::CouponCode;
 use crate::coupon::{CouponView, Ending, Held, Redemption};
 use crate::error::{Error, Reason, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
@@ -48,14 +49,34 @@ pub async fn redeem(
     request.order.validate()?;
     // The order's slots ride in the coupon's first read.
     let asker = Some(Asker { user, now });
-    let (held, slots) =
-        load_held_with(store, &request.code, asker, Slots::keys(user, &order_id)).await?;
+    // The order's slots ride in the coupon's first read, with generation
+    // 0's lock.
+    let code_keys = CouponCode::parse(&request.code).map(|code| CouponKeys::new(&code));
+    let mut also = Slots::keys(user, &order_id);
+    also.extend(code_keys.as_ref().map(|keys| keys.lock(0)));
+    let (held, mut slots) = load_held_with(store, &request.code, asker, also).await?;
     if !acting.by_checkout && !held.campaign.redeemable_by_users {
         return Err(Error::CheckoutRequired);
     }
+    let first_lock = if code_keys.is_some() {
+        slots.pop().flatten()
+    } else {
+        None
+    };
     let slots = Slots::decode(store, user, &order_id, slots).await?;
     if let Some(ending) = &held.ending {
         return replay(&slots, &held, ending, &request.order);
+    }
+    // A redemption of this generation still running, or dead a lease ago at
+    // most: wait for it before taking a slot of the order, so retries do
+    // not use the order's slots up while its lock lapses.
+    let lock = CouponKeys::new(&held.code).lock(held.generation);
+    let locked = match held.generation {
+        0 => first_lock.is_some(),
+        _ => store.get(&lock).await?.is_some(),
+    };
+    if locked && lease::lapsed(store, &lock, 1, now).await? != Ownership::Lapsed {
+        return Err(Error::RequestInProgress);
     }
     let discount = applies(&held, &request.order, now).map_err(|reason| match reason {
         Reason::Expired => Error::Expired,
