@@ -19,6 +19,8 @@ pub const MAX_CATEGORY_LEN: usize = 64;
 pub const MAX_TIME_ZONE_LEN: usize = 64;
 pub const MAX_CLAIMS_PER_SECOND: u32 = 1_000_000;
 pub const MAX_SHARDS: u32 = 256;
+/// The longest hold: a day.
+pub const MAX_HOLD_SECONDS: u32 = 86_400;
 /// Stock shards of a campaign that does not say: enough that no one counter
 /// is hot, few enough that selling out costs few probes.
 pub const DEFAULT_SHARDS: u32 = 16;
@@ -95,6 +97,10 @@ pub struct Campaign {
     /// shop's checkout redeems, with the order terms it vouches for.
     #[serde(default)]
     pub redeemable_by_users: bool,
+    /// How long the checkout may hold a coupon for an order while it is
+    /// paid (see `ops::holds`). Absent: no holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_seconds: Option<u32>,
     /// How many counters the stock is split across (see [`Campaign::shard_capacity`]).
     #[serde(default = "default_shards")]
     pub shards: u32,
@@ -130,6 +136,15 @@ impl Campaign {
             return Err(Error::invalid(
                 "coupons_per_order",
                 format!("must be 1 to {most}"),
+            ));
+        }
+        if self
+            .hold_seconds
+            .is_some_and(|s| !(1..=MAX_HOLD_SECONDS).contains(&s))
+        {
+            return Err(Error::invalid(
+                "hold_seconds",
+                format!("must be 1 to {MAX_HOLD_SECONDS}"),
             ));
         }
         if self.claim_ends_at <= self.claim_starts_at {

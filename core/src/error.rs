@@ -57,6 +57,15 @@ pub enum Error {
     OrderTermsChanged,
     /// The order has no room for this coupon.
     OrderLimit(OrderLimit),
+    /// Another order holds the coupon: retry after the given seconds (when
+    /// the hold ends, unless its order redeems it first).
+    CouponHeld {
+        retry_after: u32,
+    },
+    /// The coupon's campaign takes no holds (`Campaign::hold_seconds`).
+    HoldsNotEnabled,
+    /// The coupon's generation took its most turns (`ops::holds::MAX_TURNS`).
+    HoldAttemptsExhausted,
     /// The operator froze the campaign's redemptions: retry later.
     RedemptionsFrozen,
     /// A coupon rule the order does not meet (422).
@@ -148,6 +157,18 @@ impl Reason {
     }
 }
 
+/// A rule an order fails, as a redemption or hold answers it.
+impl From<Reason> for Error {
+    fn from(reason: Reason) -> Self {
+        match reason {
+            Reason::Expired => Error::Expired,
+            Reason::AlreadyRedeemed => Error::AlreadyRedeemed,
+            Reason::RedemptionsFrozen => Error::RedemptionsFrozen,
+            other => Error::RuleFailed(other),
+        }
+    }
+}
+
 impl Error {
     /// An `invalid_request` naming `field`.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
@@ -187,6 +208,9 @@ impl Error {
             Error::OrderLimit(OrderLimit::Coupons) => "order_coupon_limit_reached",
             Error::OrderLimit(OrderLimit::Discount) => "order_discount_exceeded",
             Error::OrderLimit(OrderLimit::Attempts) => "order_attempts_exhausted",
+            Error::CouponHeld { .. } => "coupon_held",
+            Error::HoldsNotEnabled => "holds_not_enabled",
+            Error::HoldAttemptsExhausted => "hold_attempts_exhausted",
             Error::RedemptionsFrozen => "redemptions_frozen",
             Error::RuleFailed(reason) => reason.code(),
             Error::StoreUnavailable(_) => "store_unavailable",
@@ -210,12 +234,17 @@ impl Error {
             | Error::AlreadyRedeemed
             | Error::RedemptionCancelled
             | Error::OrderLimit(_)
+            | Error::CouponHeld { .. }
+            | Error::HoldAttemptsExhausted
             | Error::RequestInProgress
             | Error::RecountInProgress => 409,
             Error::SoldOut | Error::Expired => 410,
             Error::PayloadTooLarge => 413,
             Error::RateLimited | Error::TooManyFailedLookups { .. } => 429,
-            Error::IdempotencyKeyReused | Error::OrderTermsChanged | Error::RuleFailed(_) => 422,
+            Error::IdempotencyKeyReused
+            | Error::OrderTermsChanged
+            | Error::HoldsNotEnabled
+            | Error::RuleFailed(_) => 422,
             Error::Internal(_) => 500,
             Error::CampaignPaused | Error::RedemptionsFrozen | Error::StoreUnavailable(_) => 503,
         }
@@ -236,7 +265,9 @@ impl Error {
     /// Seconds a client should wait before retrying, where retrying can help.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            Error::TooManyFailedLookups { retry_after } => Some(*retry_after),
+            Error::TooManyFailedLookups { retry_after } | Error::CouponHeld { retry_after } => {
+                Some(*retry_after)
+            }
             Error::CampaignPaused | Error::RedemptionsFrozen | Error::RecountInProgress => Some(30),
             Error::RateLimited | Error::RequestInProgress | Error::StoreUnavailable(_) => Some(1),
             _ => None,
@@ -322,6 +353,13 @@ impl fmt::Display for Error {
             ),
             Error::OrderLimit(OrderLimit::Attempts) => f.write_str(
                 "too many redemptions of this order were refused or raced; use a new order id",
+            ),
+            Error::CouponHeld { .. } => f.write_str(
+                "another order holds the coupon; retry after Retry-After, when the hold ends",
+            ),
+            Error::HoldsNotEnabled => f.write_str("this campaign's coupons cannot be held"),
+            Error::HoldAttemptsExhausted => f.write_str(
+                "too many holds of this coupon were taken or raced; redeem it without a hold",
             ),
             Error::RedemptionsFrozen | Error::RuleFailed(Reason::RedemptionsFrozen) => {
                 f.write_str("the campaign's redemptions are frozen; retry later")

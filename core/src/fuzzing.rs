@@ -487,6 +487,7 @@ fn check_campaign_limits(input: &mut Input, discount: Discount) {
         max_claims_per_second: None,
         coupons_per_order: 1,
         redeemable_by_users: false,
+        hold_seconds: None,
         shards,
     };
     let face = discount.face_value();

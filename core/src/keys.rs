@@ -62,6 +62,8 @@
 //! | `k:{code}:lock:{g}` | lease | owns generation g's ending: a redemption or the sweep |
 //! | `k:{code}:end:{g}` | record | how generation g ended: redeemed by an order, or expired |
 //! | `k:{code}:cancel:{g}` | lease | owns cancelling generation g's redemption |
+//! | `k:{code}:turns:{g}:n` | counter | turns generation g's holds (and, on a campaign with holds, its redemptions) took (below 10^6: read with `get` in a batch; see `ops::holds`) |
+//! | `k:{code}:turns:{g}:{t}` | record | turn t: a hold with its order, terms and end, the order that redeemed the generation, or `void` |
 //! | `k:{code}:cancelled:{g}` | record | present once generation g's cancel is counted: written with its ledger entry, before the generation moves on |
 //!
 //! User ids and idempotency keys are escaped so no input can forge a separator.
@@ -263,6 +265,9 @@ impl CouponKeys {
     }
     pub fn cancelled(&self, generation: i64) -> String {
         format!("{}:cancelled:{generation}", self.0)
+    }
+    pub fn turns(&self, generation: i64) -> String {
+        format!("{}:turns:{generation}", self.0)
     }
 }
 

@@ -31,6 +31,9 @@ on_both_stores!(
     racing_orders_redeem_a_coupon_exactly_once,
     redemptions_racing_the_sweep_at_month_end_end_one_way,
     coupons_racing_for_one_order_take_only_its_room,
+    orders_racing_to_hold_a_coupon_one_wins_and_only_it_redeems,
+    a_hold_and_another_orders_redemption_are_never_both_acknowledged,
+    a_hold_ending_while_another_order_waits_lets_that_order_redeem,
 );
 
 /// Sends all `requests` at once from separate tasks.
@@ -345,4 +348,133 @@ async fn coupons_racing_for_one_order_take_only_its_room(t: TestApp) {
         "{:?}",
         count_by_status(&answers)
     );
+}
+
+/// A campaign whose coupons the checkout may hold for a minute.
+fn with_holds(id: &str) -> Value {
+    campaign_with(id, json!({"hold_seconds": 60}))
+}
+
+async fn orders_racing_to_hold_a_coupon_one_wins_and_only_it_redeems(t: TestApp) {
+    t.create_campaign(with_holds("held")).await;
+    let code = t.claimed_code("alice", "held").await;
+    let holds = (0..12)
+        .map(|i| {
+            let (t, code) = (t.clone(), code.clone());
+            async move { t.hold("alice", &code, order(&format!("o{i}"), 3000)).await }
+        })
+        .collect();
+    let answers = concurrently(holds).await;
+    let won: Vec<&Answer> = answers.iter().filter(|a| a.status == 201).collect();
+    assert_eq!(won.len(), 1, "{:?}", count_by_status(&answers));
+    for a in answers.iter().filter(|a| a.status != 201) {
+        assert!(
+            matches!(a.error_code(), "coupon_held" | "request_in_progress"),
+            "{:#}",
+            a.body
+        );
+    }
+    let holder = won[0].body["order_id"].as_str().unwrap().to_owned();
+    // The holder's redemption races every other order's, twice over.
+    let redemptions = (0..24)
+        .map(|i| {
+            let (t, code) = (t.clone(), code.clone());
+            let o = if i % 3 == 0 {
+                holder.clone()
+            } else {
+                format!("o{i}")
+            };
+            async move { t.checkout_redeem("alice", &code, order(&o, 3000)).await }
+        })
+        .collect();
+    let answers = concurrently(redemptions).await;
+    let fresh: Vec<&Answer> = answers.iter().filter(|a| a.status == 201).collect();
+    assert_eq!(fresh.len(), 1, "{:?}", count_by_status(&answers));
+    assert_eq!(fresh[0].body["order_id"], holder.as_str());
+    for a in answers.iter().filter(|a| !matches!(a.status, 200 | 201)) {
+        assert!(
+            matches!(
+                a.error_code(),
+                "coupon_held" | "already_redeemed" | "request_in_progress"
+            ),
+            "{:#}",
+            a.body
+        );
+    }
+    assert_eq!(
+        t.coupon("alice", &code).await.body["order_id"],
+        holder.as_str()
+    );
+    assert_eq!(t.campaign("held").await["stats"]["redeemed"], 1);
+}
+
+async fn a_hold_and_another_orders_redemption_are_never_both_acknowledged(t: TestApp) {
+    t.create_campaign(campaign_with(
+        "duel",
+        json!({"hold_seconds": 60, "per_user_limit": 20, "stock": 20}),
+    ))
+    .await;
+    for round in 0..12 {
+        let code = t.claimed_code("alice", "duel").await;
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        let (t1, t2, c1, c2) = (t.clone(), t.clone(), code.clone(), code.clone());
+        let held = tokio::spawn(async move { t1.hold("alice", &c1, order(&a, 3000)).await });
+        let redeemed =
+            tokio::spawn(async move { t2.checkout_redeem("alice", &c2, order(&b, 3000)).await });
+        let (held, redeemed) = (held.await.unwrap(), redeemed.await.unwrap());
+        assert!(
+            held.status != 201 || redeemed.status != 201,
+            "round {round}: both acknowledged: {:#} {:#}",
+            held.body,
+            redeemed.body
+        );
+        let state = &t.coupon("alice", &code).await.body;
+        match (held.status, redeemed.status) {
+            // The hold won: its order redeems it.
+            (201, _) => {
+                let o = format!("a{round}");
+                let mine = t.checkout_redeem("alice", &code, order(&o, 3000)).await;
+                assert_eq!(mine.status, 201, "{:#}", mine.body);
+            }
+            (_, 201) => assert_eq!(state["order_id"], format!("b{round}").as_str()),
+            // Both met the other in flight: the coupon is still free.
+            _ => assert_eq!(state["state"], "issued"),
+        }
+    }
+}
+
+async fn a_hold_ending_while_another_order_waits_lets_that_order_redeem(t: TestApp) {
+    t.create_campaign(with_holds("lapse")).await;
+    let code = t.claimed_code("alice", "lapse").await;
+    let held = t.hold("alice", &code, order("a", 3000)).await;
+    assert_eq!(held.status, 201, "{:#}", held.body);
+    assert_eq!(held.body["held_until"], "2028-02-10T10:01:00+08:00");
+    // Order b's checkout retries as the README says, after Retry-After.
+    let waiter = {
+        let (t, code) = (t.clone(), code.clone());
+        tokio::spawn(async move {
+            let mut refusals = Vec::new();
+            for _ in 0..500 {
+                let answer = t.checkout_redeem("alice", &code, order("b", 3000)).await;
+                if answer.status != 409 {
+                    return (refusals, answer);
+                }
+                refusals.push(answer.header("retry-after").map(str::to_owned));
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            panic!("the hold never ended for the waiting order");
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The hold's minute passes, with no call and no sweep.
+    t.set_now("2028-02-10T10:01:00+08:00");
+    let (refusals, answer) = waiter.await.unwrap();
+    assert_eq!(answer.status, 201, "{:#}", answer.body);
+    assert_eq!(answer.body["order_id"], "b");
+    assert!(!refusals.is_empty(), "b never waited");
+    assert_eq!(refusals[0].as_deref(), Some("60"));
+    t.checkout_redeem("alice", &code, order("a", 3000))
+        .await
+        .assert_error(409, "already_redeemed");
+    assert_eq!(t.campaign("lapse").await["stats"]["redeemed"], 1);
 }

@@ -102,3 +102,29 @@ async fn each_operation_takes_its_known_number_of_round_trips() {
     // its slot given back, two reads of the result.
     assert_eq!(store.take(), 11, "cancel");
 }
+
+#[tokio::test]
+async fn holds_cost_campaigns_that_take_them_one_round_trip_a_redemption() {
+    let (t, store) = TestApp::counting().await;
+    let holds = serde_json::json!({"hold_seconds": 900});
+    t.create_campaign(campaign_with("held", holds)).await;
+    let code = t.claimed_code("alice", "held").await;
+    store.take();
+
+    let held = t.hold("alice", &code, order("o1", 3000)).await;
+    assert_eq!(held.status, 201, "{:#}", held.body);
+    // Two reads (the coupon's turns ride in the first), the turn taken, the
+    // hold written.
+    assert_eq!(store.take(), 4, "hold");
+
+    let valid = t.validate("alice", &code, order("o1", 3000)).await;
+    assert_eq!(valid.body["held_until"], "2028-02-10T10:15:00+08:00");
+    // As on any campaign: the turns ride in the first read.
+    assert_eq!(store.take(), 2, "validate a held coupon");
+
+    let redeemed = t.checkout_redeem("alice", &code, order("o1", 3000)).await;
+    assert_eq!(redeemed.status, 201, "{:#}", redeemed.body);
+    // As on any campaign, and the redemption's own turn, whose record
+    // rides with the ending.
+    assert_eq!(store.take(), 7, "redeem a held coupon");
+}

@@ -290,6 +290,20 @@ impl TestApp {
         .await
     }
 
+    /// `POST /holds` as the shop's checkout, for `who`.
+    pub async fn hold(&self, who: &str, code: &str, order: Value) -> Answer {
+        let body = json!({"code": code, "order": order, "user_id": who});
+        self.send(&Caller::Checkout, "POST", "/holds", &[], body)
+            .await
+    }
+
+    /// `POST /redemptions` as the shop's checkout, for `who`.
+    pub async fn checkout_redeem(&self, who: &str, code: &str, order: Value) -> Answer {
+        let body = json!({"code": code, "order": order, "user_id": who});
+        self.send(&Caller::Checkout, "POST", "/redemptions", &[], body)
+            .await
+    }
+
     pub async fn coupon(&self, who: &str, code: &str) -> Answer {
         self.send(
             &user(who),

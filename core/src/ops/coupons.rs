@@ -1,6 +1,7 @@
 //! Reading a coupon and checking it against an order, without changing anything.
 
-use super::{Asker, load_held, load_many};
+use super::holds::Turns;
+use super::{Asker, load_held, load_held_with, load_many};
 use crate::auth::{Caller, UserId};
 use crate::code::CouponCode;
 use crate::coupon::{CouponState, CouponView, Ending, Held};
@@ -134,6 +135,9 @@ pub struct Validation {
     pub payable_amount: Option<Amount>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// Until when the coupon is held for this order, if it is (see `ops::holds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
 }
@@ -162,22 +166,40 @@ pub async fn validate(
     let acting = caller.into().acting_for(request.user_id.as_deref())?;
     request.order.validate()?;
     let user = &acting.user;
-    let held = load_held(store, &request.code, Some(Asker { user, now })).await?;
+    let code = CouponCode::parse(&request.code).ok_or(Error::CouponNotFound)?;
+    let asker = Some(Asker { user, now });
+    // Generation 0's holds ride in the first read.
+    let (held, first) = load_held_with(store, &request.code, asker, Turns::keys(&code, 0)).await?;
+    let hold = match held.campaign.hold_seconds {
+        Some(_) => Some(Turns::of(store, &code, held.generation, first).await?),
+        None => None,
+    };
+    let hold = hold.as_ref().and_then(|turns| turns.hold_at(now));
+    let refused = |reason| Validation {
+        valid: false,
+        discount_amount: None,
+        payable_amount: None,
+        expires_at: None,
+        held_until: None,
+        reason: Some(reason),
+    };
+    // Held for another order (or one without an id): not this order's.
+    if let Some((holder, _)) = hold
+        && request.order.id.as_deref() != Some(holder)
+        && held.ending.is_none()
+    {
+        return Ok(refused("coupon_held"));
+    }
     Ok(match applies(&held, &request.order, now) {
         Ok(discount) => Validation {
             valid: true,
             discount_amount: Some(discount),
             payable_amount: Some(request.order.amount.saturating_sub(discount)),
             expires_at: Some(render(held.expires_at(), &held.zone)),
+            held_until: hold.map(|(_, until)| render(until, &held.zone)),
             reason: None,
         },
-        Err(reason) => Validation {
-            valid: false,
-            discount_amount: None,
-            payable_amount: None,
-            expires_at: None,
-            reason: Some(reason.code()),
-        },
+        Err(reason) => refused(reason.code()),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod claim;
 pub mod coupons;
 pub mod dating;
 pub mod expire;
+pub mod holds;
 pub mod ledger;
 pub mod limits;
 pub mod orders;

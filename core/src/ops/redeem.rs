@@ -8,11 +8,12 @@ use super::{Asker, encode, load_held, load_held_with};
 use crate::auth::{Caller, UserId};
 use crate::code::CouponCode;
 use crate::coupon::{CouponView, Ending, Held, Redemption};
-use crate::error::{Error, Reason, Result};
+use crate::error::{Error, Result};
 use crate::keys::{CampaignKeys, CouponKeys};
 use crate::lease::{self, Ownership};
 use crate::ops::coupons::{Order, applies};
-use crate::ops::orders::{self, Slots};
+use crate::ops::holds::{self, Turns};
+use crate::ops::orders::{self, Slots, Terms};
 use crate::store::{SMALL_COUNTER_LIMIT, Store, read_counter};
 use crate::time::render;
 use jiff::Timestamp;
@@ -47,22 +48,21 @@ pub async fn redeem(
     let user = &acting.user;
     let order_id = request.order.required_id()?.to_owned();
     request.order.validate()?;
-    // The order's slots ride in the coupon's first read.
     let asker = Some(Asker { user, now });
     // The order's slots ride in the coupon's first read, with generation
     // 0's lock.
-    let code_keys = CouponCode::parse(&request.code).map(|code| CouponKeys::new(&code));
+    let code = CouponCode::parse(&request.code).ok_or(Error::CouponNotFound)?;
     let mut also = Slots::keys(user, &order_id);
-    also.extend(code_keys.as_ref().map(|keys| keys.lock(0)));
+    also.push(CouponKeys::new(&code).lock(0));
+    let turn_keys = Turns::keys(&code, 0);
+    let turns_at = also.len();
+    also.extend(turn_keys);
     let (held, mut slots) = load_held_with(store, &request.code, asker, also).await?;
     if !acting.by_checkout && !held.campaign.redeemable_by_users {
         return Err(Error::CheckoutRequired);
     }
-    let first_lock = if code_keys.is_some() {
-        slots.pop().flatten()
-    } else {
-        None
-    };
+    let first_turns = slots.split_off(turns_at.min(slots.len()));
+    let first_lock = slots.pop().flatten();
     let slots = Slots::decode(store, user, &order_id, slots).await?;
     if let Some(ending) = &held.ending {
         return replay(&slots, &held, ending, &request.order);
@@ -78,16 +78,22 @@ pub async fn redeem(
     if locked && lease::lapsed(store, &lock, 1, now).await? != Ownership::Lapsed {
         return Err(Error::RequestInProgress);
     }
-    let discount = applies(&held, &request.order, now).map_err(|reason| match reason {
-        Reason::Expired => Error::Expired,
-        Reason::AlreadyRedeemed => Error::AlreadyRedeemed,
-        Reason::RedemptionsFrozen => Error::RedemptionsFrozen,
-        other => Error::RuleFailed(other),
-    })?;
+    let discount = applies(&held, &request.order, now).map_err(Error::from)?;
     let keys = CouponKeys::new(&held.code);
     if held.generation > 0 && cancelled_earlier(store, &keys, held.generation, &order_id).await? {
         return Err(Error::RedemptionCancelled);
     }
+    // On a campaign with holds, a coupon another order holds is refused
+    // before anything is taken (see `holds`).
+    let terms = Terms::of(&request.order);
+    let turns = match held.campaign.hold_seconds {
+        Some(_) => {
+            let mut turns = Turns::of(store, &code, held.generation, first_turns).await?;
+            holds::precheck(store, &mut turns, &order_id, &terms, now).await?;
+            Some(turns)
+        }
+        None => None,
+    };
     // The order's room for it: a slot written with the ending.
     let code = held.code.to_string();
     let coupon = orders::Use {
@@ -98,6 +104,23 @@ pub async fn redeem(
         discount,
     };
     let taken = orders::take(store, slots, &request.order, &coupon, now).await?;
+    // Its turn of the coupon's holds: after every hold and redemption before.
+    let turn = match turns {
+        None => None,
+        Some(turns) => match holds::take(store, turns, &order_id, &terms, now).await {
+            Ok(turn) => Some(turn),
+            Err(e) => {
+                taken.give_up(store).await;
+                return Err(e);
+            }
+        },
+    };
+    let give_up = async || {
+        taken.give_up(store).await;
+        if let Some(turn) = &turn {
+            turn.give_up(store).await;
+        }
+    };
     let end_key = keys.end(held.generation);
     // Until the ending is written, a refusal or failure gives the slot up.
     let decided = async {
@@ -122,12 +145,12 @@ pub async fn redeem(
         Ok(None) => {}
         Ok(Some(answer)) => {
             if answer.is_err() {
-                taken.give_up(store).await;
+                give_up().await;
             }
             return answer;
         }
         Err(e) => {
-            taken.give_up(store).await;
+            give_up().await;
             return Err(e);
         }
     }
@@ -143,12 +166,16 @@ pub async fn redeem(
     // then lapses as a dead redeemer's would.
     let mut writes = taken.writes();
     writes.push((end_key, encode(&Ending::Redeemed(redemption.clone()))));
+    writes.extend(
+        turn.as_ref()
+            .and_then(|turn| turn.redeemed(&redemption.order_id)),
+    );
     let written = CampaignKeys::new(&held.campaign.id)
         .redemptions(held.shard())
         .record_unless_braked(store, writes, &held.code, held.generation, discount.minor())
         .await?;
     if !written {
-        taken.give_up(store).await;
+        give_up().await;
         return Err(Error::RedemptionsFrozen);
     }
     Ok(Redeemed {
@@ -348,6 +375,7 @@ async fn expire_if_due(store: &impl Store, held: &Held, now: Timestamp) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Reason;
     use crate::campaign::CampaignId;
     use crate::code::CouponCode;
     use crate::ops::campaigns::{create, get};

@@ -12,6 +12,7 @@ use crate::ops::claim::{ClaimRequest, claim};
 use crate::ops::coupons::{Order, ValidationRequest, validate};
 use crate::ops::dating::{RedatingRequest, redate};
 use crate::ops::expire::{ExpirationRequest, sweep};
+use crate::ops::holds::{HoldRequest, hold, release};
 use crate::ops::redeem::{RedemptionRequest, cancel, redeem};
 use crate::ops::{campaigns, claim::Claimed};
 use jiff::Timestamp;
@@ -55,6 +56,7 @@ impl Scenario {
                 "min_order_amount": 1000, "stock": stock,
                 "per_user_limit": rng.range(1, 3), "shards": rng.range(1, 3),
                 "coupons_per_order": rng.range(1, 3),
+                "hold_seconds": rng.chance(500).then_some(60),
                 "budget": budget,
                 "claim_starts_at": "2028-02-01T00:00:00+08:00",
                 "claim_ends_at": "2028-03-10T00:00:00+08:00",
@@ -169,6 +171,8 @@ pub struct Ctx {
     skews: RefCell<BTreeMap<usize, i64>>,
     pub events: RefCell<Vec<Event>>,
     pub stuck: RefCell<Vec<String>>,
+    /// Coupons a holder checks out while a rival order wants them too.
+    contested: RefCell<Vec<(UserId, String)>>,
     pub trace: RefCell<Vec<String>>,
     pub campaigns: Vec<Campaign>,
     pub late_campaign: Option<Campaign>,
@@ -182,6 +186,7 @@ impl Ctx {
             skews: RefCell::default(),
             events: RefCell::default(),
             stuck: RefCell::default(),
+            contested: RefCell::default(),
             trace: RefCell::default(),
             campaigns: scenario.campaigns.clone(),
             late_campaign: scenario.late_campaign.clone(),
@@ -250,6 +255,7 @@ fn retryable(e: &Error) -> bool {
             | Error::CampaignPaused
             | Error::RedemptionsFrozen
             | Error::RateLimited
+            | Error::CouponHeld { .. }
     )
 }
 
@@ -341,6 +347,14 @@ pub fn spawn_all(exec: &mut Executor, ctx: &Rc<Ctx>, scenario: &Scenario) {
             exec.spawn(async move { creator(&ctx, task, campaign).await });
         }
     }
+    for _ in scenario
+        .campaigns
+        .iter()
+        .filter(|c| c.hold_seconds.is_some())
+    {
+        let (task, ctx) = (exec.next_task(), ctx.clone());
+        exec.spawn(async move { rival(&ctx, task).await });
+    }
     let (task, ctx) = (exec.next_task(), ctx.clone());
     exec.spawn(async move { sweeper(&ctx, task).await });
 }
@@ -382,8 +396,102 @@ async fn claimer(ctx: &Ctx, task: usize, c: usize, user: String, key: String) {
         replayed,
         steps,
     });
-    if ctx.rng.borrow_mut().chance(600) {
+    if !ctx.rng.borrow_mut().chance(600) {
+        return;
+    }
+    if ctx.campaigns[c].hold_seconds.is_some() {
+        ctx.contested
+            .borrow_mut()
+            .push((user_id.clone(), coupon.code.clone()));
+        held_checkout(ctx, task, &user_id, &coupon.code, 0).await;
+    } else {
         checkout(ctx, task, &user_id, &coupon.code).await;
+    }
+}
+
+/// Another order of the same user after a coupon a holder checks out.
+async fn rival(ctx: &Ctx, task: usize) {
+    for _ in 0..60 {
+        ctx.sleep_between(500, 2_000).await;
+        let next = ctx.contested.borrow_mut().pop();
+        if let Some((user, code)) = next {
+            held_checkout(ctx, task, &user, &code, 1).await;
+            return;
+        }
+    }
+}
+
+/// Holds a coupon for order `n`, then redeems it, releases it or lets the
+/// hold end. The holder's redemption, started while its hold is in force
+/// (by every host's clock), must not find the coupon taken.
+async fn held_checkout(ctx: &Ctx, task: usize, user: &UserId, code: &str, n: i64) {
+    let order = order(n);
+    let order_id = order.id.clone().expect("an order id");
+    let request = HoldRequest {
+        code: code.to_owned(),
+        order: order.clone(),
+        user_id: Some(user.as_str().to_owned()),
+    };
+    ctx.sleep_between(0, 3_000).await;
+    let held = with_retries(ctx, task, "hold", |now| {
+        hold(&ctx.store, Caller::Checkout, request.clone(), now)
+    })
+    .await;
+    let until = match held {
+        Some((Ok(held), _)) => crate::time::parse(&held.hold.held_until).expect("an instant"),
+        Some((Err(e @ (Error::HoldsNotEnabled | Error::OrderTermsChanged)), _)) => {
+            ctx.stuck
+                .borrow_mut()
+                .push(format!("t{task} hold: refused: {}", e.code()));
+            return;
+        }
+        _ => return,
+    };
+    // The payment takes a while.
+    ctx.sleep_between(0, 30_000).await;
+    let roll = ctx.rng.borrow_mut().below(10);
+    if roll == 0 {
+        // Paid nothing: the checkout gives the coupon back.
+        with_retries(ctx, task, "release", |now| {
+            release(&ctx.store, code, &order_id, now)
+        })
+        .await;
+        return;
+    }
+    if roll == 1 {
+        // The shopper walks away: the hold ends on its own.
+        return;
+    }
+    let request = RedemptionRequest {
+        code: code.to_owned(),
+        order,
+        user_id: Some(user.as_str().to_owned()),
+    };
+    let margin = jiff::SignedDuration::from_millis(2 * super::MAX_SKEW_MS);
+    let answer = with_retries(ctx, task, "redeem held", |now| {
+        let (request, order_id) = (request.clone(), &order_id);
+        async move {
+            let answer = redeem(&ctx.store, Caller::Checkout, request, now).await;
+            if let Err(e @ (Error::AlreadyRedeemed | Error::CouponHeld { .. })) = &answer
+                && now < until - margin
+            {
+                ctx.stuck.borrow_mut().push(format!(
+                    "t{task} {code}: held for {order_id} until {until}, its redemption at {now} refused: {}",
+                    e.code()
+                ));
+            }
+            answer
+        }
+    })
+    .await;
+    if let Some((Ok(r), steps)) = answer {
+        ctx.events.borrow_mut().push(Event::Redeemed {
+            task,
+            code: code.to_owned(),
+            order: order_id,
+            replayed: r.replayed,
+            steps,
+        });
     }
 }
 
