@@ -479,6 +479,7 @@ function campaignBody(form) {
     expiry,
     max_claims_per_second: integer('max_claims_per_second'),
     coupons_per_order: integer('coupons_per_order'),
+    hold_seconds: integer('hold_seconds'),
     redeemable_by_users: form.elements.redeemable_by_users.checked,
   };
   // JSON.stringify leaves out what is undefined: an optional field left empty.

@@ -375,9 +375,9 @@ async fn expire_if_due(store: &impl Store, held: &Held, now: Timestamp) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Reason;
     use crate::campaign::CampaignId;
     use crate::code::CouponCode;
+    use crate::error::Reason;
     use crate::ops::campaigns::{create, get};
     use crate::ops::claim::{ClaimRequest, claim};
     use crate::ops::expire::{ExpirationRequest, sweep};

@@ -39,6 +39,7 @@ pub const CASES: &[Case] = cases![
     parallel_claims_by_one_user_stop_at_the_limit,
     parallel_redemptions_of_one_coupon_redeem_it_once,
     coupons_racing_for_one_order_take_only_its_room,
+    parallel_holds_of_one_coupon_let_one_order_redeem_it,
     parallel_retries_of_one_claim_issue_one_coupon,
 ];
 
@@ -849,4 +850,61 @@ fn coupons_racing_for_one_order_take_only_its_room(t: &Target) -> Outcome {
     ensure_eq(redeemed, 1, "coupons redeemed on one order of 5,000")?;
     // The order's terms are fixed by its first redemption.
     redeem(t, "alice", &codes[0], order(&basket, 9000))?.expect_error(422, "order_terms_changed")
+}
+
+fn hold(t: &Target, user: &str, code: &str, order: Value) -> Result<Answer, String> {
+    t.post(
+        Who::User(user),
+        "/holds",
+        &json!({"code": code, "order": order}),
+    )
+}
+
+fn parallel_holds_of_one_coupon_let_one_order_redeem_it(t: &Target) -> Outcome {
+    let id = create(t, json!({"hold_seconds": 600}))?;
+    let code = claimed(t, "alice", &id)?;
+    let run = unique("o");
+    let order_of = |i: usize| order(&format!("{run}-{i}"), 3000);
+    let answers = together(12, |i| hold(t, "alice", &code, order_of(i)))?;
+    let holders: Vec<usize> = (0..12).filter(|&i| answers[i].status == 201).collect();
+    ensure(holders.len() == 1, || {
+        format!("{} of 12 orders hold one coupon", holders.len())
+    })?;
+    for answer in answers.iter().filter(|a| a.status != 201) {
+        if answer.code() != "request_in_progress" {
+            answer.expect_error(409, "coupon_held")?;
+        }
+    }
+    // Every order redeems at once: only the holder gets it.
+    let answers = together(12, |i| redeem(t, "alice", &code, order_of(i)))?;
+    let redeemed: Vec<usize> = (0..12).filter(|&i| answers[i].status == 201).collect();
+    ensure_eq(
+        redeemed,
+        holders.clone(),
+        "orders that redeemed the held coupon",
+    )?;
+    for answer in answers.iter().filter(|a| a.status != 201) {
+        let code = answer.code();
+        ensure(
+            matches!(
+                code,
+                "coupon_held" | "already_redeemed" | "request_in_progress"
+            ),
+            || format!("unexpected {}: {}", answer.status, answer.body),
+        )?;
+    }
+    ensure_eq(&stats(t, &id)?["redeemed"], &json!(1), "stats.redeemed")?;
+    // Another coupon, held and released: free at once for another order.
+    let other = claimed(t, "alice", &id)?;
+    hold(t, "alice", &other, order_of(20))?.expect_status(201)?;
+    hold(t, "alice", &other, order_of(21))?.expect_error(409, "coupon_held")?;
+    let path = format!("/holds/{other}?order_id={run}-20");
+    let released = t.send(Who::Operator, "DELETE", &path, &[], None)?;
+    ensure_eq(
+        &released.expect_status(200)?["released"],
+        &json!(true),
+        "released",
+    )?;
+    hold(t, "alice", &other, order_of(21))?.expect_status(201)?;
+    Ok(())
 }
