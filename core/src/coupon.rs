@@ -94,6 +94,12 @@ pub struct CouponView {
     pub expires_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
+    /// The order holding it and until when, while one does (`ops::holds`;
+    /// in `GET /coupons/{code}`, not in the wallet's pages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_for: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<String>,
 }
 
 /// A coupon with everything needed to decide what may happen to it now.
@@ -157,6 +163,8 @@ impl Held {
             issued_at: render(self.record.issued_at, &self.zone),
             expires_at: render(self.expires_at(), &self.zone),
             order_id,
+            held_for: None,
+            held_until: None,
         }
     }
 }

@@ -122,6 +122,10 @@ async fn holds_cost_campaigns_that_take_them_one_round_trip_a_redemption() {
     // As on any campaign: the turns ride in the first read.
     assert_eq!(store.take(), 2, "validate a held coupon");
 
+    let coupon = t.coupon("alice", &code).await;
+    assert_eq!(coupon.body["held_for"], "o1");
+    assert_eq!(store.take(), 2, "GET /coupons/{{code}} of a held coupon");
+
     let redeemed = t.checkout_redeem("alice", &code, order("o1", 3000)).await;
     assert_eq!(redeemed.status, 201, "{:#}", redeemed.body);
     // As on any campaign, and the redemption's own turn, whose record

@@ -426,6 +426,7 @@ $('lookup-form').addEventListener('submit', async (event) => {
     ['Issued', c.issued_at], ['Expires', c.expires_at],
   ];
   if (c.order_id) facts.push(['Order', c.order_id]);
+  if (c.held_for) facts.push(['Held for order', `${c.held_for} until ${c.held_until}`]);
   for (const [term, value] of facts) {
     const dt = document.createElement('dt');
     dt.textContent = term;

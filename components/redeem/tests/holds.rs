@@ -17,6 +17,12 @@ async fn a_hold_sets_the_coupon_aside_for_its_order_until_released() {
         json!({"code": code, "order_id": "a", "held_until": "2028-02-10T10:15:00+08:00",
                "discount_amount": 500, "payable_amount": 2500})
     );
+    // The holder and support see which order holds it, until when.
+    let coupon = t.coupon("alice", &code).await.body;
+    assert_eq!(
+        (&coupon["held_for"], &coupon["held_until"]),
+        (&json!("a"), &json!("2028-02-10T10:15:00+08:00"))
+    );
     // A retry answers the same hold.
     let again = t.hold("alice", &code, order("a", 3000)).await;
     assert_eq!((again.status, &again.body), (200, &held.body));

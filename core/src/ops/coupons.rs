@@ -1,7 +1,7 @@
 //! Reading a coupon and checking it against an order, without changing anything.
 
 use super::holds::Turns;
-use super::{Asker, load_held, load_held_with, load_many};
+use super::{Asker, load_held_with, load_many};
 use crate::auth::{Caller, UserId};
 use crate::code::CouponCode;
 use crate::coupon::{CouponState, CouponView, Ending, Held};
@@ -152,7 +152,18 @@ pub async fn get(
     now: Timestamp,
 ) -> Result<CouponView> {
     let asker = user.map(|user| Asker { user, now });
-    Ok(load_held(store, code, asker).await?.view(now))
+    let parsed = CouponCode::parse(code).ok_or(Error::CouponNotFound)?;
+    // Generation 0's holds ride in the first read.
+    let (held, first) = load_held_with(store, code, asker, Turns::keys(&parsed, 0)).await?;
+    let mut view = held.view(now);
+    if held.campaign.hold_seconds.is_some() && view.state == CouponState::Issued {
+        let turns = Turns::of(store, &parsed, held.generation, first).await?;
+        if let Some((order_id, until)) = turns.hold_at(now) {
+            view.held_for = Some(order_id.to_owned());
+            view.held_until = Some(render(until, &held.zone));
+        }
+    }
+    Ok(view)
 }
 
 /// Checks `request.code` against its order for its holder, or for the
