@@ -30,6 +30,22 @@ impl Reply {
         }
     }
 
+    /// One JSON document per line (`application/x-ndjson`), for exports.
+    pub fn json_lines<T: Serialize>(status: u16, values: &[T]) -> Reply {
+        let mut body = Vec::new();
+        for value in values {
+            if let Err(e) = serde_json::to_writer(&mut body, value) {
+                return Reply::error(&Error::Internal(format!("cannot encode the answer: {e}")));
+            }
+            body.push(b'\n');
+        }
+        Reply {
+            status,
+            headers: vec![("content-type", "application/x-ndjson".into())],
+            body,
+        }
+    }
+
     /// `{"error": {"code", "message", "field"?}}` with the error's status and
     /// `Retry-After`. A store or internal failure's detail (which may name a
     /// server, a user or a key) goes to stderr, the operator's log, not to

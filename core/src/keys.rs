@@ -34,8 +34,11 @@
 //! | `c:{id}:recount:{r}:full` | register | present if fence `r` found every shard's coupons at its capacity: no unit can be taken again |
 //! | `c:{id}:recount:{r}:done` | register | when fence `r` was first seen counted and given back (Unix ms): it comes down a lease later, once no sweep that counted can still act |
 //! | `c:{id}:soldout` | register | the Unix second a claim last found every shard empty: claims in that second are refused at once |
-//! | `c:{id}:redemptions:{shard}` | ledger | redemptions, split by a hash of the code so redemptions share no hot key (see `ops::ledger`: `{ledger}` counts positions, plus 2^40 per freeze level: frozen while the level is odd; `{ledger}:{p}` is the entry `{code} {generation}`, or `-` from a redemption that met the freeze, `{ledger}:settled` the prefix settled) |
+//! | `c:{id}:redemptions:{shard}` | ledger | redemptions, split by a hash of the code so redemptions share no hot key (see `ops::ledger`: `{ledger}` counts positions, plus 2^40 per freeze level: frozen while the level is odd; `{ledger}:{p}` is the entry `{code} {generation} {amount} {ms} {by} {order}`, or `-` from a redemption that met the freeze, `{ledger}:settled` the prefix settled) |
 //! | `c:{id}:cancels:{shard}` | ledger | cancelled redemptions, split the same way |
+//! | `c:{id}:holds:{shard}` | ledger | holds, split the same way (the entry is written with the hold's turn) |
+//! | `c:{id}:releases:{shard}` | ledger | holds released, split the same way (written with the turn's `void`) |
+//! | `c:{id}:created` | record | when the campaign was created (Unix ms): its first event |
 //! | `c:{id}:expirations:{epoch}` | ledger | generations recorded `expired` since the `epoch`-th revival (see `c:{id}:expiry`) |
 //! | `c:{id}:expiry` | register | the expiry rule in force, if re-dated: revision, rule, revivals (JSON) |
 //! | `c:{id}:expiry:seq` | counter | re-datings so far; revision numbers of `c:{id}:expiry:{n}` |
@@ -183,6 +186,15 @@ impl CampaignKeys {
     }
     pub fn cancels(&self, shard: u32) -> Ledger {
         Ledger::new(self.sub(&format!("cancels:{shard}")))
+    }
+    pub fn created(&self) -> String {
+        self.sub("created")
+    }
+    pub fn holds(&self, shard: u32) -> Ledger {
+        Ledger::new(self.sub(&format!("holds:{shard}")))
+    }
+    pub fn releases(&self, shard: u32) -> Ledger {
+        Ledger::new(self.sub(&format!("releases:{shard}")))
     }
     pub fn expirations(&self, epoch: u32) -> Ledger {
         Ledger::new(self.sub(&format!("expirations:{epoch}")))

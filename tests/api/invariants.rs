@@ -34,6 +34,7 @@ on_both_stores!(
     orders_racing_to_hold_a_coupon_one_wins_and_only_it_redeems,
     a_hold_and_another_orders_redemption_are_never_both_acknowledged,
     a_hold_ending_while_another_order_waits_lets_that_order_redeem,
+    the_ledger_of_a_storm_with_redemptions_cancels_and_a_sweep_reconciles,
 );
 
 /// Sends all `requests` at once from separate tasks.
@@ -477,4 +478,177 @@ async fn a_hold_ending_while_another_order_waits_lets_that_order_redeem(t: TestA
         .await
         .assert_error(409, "already_redeemed");
     assert_eq!(t.campaign("lapse").await["stats"]["redeemed"], 1);
+}
+
+/// Sweeps to the end of a walk after month end, then again each a lease
+/// later, so the stock's recount and the ledgers' settling have run through.
+async fn sweep_until_settled(t: &TestApp) {
+    for minute in [10, 13, 16, 19] {
+        t.set_now(&format!("2028-03-01T00:{minute}:00+08:00"));
+        let mut cursor = Value::Null;
+        loop {
+            let body = match &cursor {
+                Value::Null => Value::Null,
+                c => json!({"cursor": c}),
+            };
+            let swept = t.expire(body).await;
+            assert_eq!(swept.status, 200, "{:#}", swept.body);
+            cursor = swept.body["next_cursor"].clone();
+            if cursor.is_null() {
+                break;
+            }
+        }
+    }
+}
+
+async fn the_ledger_of_a_storm_with_redemptions_cancels_and_a_sweep_reconciles(t: TestApp) {
+    t.create_campaign(campaign_with(
+        "books",
+        json!({"stock": 60, "per_user_limit": 2, "hold_seconds": 600}),
+    ))
+    .await;
+    // 80 claims for 60 coupons.
+    let claims = (0..80)
+        .map(|i| {
+            let t = t.clone();
+            async move {
+                t.claim(&format!("u{}", i % 40), "books", &format!("k{i}"))
+                    .await
+            }
+        })
+        .collect();
+    let claimed: Vec<(String, String)> = concurrently(claims)
+        .await
+        .iter()
+        .filter(|a| a.status == 201)
+        .map(|a| {
+            let (code, user) = (&a.body["code"], &a.body["user_id"]);
+            (
+                code.as_str().unwrap().to_owned(),
+                user.as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(claimed.len(), 60);
+    // Half are redeemed, each by two orders racing (one wins), one by the
+    // checkout after a hold.
+    let redemptions = claimed[..30]
+        .iter()
+        .flat_map(|(code, user)| {
+            ["a", "b"].map(|o| {
+                let (t, code, user) = (t.clone(), code.clone(), user.clone());
+                async move {
+                    t.redeem(&user, &code, order(&format!("{code}-{o}"), 3000))
+                        .await
+                }
+            })
+        })
+        .collect();
+    let won: Vec<Answer> = concurrently(redemptions)
+        .await
+        .into_iter()
+        .filter(|a| a.status == 201)
+        .collect();
+    assert_eq!(won.len(), 30, "one order of each pair");
+    let (code, user) = &claimed[30];
+    assert_eq!(t.hold(user, code, order("held", 3000)).await.status, 201);
+    assert_eq!(
+        t.checkout_redeem(user, code, order("held", 3000))
+            .await
+            .status,
+        201
+    );
+    // Five redemptions are cancelled, at once.
+    let cancels = won[..5]
+        .iter()
+        .map(|a| {
+            let t = t.clone();
+            let path = format!(
+                "/redemptions/{}?order_id={}",
+                a.body["code"].as_str().unwrap(),
+                a.body["order_id"].as_str().unwrap()
+            );
+            async move { t.operator("DELETE", &path, Value::Null).await }
+        })
+        .collect();
+    for cancelled in concurrently(cancels).await {
+        assert_eq!(cancelled.status, 200, "{:#}", cancelled.body);
+    }
+    // The month ends: what was not redeemed expires.
+    sweep_until_settled(&t).await;
+    let stats = t.campaign("books").await["stats"].clone();
+    assert_eq!(
+        (&stats["claimed"], &stats["redeemed"], &stats["expired"]),
+        (&json!(60), &json!(26), &json!(34)),
+        "{stats}"
+    );
+    assert_eq!(stats["discount_given"], 26 * 500);
+
+    let mut cursor = String::new();
+    let report = loop {
+        let path = format!("/campaigns/books/reconciliation?cursor={cursor}");
+        let answer = t.operator("GET", &path, Value::Null).await;
+        assert_eq!(answer.status, 200, "{:#}", answer.body);
+        match answer.body["status"].as_str() {
+            Some("counting") => cursor = answer.body["cursor"].as_str().unwrap().to_owned(),
+            _ => break answer.body,
+        }
+    };
+    assert_eq!(report["status"], "done");
+    assert_eq!(report["differences"], json!([]), "{report:#}");
+    assert_eq!(report["ledger"], report["stats"]);
+    assert_eq!(report["ledger"]["discount_given"], 26 * 500);
+
+    // Every event once, page by page; the kinds add up.
+    let (mut ids, mut kinds) = (BTreeSet::new(), BTreeMap::<String, i64>::new());
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/campaigns/books/events?limit=25&cursor={cursor}");
+        let page = t.operator("GET", &path, Value::Null).await;
+        assert_eq!(page.status, 200, "{:#}", page.body);
+        for event in page.body["events"].as_array().unwrap() {
+            assert!(
+                ids.insert(event["id"].as_str().unwrap().to_owned()),
+                "{event}"
+            );
+            *kinds
+                .entry(event["kind"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+        cursor = page.body["next_cursor"].as_str().unwrap().to_owned();
+        if page.body["has_more"] == false {
+            assert_eq!(page.body["waiting"], 0);
+            break;
+        }
+    }
+    let expected: BTreeMap<String, i64> = [
+        ("created", 1),
+        ("claimed", 60),
+        ("held", 1),
+        ("redeemed", 31),
+        ("cancelled", 5),
+        ("expired", 34),
+    ]
+    .map(|(k, n)| (k.to_owned(), n))
+    .into();
+    assert_eq!(kinds, expected);
+    // The same stream as JSON lines, for finance's tools.
+    let lines = t
+        .operator(
+            "GET",
+            "/campaigns/books/events?format=jsonl&limit=10",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(lines.status, 200);
+    assert_eq!(lines.header("content-type"), Some("application/x-ndjson"));
+    assert_eq!(lines.header("has-more"), Some("true"));
+    assert!(lines.header("next-cursor").is_some_and(|c| !c.is_empty()));
+    let text = lines.body.as_str().unwrap();
+    let first: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(first.len(), 10);
+    assert_eq!(first[0]["kind"], "created");
 }

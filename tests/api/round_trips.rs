@@ -114,8 +114,9 @@ async fn holds_cost_campaigns_that_take_them_one_round_trip_a_redemption() {
     let held = t.hold("alice", &code, order("o1", 3000)).await;
     assert_eq!(held.status, 201, "{:#}", held.body);
     // Two reads (the coupon's turns ride in the first), the turn taken, the
-    // hold written.
-    assert_eq!(store.take(), 4, "hold");
+    // position in the campaign's holds ledger, the hold written with its
+    // entry.
+    assert_eq!(store.take(), 5, "hold");
 
     let valid = t.validate("alice", &code, order("o1", 3000)).await;
     assert_eq!(valid.body["held_until"], "2028-02-10T10:15:00+08:00");
@@ -131,4 +132,22 @@ async fn holds_cost_campaigns_that_take_them_one_round_trip_a_redemption() {
     // As on any campaign, and the redemption's own turn, whose record
     // rides with the ending.
     assert_eq!(store.take(), 7, "redeem a held coupon");
+
+    let code = t.claimed_code("alice", "held").await;
+    t.hold("alice", &code, order("o2", 3000)).await;
+    store.take();
+    let path = format!("/holds/{code}?order_id=o2");
+    let released = t
+        .send(
+            &Caller::Checkout,
+            "DELETE",
+            &path,
+            &[],
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(released.body["released"], true, "{:#}", released.body);
+    // Two reads, the position in the releases ledger, the turn voided with
+    // its entry.
+    assert_eq!(store.take(), 4, "release");
 }

@@ -5,7 +5,10 @@
 //! with who and why (`GET /campaigns/{id}/brakes`), and re-dating with
 //! `PUT /campaigns/{id}/expiry` (`GET` lists the changes), and changing
 //! stock, budget and claim rate with `PATCH /campaigns/{id}/limits` (`GET`
-//! lists the changes). `GET /campaigns/{id}/public` is the shop's read, with
+//! lists the changes). `GET /campaigns/{id}/events` pages through every
+//! change of the campaign and its coupons (JSON, or JSON lines with
+//! `format=jsonl`), and `GET /campaigns/{id}/reconciliation` recounts the
+//! stats from them. `GET /campaigns/{id}/public` is the shop's read, with
 //! no credentials.
 
 use coupon_core::Error;
@@ -13,7 +16,7 @@ use coupon_core::api::{Reply, query_param};
 use coupon_core::campaign::CampaignId;
 use coupon_core::ops::brake::Note;
 use coupon_core::ops::campaigns::{self, Created};
-use coupon_core::ops::{dating, limits};
+use coupon_core::ops::{dating, events, limits};
 use coupon_spin::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
 
@@ -106,6 +109,36 @@ async fn handle(request: Request) -> impl IntoResponse {
                 200,
                 &dating::history(store, &id(campaign)?).await?,
             )),
+            (&Method::GET, [campaign, "events"]) => {
+                let cursor = query_param(&call.query, "cursor")?;
+                let limit = match query_param(&call.query, "limit")? {
+                    Some(raw) => raw.parse().map_err(|_| {
+                        Error::invalid("limit", format!("must be 1 to {}", events::MAX_LIMIT))
+                    })?,
+                    None => events::DEFAULT_LIMIT,
+                };
+                let lines = match query_param(&call.query, "format")?.as_deref() {
+                    None | Some("json") => false,
+                    Some("jsonl") => true,
+                    Some(_) => return Err(Error::invalid("format", "must be json or jsonl")),
+                };
+                let page =
+                    events::page(store, &id(campaign)?, cursor.as_deref(), limit, call.now).await?;
+                Ok(match lines {
+                    false => Reply::json(200, &page),
+                    true => Reply::json_lines(200, &page.events)
+                        .with_header("next-cursor", page.next_cursor)
+                        .with_header("has-more", page.has_more.to_string())
+                        .with_header("waiting", page.waiting.to_string()),
+                })
+            }
+            (&Method::GET, [campaign, "reconciliation"]) => {
+                let cursor = query_param(&call.query, "cursor")?;
+                Ok(Reply::json(
+                    200,
+                    &events::reconcile(store, &id(campaign)?, cursor.as_deref(), call.now).await?,
+                ))
+            }
             (_, []) => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
             (_, [_]) => Err(Error::MethodNotAllowed { allow: "GET" }),
             (_, [_, "pause" | "resume" | "close" | "freeze" | "unfreeze"]) => {
@@ -115,7 +148,9 @@ async fn handle(request: Request) -> impl IntoResponse {
             (_, [_, "limits"]) => Err(Error::MethodNotAllowed {
                 allow: "GET, PATCH",
             }),
-            (_, [_, "brakes" | "public"]) => Err(Error::MethodNotAllowed { allow: "GET" }),
+            (_, [_, "brakes" | "public" | "events" | "reconciliation"]) => {
+                Err(Error::MethodNotAllowed { allow: "GET" })
+            }
             _ => Err(Error::NotFound),
         }
     })

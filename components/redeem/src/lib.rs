@@ -9,8 +9,9 @@
 use coupon_core::Error;
 use coupon_core::api::{Reply, query_param};
 use coupon_core::ops::coupons::check_order_id;
+use coupon_core::ops::ledger::Actor;
 use coupon_core::ops::{holds, redeem};
-use coupon_spin::serve;
+use coupon_spin::{Call, serve};
 use spin_sdk::http::{IntoResponse, Method, Request};
 
 #[spin_sdk::http_service]
@@ -25,11 +26,9 @@ async fn handle(request: Request) -> impl IntoResponse {
                     Ok(Reply::json(status, &held.hold))
                 }
                 (&Method::DELETE, [code]) => {
-                    if call.admin().await.is_err() {
-                        call.checkout().await?;
-                    }
+                    let by = operator_or_checkout(call).await?;
                     let order_id = required_order_id(&call.query)?;
-                    let released = holds::release(store, code, &order_id, call.now).await?;
+                    let released = holds::release(store, code, &order_id, by, call.now).await?;
                     Ok(Reply::json(200, &released))
                 }
                 (_, []) => Err(Error::MethodNotAllowed { allow: "POST" }),
@@ -47,13 +46,11 @@ async fn handle(request: Request) -> impl IntoResponse {
             }
             (&Method::DELETE, [code]) => {
                 // The operator, or the shop's checkout when the order's payment failed.
-                if call.admin().await.is_err() {
-                    call.checkout().await?;
-                }
+                let by = operator_or_checkout(call).await?;
                 let order_id = required_order_id(&call.query)?;
                 Ok(Reply::json(
                     200,
-                    &redeem::cancel(store, code, &order_id, call.now).await?,
+                    &redeem::cancel(store, code, &order_id, by, call.now).await?,
                 ))
             }
             (_, []) => Err(Error::MethodNotAllowed { allow: "POST" }),
@@ -62,6 +59,17 @@ async fn handle(request: Request) -> impl IntoResponse {
         }
     })
     .await
+}
+
+/// Who calls, where only the operator or the shop's checkout may.
+async fn operator_or_checkout(call: &Call) -> Result<Actor, Error> {
+    match call.admin().await {
+        Ok(_) => Ok(Actor::Operator),
+        Err(_) => {
+            call.checkout().await?;
+            Ok(Actor::Checkout)
+        }
+    }
 }
 
 /// The `order_id` query parameter, required.

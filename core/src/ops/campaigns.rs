@@ -243,6 +243,10 @@ pub async fn create(
                 campaign.id.as_str().as_bytes().to_vec(),
             ),
             (keys.record(), encode(&campaign)),
+            (
+                keys.created(),
+                now.as_millisecond().to_string().into_bytes(),
+            ),
         ])
         .await?;
     let dating = super::dating::Dating::original(&campaign);

@@ -216,6 +216,7 @@ mod tests {
     use crate::ops::claim::{ClaimRequest, claim};
     use crate::ops::coupons::{Order, get};
     use crate::ops::expire::{ExpirationRequest, sweep};
+    use crate::ops::ledger::Actor;
     use crate::ops::redeem::{RedemptionRequest, cancel, redeem};
     use crate::ops::testing::{campaign, ts};
     use crate::store::memory::MemoryStore;
@@ -390,7 +391,8 @@ mod tests {
         let alice = UserId("alice".into());
         block_on(redeem(&store, &alice, redemption(&code, "o1"), ts(after))).expect("redeem");
         assert_eq!(seen(&store, &code, after).0, CouponState::Redeemed);
-        let freed = block_on(cancel(&store, &code, "o1", ts(after))).expect("cancel");
+        let freed =
+            block_on(cancel(&store, &code, "o1", Actor::Operator, ts(after))).expect("cancel");
         assert_eq!(freed.state, CouponState::Issued);
         block_on(redeem(&store, &alice, redemption(&code, "o2"), ts(after))).expect("again");
         // The sweep does not touch it before the new expiry, nor take it after.

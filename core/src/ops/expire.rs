@@ -13,7 +13,7 @@
 
 use super::campaigns::load_slot;
 use super::dating::{self, Dating};
-use super::ledger::{self, Settle};
+use super::ledger::{self, Actor, Settle, Stamp};
 use super::recount::{self, Recount};
 use super::redeem::confirm_cancel;
 use super::{encode, load_ending};
@@ -511,7 +511,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
         let count = ending.len() as u64;
         campaign_keys
             .expirations(dating.epoch)
-            .record_many(self.store, ending, 0)
+            .record_many(self.store, ending, &self.stamp())
             .await?;
         Ok(Some(expired + count))
     }
@@ -559,7 +559,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
                 (keys.end(generation), encode(&ending)),
                 code,
                 generation,
-                0,
+                &self.stamp(),
             )
             .await?;
         Ok(Expired::Now)
@@ -567,6 +567,16 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
 }
 
 impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
+    /// What the sweep's ledger entries say besides their coupon.
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            amount: 0,
+            at: self.now,
+            by: Actor::Sweep,
+            order: None,
+        }
+    }
+
     /// Settles the campaign's ledgers (see `ledger`), finishing cancels whose
     /// canceller died; their reads count as examined.
     async fn settle(&mut self, campaign: &Campaign, dating: &Dating) -> Result<Settle> {

@@ -18,12 +18,13 @@
 //! [`Campaign::hold_seconds`]: crate::campaign::Campaign::hold_seconds
 
 use super::coupons::{Order, applies};
+use super::ledger::{Actor, Stamp};
 use super::orders::Terms;
 use super::{Asker, decode, encode, load_held_with};
 use crate::auth::Caller;
 use crate::code::CouponCode;
 use crate::error::{Error, Result};
-use crate::keys::CouponKeys;
+use crate::keys::{CampaignKeys, CouponKeys};
 use crate::lease::{self, Ownership};
 use crate::money::Amount;
 use crate::store::{Store, decode_small_counter};
@@ -377,7 +378,17 @@ pub async fn hold(
         terms,
         until: until.as_millisecond(),
     };
-    store.set(own, &encode(&turn)).await?;
+    let stamp = Stamp::for_order(&acting, discount.minor(), &order_id, now);
+    CampaignKeys::new(&held.campaign.id)
+        .holds(held.shard())
+        .record(
+            store,
+            (own.clone(), encode(&turn)),
+            &held.code,
+            held.generation,
+            &stamp,
+        )
+        .await?;
     Ok(answer(until, false))
 }
 
@@ -395,6 +406,7 @@ pub async fn release(
     store: &impl Store,
     code: &str,
     order_id: &str,
+    by: Actor,
     now: Timestamp,
 ) -> Result<Released> {
     let parsed = CouponCode::parse(code).ok_or(Error::CouponNotFound)?;
@@ -408,8 +420,17 @@ pub async fn release(
     if let Some((i, holder, ..)) = live_hold(&turns.turns, now)
         && holder == order_id
     {
-        let void = encode(&Turn::Void);
-        store.set(&turns.keys.turn(i as i64 + 1), &void).await?;
+        let void = (turns.keys.turn(i as i64 + 1), encode(&Turn::Void));
+        let stamp = Stamp {
+            amount: 0,
+            at: now,
+            by,
+            order: Some(order_id.to_owned()),
+        };
+        CampaignKeys::new(&held.campaign.id)
+            .releases(held.shard())
+            .record(store, void, &held.code, held.generation, &stamp)
+            .await?;
         released.released = true;
     }
     Ok(released)
@@ -627,14 +648,14 @@ mod tests {
         let (store, code) = setup();
         let now = ts(NOW);
         hold_for(&store, &code, "a", now).expect("held");
-        let freed = block_on(release(&store, &code, "a", now)).expect("released");
+        let freed = block_on(release(&store, &code, "a", Actor::Checkout, now)).expect("released");
         assert!(freed.released);
         // A retry of the release finds nothing in force.
-        let again = block_on(release(&store, &code, "a", now)).expect("released");
+        let again = block_on(release(&store, &code, "a", Actor::Checkout, now)).expect("released");
         assert!(!again.released);
         assert!(!hold_for(&store, &code, "b", now).expect("held").replayed);
         // Another order's release does not free b's hold.
-        let other = block_on(release(&store, &code, "a", now)).expect("released");
+        let other = block_on(release(&store, &code, "a", Actor::Checkout, now)).expect("released");
         assert!(!other.released);
         assert!(matches!(
             hold_for(&store, &code, "a", now),

@@ -10,11 +10,12 @@
 //! it was first seen empty (`crate::lease`), and stays empty. Until then a
 //! count may include a writer in flight or just dead; after, it is exact.
 //!
-//! The entries (`{code} {generation}`, then ` {amount}` where the event
-//! moved money: the discount a redemption gave, or a cancel gave back) are
-//! also the record of who was counted, for whoever reconciles; the settled
-//! prefix keeps the sum of its amounts, so a ledger's total is read, never
-//! recomputed.
+//! The entries ([`Entry`]: `{code} {generation} {amount} {ms} {by}`, then
+//! ` {order}` where an order took part; the amount is the money the event
+//! moved: the discount a redemption gave, or a cancel gave back) are also
+//! the record of who was counted when, read by the campaign's event stream
+//! (`events`) and its reconciliation; the settled prefix keeps the sum of
+//! its amounts, so a ledger's total is read, never recomputed.
 //!
 //! A [brake](super::brake) may hold a ledger's position counter (the
 //! redemptions' freeze): a writer whose increment meets it engaged writes
@@ -23,16 +24,125 @@
 //! as a dead writer's).
 
 use super::brake;
+use crate::auth::Acting;
 use crate::error::Result;
 use crate::lease::{self, Ownership};
 use crate::store::{Store, StoreResult, read_counter};
 use jiff::Timestamp;
+use serde::Serialize;
 
 /// The entry of a position its writer left empty on purpose.
-const EMPTY: &[u8] = b"-";
+pub(crate) const EMPTY: &[u8] = b"-";
 
 /// Positions read per round trip while settling.
 const CHUNK: u32 = 256;
+
+/// Who made a change: the user with their own token, the shop's checkout,
+/// an operator with the admin token, or the sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    User,
+    Checkout,
+    Operator,
+    Sweep,
+}
+
+impl Actor {
+    fn name(self) -> &'static str {
+        match self {
+            Actor::User => "user",
+            Actor::Checkout => "checkout",
+            Actor::Operator => "operator",
+            Actor::Sweep => "sweep",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Actor> {
+        [Actor::User, Actor::Checkout, Actor::Operator, Actor::Sweep]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+}
+
+/// What an entry says besides its coupon generation: the money moved, when,
+/// by whom, for which order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub amount: i64,
+    pub at: Timestamp,
+    pub by: Actor,
+    pub order: Option<String>,
+}
+
+impl Stamp {
+    /// For a change an order asked for, by the user or the checkout acting
+    /// for them.
+    pub fn for_order(acting: &Acting, amount: i64, order: &str, at: Timestamp) -> Stamp {
+        Stamp {
+            amount,
+            at,
+            by: match acting.by_checkout {
+                true => Actor::Checkout,
+                false => Actor::User,
+            },
+            order: Some(order.to_owned()),
+        }
+    }
+}
+
+/// A ledger entry as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub code: String,
+    pub generation: i64,
+    pub stamp: Stamp,
+}
+
+impl Entry {
+    fn render(&self) -> String {
+        let Stamp {
+            amount,
+            at,
+            by,
+            order,
+        } = &self.stamp;
+        let mut line = format!(
+            "{} {} {amount} {} {}",
+            self.code,
+            self.generation,
+            at.as_millisecond(),
+            by.name()
+        );
+        if let Some(order) = order {
+            line.push(' ');
+            line.push_str(order);
+        }
+        line
+    }
+
+    /// The entry written, or `None` for [`EMPTY`] or what no writer wrote.
+    /// The order is the rest of the line, spaces and all.
+    pub fn parse(bytes: &[u8]) -> Option<Entry> {
+        let mut fields = std::str::from_utf8(bytes).ok()?.splitn(6, ' ');
+        let code = fields.next()?.to_owned();
+        let generation = fields.next()?.parse().ok()?;
+        let amount = fields.next()?.parse().ok()?;
+        let at = Timestamp::from_millisecond(fields.next()?.parse().ok()?).ok()?;
+        let by = Actor::parse(fields.next()?)?;
+        let order = fields.next().map(str::to_owned);
+        Some(Entry {
+            code,
+            generation,
+            stamp: Stamp {
+                amount,
+                at,
+                by,
+                order,
+            },
+        })
+    }
+}
 
 /// One ledger: `{key}` counts positions taken, `{key}:{p}` is an entry,
 /// `{key}:settled` the settled prefix.
@@ -49,17 +159,16 @@ impl Ledger {
     }
 
     /// Writes `record`, counted: takes the next position, then writes the
-    /// record and the entry `{code} {generation} {amount}` there in one
-    /// `set_many`.
+    /// record and its entry there in one `set_many`.
     pub async fn record(
         &self,
         store: &impl Store,
         record: (String, Vec<u8>),
         code: &impl std::fmt::Display,
         generation: i64,
-        amount: i64,
+        stamp: &Stamp,
     ) -> StoreResult<()> {
-        self.record_many(store, vec![(record, code.to_string(), generation)], amount)
+        self.record_many(store, vec![(record, code.to_string(), generation)], stamp)
             .await
     }
 
@@ -72,7 +181,7 @@ impl Ledger {
         mut records: Vec<(String, Vec<u8>)>,
         code: &impl std::fmt::Display,
         generation: i64,
-        amount: i64,
+        stamp: &Stamp,
     ) -> StoreResult<bool> {
         let taken = store.increment(&self.0, 1).await?;
         if brake::is_engaged(taken) {
@@ -80,19 +189,19 @@ impl Ledger {
             let _ = store.set(&self.entry_key(brake::count(taken)), EMPTY).await;
             return Ok(false);
         }
-        records.push(self.entry(brake::count(taken), code, generation, amount));
+        records.push(self.entry(brake::count(taken), code.to_string(), generation, stamp));
         store.set_many(&records).await?;
         Ok(true)
     }
 
     /// Writes `records`, each counted as [`record`](Self::record) counts one
-    /// with `amount`: takes as many positions with one increment, then writes
+    /// with `stamp`: takes as many positions with one increment, then writes
     /// every record and entry in one `set_many`.
     pub async fn record_many(
         &self,
         store: &impl Store,
         records: Vec<((String, Vec<u8>), String, i64)>,
-        amount: i64,
+        stamp: &Stamp,
     ) -> StoreResult<()> {
         let Ok(n) = i64::try_from(records.len()) else {
             return Err(crate::store::StoreError("too many records at once".into()));
@@ -104,7 +213,7 @@ impl Ledger {
         let mut entries = Vec::with_capacity(records.len() * 2);
         for (position, (record, code, generation)) in (last - n + 1..).zip(records) {
             entries.push(record);
-            entries.push(self.entry(position, &code, generation, amount));
+            entries.push(self.entry(position, code, generation, stamp));
         }
         store.set_many(&entries).await
     }
@@ -112,18 +221,20 @@ impl Ledger {
     fn entry(
         &self,
         position: i64,
-        code: &impl std::fmt::Display,
+        code: String,
         generation: i64,
-        amount: i64,
+        stamp: &Stamp,
     ) -> (String, Vec<u8>) {
-        let entry = match amount {
-            0 => format!("{code} {generation}"),
-            _ => format!("{code} {generation} {amount}"),
+        let entry = Entry {
+            code,
+            generation,
+            stamp: stamp.clone(),
         };
-        (self.entry_key(position), entry.into_bytes())
+        (self.entry_key(position), entry.render().into_bytes())
     }
 
-    fn entry_key(&self, position: i64) -> String {
+    /// The key of the entry at `position`.
+    pub fn entry_key(&self, position: i64) -> String {
         format!("{}:{position}", self.0)
     }
 
@@ -162,10 +273,7 @@ impl Settled {
 
 /// The amount an entry records (0 if none).
 fn amount_of(entry: &[u8]) -> i64 {
-    std::str::from_utf8(entry)
-        .ok()
-        .and_then(|e| e.splitn(3, ' ').nth(2)?.parse().ok())
-        .unwrap_or(0)
+    Entry::parse(entry).map_or(0, |e| e.stamp.amount)
 }
 
 /// What `ledgers` hold together.

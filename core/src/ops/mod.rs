@@ -9,6 +9,7 @@ pub mod campaigns;
 pub mod claim;
 pub mod coupons;
 pub mod dating;
+pub mod events;
 pub mod expire;
 pub mod holds;
 pub mod ledger;

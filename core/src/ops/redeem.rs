@@ -4,6 +4,7 @@
 //! Within a generation, whoever moves `k:{code}:lock:{g}` from 0 to 1, a
 //! redemption or the expiry sweep, decides how it ends; nobody else can.
 
+use super::ledger::{Actor, Entry, Stamp};
 use super::{Asker, encode, load_held, load_held_with};
 use crate::auth::{Caller, UserId};
 use crate::code::CouponCode;
@@ -164,6 +165,7 @@ pub async fn redeem(
     // Counted with the ending, in one write (see `ledger`), unless the
     // freeze is on: the ledger's own increment tells (see `brake`). The lock
     // then lapses as a dead redeemer's would.
+    let stamp = Stamp::for_order(&acting, discount.minor(), &redemption.order_id, now);
     let mut writes = taken.writes();
     writes.push((end_key, encode(&Ending::Redeemed(redemption.clone()))));
     writes.extend(
@@ -172,7 +174,7 @@ pub async fn redeem(
     );
     let written = CampaignKeys::new(&held.campaign.id)
         .redemptions(held.shard())
-        .record_unless_braked(store, writes, &held.code, held.generation, discount.minor())
+        .record_unless_braked(store, writes, &held.code, held.generation, &stamp)
         .await?;
     if !written {
         give_up().await;
@@ -233,6 +235,7 @@ pub async fn cancel(
     store: &impl Store,
     code: &str,
     order_id: &str,
+    by: Actor,
     now: Timestamp,
 ) -> Result<CouponView> {
     let held = load_held(store, code, None).await.map_err(|e| match e {
@@ -250,7 +253,7 @@ pub async fn cancel(
                 )));
             }
             match lease::own(store, &keys.cancel(generation), 1, now).await? {
-                Ownership::Owned(owner) => finish_cancel(store, &held, owner).await?,
+                Ownership::Owned(owner) => finish_cancel(store, &held, owner, by, now).await?,
                 Ownership::Busy | Ownership::Lapsed => {
                     if read_counter(store, &keys.generation()).await? <= generation {
                         return Err(Error::RequestInProgress);
@@ -279,14 +282,26 @@ pub async fn cancel(
 /// Cancels `held`'s redemption as attempt `owner` of its cancel lease: counts
 /// it (with its marker, in one write), then moves the coupon to its next
 /// generation. What a lapsed owner did first is read, not done again.
-async fn finish_cancel(store: &impl Store, held: &Held, owner: i64) -> Result<()> {
+async fn finish_cancel(
+    store: &impl Store,
+    held: &Held,
+    owner: i64,
+    by: Actor,
+    now: Timestamp,
+) -> Result<()> {
     let keys = CouponKeys::new(&held.code);
     let generation = held.generation;
     let marker = keys.cancelled(generation);
     // The discount it gives back, for the cancels ledger's total.
-    let given = match &held.ending {
-        Some(Ending::Redeemed(r)) => r.discount_amount.minor(),
-        _ => 0,
+    let (amount, order) = match &held.ending {
+        Some(Ending::Redeemed(r)) => (r.discount_amount.minor(), Some(r.order_id.clone())),
+        _ => (0, None),
+    };
+    let stamp = Stamp {
+        amount,
+        at: now,
+        by,
+        order,
     };
     if owner == 1 || store.get(&marker).await?.is_none() {
         CampaignKeys::new(&held.campaign.id)
@@ -296,7 +311,7 @@ async fn finish_cancel(store: &impl Store, held: &Held, owner: i64) -> Result<()
                 (marker, b"1".to_vec()),
                 &held.code,
                 generation,
-                given,
+                &stamp,
             )
             .await?;
     }
@@ -311,20 +326,18 @@ async fn finish_cancel(store: &impl Store, held: &Held, owner: i64) -> Result<()
     Ok(())
 }
 
-/// Finishes the cancel a ledger entry (`{code} {generation} {amount}`) records, if its
-/// canceller died after counting it: the sweep settling the cancels calls
-/// this. `false` while a canceller may still run.
+/// Finishes the cancel a ledger entry records, if its canceller died after
+/// counting it: the sweep settling the cancels calls this. `false` while a
+/// canceller may still run.
 pub(crate) async fn confirm_cancel(
     store: &impl Store,
     entry: &[u8],
     now: Timestamp,
 ) -> Result<bool> {
-    let parsed = std::str::from_utf8(entry).ok().and_then(|e| {
-        let mut fields = e.split(' ');
-        let (code, generation) = (fields.next()?, fields.next()?);
-        Some((code.to_owned(), generation.parse::<i64>().ok()?))
-    });
-    let Some((code, generation)) = parsed else {
+    let Some(Entry {
+        code, generation, ..
+    }) = Entry::parse(entry)
+    else {
         return Err(Error::Internal(format!("a cancel entry reads {entry:?}")));
     };
     let held = load_held(store, &code, None).await?;
@@ -333,7 +346,9 @@ pub(crate) async fn confirm_cancel(
     }
     let keys = CouponKeys::new(&held.code);
     match lease::own(store, &keys.cancel(generation), 1, now).await? {
-        Ownership::Owned(owner) => finish_cancel(store, &held, owner.max(2)).await?,
+        Ownership::Owned(owner) => {
+            finish_cancel(store, &held, owner.max(2), Actor::Sweep, now).await?
+        }
         Ownership::Busy | Ownership::Lapsed => return Ok(false),
     }
     expire_if_due(store, &load_held(store, &code, None).await?, now).await?;
@@ -366,7 +381,12 @@ async fn expire_if_due(store: &impl Store, held: &Held, now: Timestamp) -> Resul
             (keys.end(held.generation), encode(&ending)),
             &held.code,
             held.generation,
-            0,
+            &Stamp {
+                amount: 0,
+                at: now,
+                by: Actor::Sweep,
+                order: None,
+            },
         )
         .await?;
     Ok(true)
@@ -509,13 +529,17 @@ mod tests {
                 .await
                 .expect("redeem");
             assert_eq!(
-                cancel(&store, &code, "o2", ts(NOW)).await.unwrap_err(),
+                cancel(&store, &code, "o2", Actor::Operator, ts(NOW))
+                    .await
+                    .unwrap_err(),
                 Error::RedemptionNotFound
             );
-            let view = cancel(&store, &code, "o1", ts(NOW)).await.expect("cancel");
+            let view = cancel(&store, &code, "o1", Actor::Operator, ts(NOW))
+                .await
+                .expect("cancel");
             assert_eq!(view.state, crate::coupon::CouponState::Issued);
             // Repeating the cancellation is harmless.
-            cancel(&store, &code, "o1", ts(NOW))
+            cancel(&store, &code, "o1", Actor::Operator, ts(NOW))
                 .await
                 .expect("cancel again");
         });
@@ -642,7 +666,9 @@ mod tests {
             redeem(&store, &alice, redemption(&code, "o1"), ts(NOW))
                 .await
                 .expect("redeem");
-            let view = cancel(&store, &code, "o1", end).await.expect("cancel");
+            let view = cancel(&store, &code, "o1", Actor::Operator, end)
+                .await
+                .expect("cancel");
             assert_eq!(view.state, crate::coupon::CouponState::Expired);
         });
         let s = stats(&store);
@@ -663,7 +689,9 @@ mod tests {
             store.increment(&keys.cancel(0), 1).await.expect("owned");
             store.increment(&keys.generation(), 1).await.expect("moved");
             let later = end + crate::lease::LEASE;
-            let view = cancel(&store, &code, "o1", later).await.expect("retry");
+            let view = cancel(&store, &code, "o1", Actor::Operator, later)
+                .await
+                .expect("retry");
             assert_eq!(view.state, crate::coupon::CouponState::Expired);
             let held = load_held(&store, &code, None).await.expect("held");
             assert!(
@@ -708,7 +736,9 @@ mod tests {
                 };
                 redeem(&store, &user, request, t0).await.expect("redeemed");
                 if n == 2 {
-                    cancel(&store, &code, "o2", t0).await.expect("cancelled");
+                    cancel(&store, &code, "o2", Actor::Operator, t0)
+                        .await
+                        .expect("cancelled");
                 }
             }
             let stats = get(&store, &id).await.expect("stats").stats;
@@ -758,7 +788,12 @@ mod tests {
                     (keys.cancelled(0), b"1".to_vec()),
                     &held.code,
                     0,
-                    500,
+                    &Stamp {
+                        amount: 500,
+                        at: t0,
+                        by: Actor::Operator,
+                        order: Some("o1".into()),
+                    },
                 )
                 .await
                 .expect("counted");
@@ -776,7 +811,9 @@ mod tests {
             let stats = get(&store, &CampaignId::parse("c").expect("id")).await;
             assert_eq!(stats.expect("stats").stats.redeemed, 0);
             // Counted once: a retry of the cancel changes nothing.
-            cancel(&store, &code, "o1", later).await.expect("cancelled");
+            cancel(&store, &code, "o1", Actor::Operator, later)
+                .await
+                .expect("cancelled");
             let stats = get(&store, &CampaignId::parse("c").expect("id")).await;
             assert_eq!(stats.expect("stats").stats.redeemed, 0);
         });

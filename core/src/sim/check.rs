@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::ops::campaigns::{self, CampaignView};
 use crate::ops::claim::{ClaimRequest, claim};
 use crate::ops::coupons::Order;
+use crate::ops::events::{self, EventKind, Reconciliation};
 use crate::ops::load_held;
 use crate::ops::redeem::{RedemptionRequest, redeem};
 use std::collections::{BTreeMap, BTreeSet};
@@ -592,6 +593,86 @@ async fn probe(
                 campaign.id, stats.redeemed
             ));
         }
+        problems.extend(reconciles(ctx, task, &campaign.id).await);
+        problems.extend(events_match(ctx, task, &campaign.id, issued, redeemed).await);
+    }
+    problems
+}
+
+/// Once settled, the campaign's ledger adds up to its stats.
+async fn reconciles(ctx: &Ctx, task: usize, id: &CampaignId) -> Option<String> {
+    let mut cursor = None;
+    loop {
+        match events::reconcile(&ctx.store, id, cursor.as_deref(), ctx.now(task)).await {
+            Ok(Reconciliation::Counting { cursor: next }) => cursor = Some(next),
+            Ok(Reconciliation::Done(report)) if report.differences.is_empty() => return None,
+            Ok(Reconciliation::Done(report)) => {
+                return Some(format!("{id}: the ledger does not reconcile: {report:?}"));
+            }
+            Err(e) => return Some(format!("{id}: reconcile answered {}", e.code())),
+        }
+    }
+}
+
+/// Read page by page to the end, the campaign's events hold each claim and
+/// redemption once (positions whose writer died are passed a lease after
+/// they are first seen).
+async fn events_match(
+    ctx: &Ctx,
+    task: usize,
+    id: &CampaignId,
+    issued: i64,
+    redeemed: i64,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (mut cursor, mut ids) = (None::<String>, BTreeSet::new());
+    let mut kinds: BTreeMap<EventKind, i64> = BTreeMap::new();
+    // Each look at an unwritten position starts its lease; a page looks
+    // at a few, so many may take a few leases.
+    let mut waits = 0;
+    loop {
+        let page = match events::page(&ctx.store, id, cursor.as_deref(), 7, ctx.now(task)).await {
+            Ok(page) => page,
+            Err(e) => {
+                problems.push(format!("{id}: events answered {}", e.code()));
+                return problems;
+            }
+        };
+        for event in &page.events {
+            *kinds.entry(event.kind).or_default() += 1;
+            if !ids.insert(event.id.clone()) {
+                problems.push(format!("{id}: event {} read twice", event.id));
+            }
+        }
+        cursor = Some(page.next_cursor);
+        match (page.has_more, page.waiting) {
+            (true, _) => {}
+            (false, 0) => break,
+            (false, _) if waits < 8 => {
+                waits += 1;
+                ctx.store
+                    .sleep_until(ctx.store.now_ms() + LEASE_PASSED_MS)
+                    .await;
+            }
+            (false, n) => {
+                problems.push(format!("{id}: {n} event positions wait after a lease"));
+                break;
+            }
+        }
+    }
+    let of = |kind| kinds.get(&kind).copied().unwrap_or(0);
+    if of(EventKind::Claimed) != issued {
+        problems.push(format!(
+            "{id}: {} claimed events but {issued} coupons stored",
+            of(EventKind::Claimed)
+        ));
+    }
+    if of(EventKind::Redeemed) - of(EventKind::Cancelled) != redeemed {
+        problems.push(format!(
+            "{id}: {} redeemed and {} cancelled events but {redeemed} coupons redeemed",
+            of(EventKind::Redeemed),
+            of(EventKind::Cancelled)
+        ));
     }
     problems
 }

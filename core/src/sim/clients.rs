@@ -13,6 +13,7 @@ use crate::ops::coupons::{Order, ValidationRequest, validate};
 use crate::ops::dating::{RedatingRequest, redate};
 use crate::ops::expire::{ExpirationRequest, sweep};
 use crate::ops::holds::{HoldRequest, hold, release};
+use crate::ops::ledger::Actor;
 use crate::ops::redeem::{RedemptionRequest, cancel, redeem};
 use crate::ops::{campaigns, claim::Claimed};
 use jiff::Timestamp;
@@ -453,7 +454,7 @@ async fn held_checkout(ctx: &Ctx, task: usize, user: &UserId, code: &str, n: i64
     if roll == 0 {
         // Paid nothing: the checkout gives the coupon back.
         with_retries(ctx, task, "release", |now| {
-            release(&ctx.store, code, &order_id, now)
+            release(&ctx.store, code, &order_id, Actor::Checkout, now)
         })
         .await;
         return;
@@ -538,7 +539,7 @@ async fn checkout(ctx: &Ctx, task: usize, user: &UserId, code: &str) {
     }
     ctx.sleep_between(0, 10_000).await;
     let cancelled = with_retries(ctx, task, "cancel", |now| {
-        cancel(&ctx.store, code, &order_id, now)
+        cancel(&ctx.store, code, &order_id, Actor::Operator, now)
     })
     .await;
     match cancelled {
