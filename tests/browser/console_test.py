@@ -419,6 +419,31 @@ def run(driver, storms):
           f"a claim after the close answered {status} {body}")
     shot("closed")
 
+    # The ledger: its first event is the campaign's creation, and the page's
+    # reconciliation says what the API's says.
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#events tbody tr")) > 0)
+    first = [c.text for c in el("events").find_elements(By.CSS_SELECTOR, "tbody tr:first-child td")]
+    check(first[1] == "created", f"the first event: {first}")
+    el("reconcile").click()
+    # Some 30,000 positions, 4,096 a call.
+    WebDriverWait(driver, 60, poll_frequency=0.2).until(
+        lambda d: text("ledger-result").startswith("Ledger:"))
+    cursor = ""
+    while True:
+        status, report = api("GET", f"/campaigns/{CAMPAIGN}/reconciliation?cursor={cursor}")
+        check(status == 200, f"the reconciliation answered {status} {report}")
+        if report["status"] == "done":
+            break
+        cursor = report["cursor"]
+    ledger = report["ledger"]
+    expected = f"Ledger: claimed {ledger['claimed']:,}, redeemed {ledger['redeemed']:,},"
+    check(text("ledger-result").startswith(expected),
+          f"the page says {text('ledger-result')!r}, the API {report}")
+    check(ledger["claimed"] == api("GET", f"/campaigns/{CAMPAIGN}")[1]["stats"]["claimed"],
+          f"the ledger's claims differ from the stats: {report}")
+    driver.execute_script("arguments[0].scrollIntoView()", el("ledger-result"))
+    shot("ledger")
+
     # The token never reached the host's log.
     with open(os.environ["HOST_LOG"]) as log:
         check(ADMIN not in log.read(), "the admin token is in the host's log")

@@ -228,6 +228,7 @@ async function loadHistory() {
   $('history').tBodies[0].replaceChildren(...rows);
   await loadBrakes();
   await loadLimits();
+  await loadEvents(true);
 }
 
 function limitsText(limits) {
@@ -255,6 +256,56 @@ async function loadBrakes() {
   const rows = answer.data.transitions.slice().reverse().map((t) => tableRow([t.at, t.action, t.changed_by || '', t.reason || '']));
   $('brakes').tBodies[0].replaceChildren(...rows);
 }
+
+// The ledger's events, oldest first, fifty at a time.
+let eventsCursor = '';
+async function loadEvents(fromStart) {
+  const id = selected;
+  if (fromStart) eventsCursor = '';
+  const query = `limit=50&cursor=${encodeURIComponent(eventsCursor)}`;
+  const answer = await api('GET', `/campaigns/${encodeURIComponent(id)}/events?${query}`);
+  if (id !== selected || !answer.ok) return;
+  eventsCursor = answer.data.next_cursor;
+  const rows = answer.data.events.map((e) => tableRow([
+    e.at, e.kind, e.code || '', e.user_id || '', e.order_id || '',
+    e.amount === undefined ? '' : number(e.amount), e.changed_by || e.by,
+  ]));
+  if (fromStart) $('events').tBodies[0].replaceChildren(...rows);
+  else $('events').tBodies[0].append(...rows);
+}
+
+$('more-events').addEventListener('click', () => loadEvents(false));
+
+// Recounts the stats from the ledger, call after bounded call.
+$('reconcile').addEventListener('click', async () => {
+  const id = selected;
+  const out = $('ledger-result');
+  out.textContent = 'Counting…';
+  let cursor = '';
+  for (;;) {
+    const answer = await api('GET', `/campaigns/${encodeURIComponent(id)}/reconciliation?cursor=${encodeURIComponent(cursor)}`);
+    if (id !== selected) return;
+    if (!answer.ok) {
+      out.textContent = `Not reconciled: ${problem(answer)}`;
+      return;
+    }
+    if (answer.data.status === 'counting') {
+      cursor = answer.data.cursor;
+      continue;
+    }
+    const r = answer.data;
+    const l = r.ledger;
+    const parts = [`Ledger: claimed ${number(l.claimed)}, redeemed ${number(l.redeemed)}, expired ${number(l.expired)}, discount given ${number(l.discount_given)}.`];
+    parts.push(r.differences.length === 0
+      ? 'The stats equal the ledger.'
+      : `Differs from the stats: ${r.differences.map((d) => `${d.stat} ${number(d.stats)} in the stats, ${number(d.ledger)} in the ledger`).join('; ')}.`);
+    if (r.unwritten > 0 || r.discount_unsettled > 0) {
+      parts.push(`In flight: ${number(r.unwritten)} positions unwritten, ${number(r.discount_unsettled)} redemptions and cancels not settled; the sweep settles them a lease (90 s) after.`);
+    }
+    out.textContent = parts.join(' ');
+    return;
+  }
+});
 
 // --- actions ---
 

@@ -390,7 +390,10 @@ pub async fn close(
 }
 
 /// When the claim window was first closed: the earliest close recorded.
-async fn closed_at(store: &impl Store, keys: &CampaignKeys) -> Result<Option<Timestamp>> {
+pub(crate) async fn closed_at(
+    store: &impl Store,
+    keys: &CampaignKeys,
+) -> Result<Option<Timestamp>> {
     let closes = read_counter(store, &keys.closes()).await?;
     let records: Vec<String> = (1..=closes.min(10)).map(|k| keys.close_record(k)).collect();
     if records.is_empty() {

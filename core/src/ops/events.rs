@@ -141,8 +141,12 @@ enum Count {
 }
 
 struct Source {
-    /// Its name in a cursor: `[a-z0-9-]`.
+    /// Its name in event ids: `[a-z0-9-]`.
     name: String,
+    /// The sources a cursor lists together (a log per shard), and this one's
+    /// place among them.
+    group: String,
+    slot: usize,
     /// Positions are `{prefix}:{p}` (the record itself when `Count::One`).
     prefix: String,
     counter: String,
@@ -158,9 +162,11 @@ impl Source {
         }
     }
 
-    fn ledger(name: String, ledger: &Ledger, kind: EventKind) -> Source {
+    fn ledger(group: &str, shard: u32, ledger: &Ledger, kind: EventKind) -> Source {
         Source {
-            name,
+            name: format!("{group}{shard}"),
+            group: group.to_owned(),
+            slot: shard as usize,
             prefix: ledger.counter().to_owned(),
             counter: ledger.counter().to_owned(),
             count: Count::Ledger,
@@ -175,6 +181,8 @@ fn sources(campaign: &Campaign, dating: &Dating, zone: &TimeZone, now: Timestamp
     let keys = CampaignKeys::new(&campaign.id);
     let one = |name: &str, prefix: String, counter: String, count, log| Source {
         name: name.to_owned(),
+        group: name.to_owned(),
+        slot: 0,
         prefix,
         counter,
         count,
@@ -196,6 +204,8 @@ fn sources(campaign: &Campaign, dating: &Dating, zone: &TimeZone, now: Timestamp
         for shard in 0..shards {
             all.push(Source {
                 name: format!("m{month}s{shard}"),
+                group: format!("m{month}"),
+                slot: shard as usize,
                 prefix: strip(keys.month_slot(month, shard, 0)),
                 counter: keys.month_seq(month, shard),
                 count: Count::Counter,
@@ -215,19 +225,13 @@ fn sources(campaign: &Campaign, dating: &Dating, zone: &TimeZone, now: Timestamp
     ];
     for (name, ledger, kind) in ledgers {
         for shard in 0..shards {
-            all.push(Source::ledger(
-                format!("{name}{shard}"),
-                &ledger(&keys, shard),
-                kind,
-            ));
+            all.push(Source::ledger(name, shard, &ledger(&keys, shard), kind));
         }
     }
     for epoch in 0..=dating.epoch {
-        all.push(Source::ledger(
-            format!("e{epoch}"),
-            &keys.expirations(epoch),
-            EventKind::Expired,
-        ));
+        let mut source = Source::ledger("e", epoch, &keys.expirations(epoch), EventKind::Expired);
+        (source.group, source.slot) = (source.name.clone(), 0);
+        all.push(source);
     }
     all.extend([
         one(
@@ -318,57 +322,80 @@ async fn counts(store: &impl Store, sources: &[Source]) -> Result<Vec<i64>> {
     Ok(counts)
 }
 
-/// Positions read per source, by source name.
+/// Positions read per source: by group, then slot (`{group}.{p0}.{p1}...`,
+/// groups joined by `_`), so a cursor takes a few characters per log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Cursor(BTreeMap<String, i64>);
+struct Cursor(BTreeMap<String, Vec<i64>>);
 
 impl Cursor {
     fn parse(raw: Option<&str>) -> Result<Cursor> {
         let bad = || Error::invalid("cursor", "is not a cursor this service gave");
         let mut read = BTreeMap::new();
         for part in raw.unwrap_or("").split('_').filter(|p| !p.is_empty()) {
-            let (name, position) = part.split_once('.').ok_or_else(bad)?;
-            let position: i64 = position.parse().map_err(|_| bad())?;
-            if position < 1 || read.insert(name.to_owned(), position).is_some() {
+            let mut fields = part.split('.');
+            let group = fields.next().filter(|g| !g.is_empty()).ok_or_else(bad)?;
+            let positions = fields
+                .map(|p| p.parse::<i64>().ok().filter(|p| *p >= 0))
+                .collect::<Option<Vec<i64>>>()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(bad)?;
+            if read.insert(group.to_owned(), positions).is_some() {
                 return Err(bad());
             }
         }
         Ok(Cursor(read))
     }
 
+    fn of(sources: &[Source], positions: &[i64]) -> Cursor {
+        let mut read: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (source, position) in sources.iter().zip(positions) {
+            let group = read.entry(source.group.clone()).or_default();
+            if group.len() <= source.slot {
+                group.resize(source.slot + 1, 0);
+            }
+            group[source.slot] = *position;
+        }
+        for positions in read.values_mut() {
+            while positions.last() == Some(&0) {
+                positions.pop();
+            }
+        }
+        read.retain(|_, positions| !positions.is_empty());
+        Cursor(read)
+    }
+
     fn render(&self) -> String {
         let parts: Vec<String> = self
             .0
             .iter()
-            .filter(|(_, p)| **p > 0)
-            .map(|(name, p)| format!("{name}.{p}"))
+            .map(|(group, positions)| {
+                let positions: Vec<String> = positions.iter().map(i64::to_string).collect();
+                format!("{group}.{}", positions.join("."))
+            })
             .collect();
         parts.join("_")
     }
 
-    /// Where each source stands; `invalid_request` for a name no source
-    /// has, or a position past its count.
+    /// Where each source stands; `invalid_request` for a log the campaign
+    /// has not, or a position past its count.
     fn positions(&self, sources: &[Source], counts: &[i64]) -> Result<Vec<i64>> {
-        let mut known = 0;
-        let positions = sources
-            .iter()
-            .zip(counts)
-            .map(|(source, count)| {
-                let at = self.0.get(&source.name).copied().unwrap_or(0);
-                known += usize::from(at > 0);
-                match at <= *count {
-                    true => Ok(at),
-                    false => Err(Error::invalid("cursor", "is ahead of the campaign's logs")),
-                }
-            })
-            .collect::<Result<Vec<i64>>>()?;
-        match known == self.0.len() {
-            true => Ok(positions),
-            false => Err(Error::invalid(
+        let at = |source: &Source| self.0.get(&source.group)?.get(source.slot).copied();
+        // Every position the cursor lists is a source's.
+        let listed: usize = self.0.values().map(Vec::len).sum();
+        if sources.iter().filter(|s| at(s).is_some()).count() != listed {
+            return Err(Error::invalid(
                 "cursor",
                 "names a log this campaign has not",
-            )),
+            ));
         }
+        sources
+            .iter()
+            .zip(counts)
+            .map(|(source, count)| match at(source).unwrap_or(0) {
+                at if at <= *count => Ok(at),
+                _ => Err(Error::invalid("cursor", "is ahead of the campaign's logs")),
+            })
+            .collect()
     }
 }
 
@@ -487,16 +514,9 @@ pub async fn page(
         .iter()
         .zip(positions.iter().zip(&counts))
         .any(|(q, (p, c))| !matches!(q.last(), Some(Item::Waiting)) && p < c);
-    let next = Cursor(
-        sources
-            .iter()
-            .zip(&positions)
-            .map(|(s, p)| (s.name.clone(), *p))
-            .collect(),
-    );
     Ok(EventPage {
         events,
-        next_cursor: next.render(),
+        next_cursor: Cursor::of(&sources, &positions).render(),
         has_more,
         waiting: u32::try_from(waiting).unwrap_or(u32::MAX),
     })
@@ -1118,15 +1138,20 @@ mod tests {
 
     #[test]
     fn a_cursor_reads_back_as_written_and_junk_is_refused() {
-        let cursor = Cursor::parse(Some("r3.17_m2028-02s1.4")).expect("cursor");
-        assert_eq!(cursor.render(), "m2028-02s1.4_r3.17");
-        for junk in ["r3", "r3.x", "r3.0", "r3.1_r3.2", "r3.-1"] {
+        let cursor = Cursor::parse(Some("r.0.0.17_m2028-02.0.4")).expect("cursor");
+        assert_eq!(cursor.render(), "m2028-02.0.4_r.0.0.17");
+        for junk in ["r", "r.x", ".1", "r.1_r.2", "r.-1", "r..1"] {
             let refused = Cursor::parse(Some(junk)).expect_err(junk);
             assert_eq!(refused.field(), Some("cursor"), "{junk}");
         }
         let (store, _) = story();
         let now = ts("2028-02-07T00:00:00+08:00");
-        for foreign in ["zz.1", "r0.99"] {
+        for foreign in [
+            "zz.1",
+            "r.99",
+            "created.1.1",
+            "m2028-02.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1",
+        ] {
             let refused = block_on(page(&store, &id(), Some(foreign), 10, now));
             assert_eq!(refused.expect_err(foreign).field(), Some("cursor"));
         }

@@ -127,6 +127,7 @@ async fn due(
     round: i64,
     now: Timestamp,
 ) -> Result<bool> {
+    let ends = claims_end(store, campaign, keys).await?;
     if round > 0 {
         // The last fence covered every claim there will be: it went up after
         // the window closed, or found every shard full to its capacity (no
@@ -134,13 +135,11 @@ async fn due(
         let raised = lease::first_seen(store, &keys.recount_since(round - 1), now).await?;
         let full = store.get(&keys.recount_full(round - 1)).await?;
         let revision = limits::in_force(store, campaign).await?.0.revision;
-        if raised >= campaign.claim_ends_at
-            || full.is_some_and(|f| f == revision.to_string().as_bytes())
-        {
+        if raised >= ends || full.is_some_and(|f| f == revision.to_string().as_bytes()) {
             return Ok(false);
         }
     }
-    if now >= campaign.claim_ends_at {
+    if now >= ends {
         return Ok(true);
     }
     // A claim found every shard full since the fence last came down.
@@ -156,6 +155,21 @@ async fn due(
         _ => lease::first_seen(store, &keys.recount_since(round), now).await?,
     };
     Ok(hint.is_some_and(|hint| hint >= down_since))
+}
+
+/// When the claim window closed, or will: its end, or an operator's close
+/// (`POST /campaigns/{id}/close`) once the brake holds it.
+async fn claims_end(
+    store: &impl Store,
+    campaign: &Campaign,
+    keys: &CampaignKeys,
+) -> Result<Timestamp> {
+    if brake::is_closed(read_counter(store, &keys.brake()).await?)
+        && let Some(at) = super::campaigns::closed_at(store, keys).await?
+    {
+        return Ok(at.min(campaign.claim_ends_at));
+    }
+    Ok(campaign.claim_ends_at)
 }
 
 /// Moves the counter from `round` to `round + 1`, once: the owner of that
@@ -383,6 +397,31 @@ mod tests {
         assert_eq!(block_on(read_counter(&store, &keys.claimed(0))), Ok(1));
         let down = settled + lease::LEASE;
         assert_eq!(step_at(&store, &c, down), Recount::Idle);
+        assert_eq!(block_on(read_counter(&store, &keys.recount())), Ok(2));
+    }
+
+    #[test]
+    fn an_operators_close_makes_the_stock_countable_before_the_window_would_end() {
+        let (store, c, keys) = setup(5, |_| {});
+        let t0 = ts(NOW);
+        claim_at(&store, 1, t0).expect("issued");
+        // A claim took a unit, then its instance died; the stock is not full.
+        block_on(store.increment(&keys.claimed(0), 1)).expect("lost");
+        assert_eq!(step_at(&store, &c, t0), Recount::Idle);
+        assert_eq!(block_on(read_counter(&store, &keys.recount())), Ok(0));
+        let note = crate::ops::brake::Note::default();
+        block_on(crate::ops::campaigns::close(&store, &c.id, note, t0)).expect("closed");
+        // Closed for good: the fence goes up, counts a lease later, and gives
+        // the unit back; no other fence follows.
+        assert_eq!(step_at(&store, &c, t0), Recount::Idle);
+        let settled = t0 + lease::LEASE;
+        assert_eq!(step_at(&store, &c, settled), Recount::Returned(1));
+        assert_eq!(block_on(get(&store, &c.id)).expect("get").stats.claimed, 1);
+        assert_eq!(step_at(&store, &c, settled + lease::LEASE), Recount::Idle);
+        assert_eq!(
+            step_at(&store, &c, settled + lease::LEASE * 2),
+            Recount::Idle
+        );
         assert_eq!(block_on(read_counter(&store, &keys.recount())), Ok(2));
     }
 

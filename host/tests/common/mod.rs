@@ -160,6 +160,29 @@ impl Host {
         panic!("coupon-host did not stop within 15 s of SIGTERM");
     }
 
+    /// Kills the host with SIGKILL, as a crash would, wherever its requests are.
+    #[allow(dead_code)] // Not every test binary uses it.
+    pub fn kill(&self) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-KILL", &pid]).status();
+        assert!(killed.is_ok_and(|s| s.success()), "kill -KILL {pid}");
+    }
+
+    /// Like [`Host::request`], `None` when the host did not answer (it died).
+    #[allow(dead_code)] // Not every test binary uses it.
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Option<(u16, Value)> {
+        let answer = self.exchange(method, path, auth, headers, body)?;
+        let (status, _, body) = parse(&answer)?;
+        Some((status, body))
+    }
+
     /// One request on its own connection; the status and the JSON body (`Null` if none).
     pub fn request(
         &self,
@@ -181,9 +204,24 @@ impl Host {
         auth: &str,
         headers: &[(&str, &str)],
         body: Option<Value>,
-    ) -> (u16, Vec<(String, String)>, Value) {
+    ) -> Answer {
+        let answer = self
+            .exchange(method, path, auth, headers, body)
+            .expect("the host answers");
+        parse(&answer).expect("a status line")
+    }
+
+    /// Sends one request on its own connection and reads the whole answer.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Option<String> {
         let address = self.address();
-        let mut stream = TcpStream::connect(address).expect("connects");
+        let mut stream = TcpStream::connect(address).ok()?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\nauthorization: Bearer {auth}\r\ncontent-length: {}\r\n",
@@ -194,26 +232,31 @@ impl Host {
         }
         stream
             .write_all(format!("{head}\r\n{body}").as_bytes())
-            .expect("writes");
+            .ok()?;
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("reads");
-        let status = answer
-            .get(9..12)
-            .and_then(|s| s.parse().ok())
-            .expect("a status line");
-        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-        let headers = head
-            .lines()
-            .skip(1)
-            .filter_map(|line| line.split_once(':'))
-            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-            .collect();
-        (
-            status,
-            headers,
-            serde_json::from_str(body).unwrap_or(Value::Null),
-        )
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
     }
+}
+
+/// An answer's status, headers (names in lower case) and JSON body.
+type Answer = (u16, Vec<(String, String)>, Value);
+
+/// An HTTP/1.1 answer, parsed.
+fn parse(answer: &str) -> Option<Answer> {
+    let status = answer.get(9..12)?.parse().ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Some((
+        status,
+        headers,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    ))
 }
 
 impl Drop for Host {
