@@ -22,6 +22,7 @@ mod wrk;
 
 use anyhow::{Context, Result, bail};
 use client::{Call, Connection};
+use coupon_core::ops::events::MAX_LIMIT;
 use host::{Host, HostOptions, Redis, Store};
 use report::{ClosedLoop, Machine, OpenLoop, Results};
 use std::path::{Path, PathBuf};
@@ -296,6 +297,18 @@ impl Bench<'_> {
             "coupon-bench:     took {:.1} s",
             claiming.elapsed().as_secs_f64()
         );
+        // The ledger finance reads: one campaign's events, then its
+        // reconciliation, one client.
+        let (events, read, reconciled) =
+            self.runtime
+                .block_on(workload.read_ledger(host.address, 0, MAX_LIMIT))?;
+        results.setup.push(format!(
+            "{name}: campaign 0's {events} events read in {:.2} s ({:.0} events/s, pages of {}), reconciled in {:.2} s",
+            read.as_secs_f64(),
+            events as f64 / read.as_secs_f64(),
+            MAX_LIMIT,
+            reconciled.as_secs_f64(),
+        ));
 
         let claims = (0..self.plan.claim_lines).map(|n| workload.claim(n, "wrk"));
         let claim = self.closed_loop(&host, store, "claim", "201", Lines::Once, claims)?;

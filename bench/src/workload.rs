@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// User tokens expire then (2100-01-01): long after any run.
 const TOKEN_EXPIRY: i64 = 4_102_444_800;
@@ -121,6 +121,41 @@ impl Workload {
         Ok(())
     }
 
+    /// Reads campaign `i`'s events to the end, `limit` a page, then
+    /// reconciles it: how many events, and how long each took.
+    pub async fn read_ledger(
+        &self,
+        address: SocketAddr,
+        i: usize,
+        limit: u32,
+    ) -> Result<(usize, Duration, Duration)> {
+        let mut connection = Connection::open(address).await?;
+        let id = self.campaign_id(i);
+        let reading = Instant::now();
+        let (mut events, mut cursor) = (0, String::new());
+        loop {
+            let path = format!("/campaigns/{id}/events?limit={limit}&cursor={cursor}");
+            let page = get_json(&mut connection, path).await?;
+            events += page["events"].as_array().map_or(0, Vec::len);
+            cursor = page["next_cursor"].as_str().unwrap_or_default().to_owned();
+            if page["has_more"] != true {
+                break;
+            }
+        }
+        let read = reading.elapsed();
+        let reconciling = Instant::now();
+        let mut cursor = String::new();
+        loop {
+            let path = format!("/campaigns/{id}/reconciliation?cursor={cursor}");
+            let report = get_json(&mut connection, path).await?;
+            match report["cursor"].as_str() {
+                Some(next) => cursor = next.to_owned(),
+                None => break,
+            }
+        }
+        Ok((events, read, reconciling.elapsed()))
+    }
+
     /// Claims `count` coupons over HTTP from `concurrency` connections (keys
     /// `pre-<n>`), resending a claim the host shed with 503 (same key, so no
     /// coupon is issued twice).
@@ -157,6 +192,19 @@ impl Workload {
         }
         Ok(coupons)
     }
+}
+
+/// An operator's GET that must answer 200: its JSON.
+async fn get_json(connection: &mut Connection, path: String) -> Result<Value> {
+    let call = Call::get(path, Some(ADMIN_TOKEN));
+    let answer = connection.send(&call).await?;
+    ensure!(
+        answer.status == 200,
+        "{} answered {}",
+        call.path,
+        answer.status
+    );
+    Ok(answer.json())
 }
 
 /// Sends a claim until it is not shed, and returns the issued code.
