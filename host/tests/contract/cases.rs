@@ -6,6 +6,7 @@
 
 use crate::client::{Answer, Target, Who};
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 type Outcome = Result<(), String>;
@@ -41,6 +42,7 @@ pub const CASES: &[Case] = cases![
     coupons_racing_for_one_order_take_only_its_room,
     parallel_holds_of_one_coupon_let_one_order_redeem_it,
     parallel_retries_of_one_claim_issue_one_coupon,
+    the_ledger_holds_each_change_once_and_reconciles,
 ];
 
 /// A name no earlier run used, so the suite can run again on a kept store.
@@ -906,5 +908,76 @@ fn parallel_holds_of_one_coupon_let_one_order_redeem_it(t: &Target) -> Outcome {
         "released",
     )?;
     hold(t, "alice", &other, order_of(21))?.expect_status(201)?;
+    Ok(())
+}
+
+fn the_ledger_holds_each_change_once_and_reconciles(t: &Target) -> Outcome {
+    let id = create(t, json!({"stock": 8, "per_user_limit": 1, "shards": 2}))?;
+    let users: Vec<String> = (0..12).map(|_| unique("buyer")).collect();
+    let answers = together(12, |i| t.claim(&users[i], &id, &unique("k")))?;
+    let mut claimed = Vec::new();
+    for (user, answer) in users.iter().zip(&answers).filter(|(_, a)| a.status == 201) {
+        claimed.push((user.clone(), code_of(answer)?));
+    }
+    ensure_eq(claimed.len(), 8, "claims of 12 on a stock of 8")?;
+    let run = unique("o");
+    let answers = together(4, |j| {
+        let (user, code) = &claimed[j];
+        redeem(t, user, code, order(&format!("{run}-{j}"), 3000))
+    })?;
+    ensure_eq(count_status(&answers, 201), 4, "redemptions")?;
+    let cancel = format!("/redemptions/{}?order_id={run}-0", claimed[0].1);
+    t.send(Who::Operator, "DELETE", &cancel, &[], None)?
+        .expect_status(200)?;
+    // Three a page: every event once.
+    let (mut ids, mut kinds) = (BTreeSet::new(), BTreeMap::new());
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/campaigns/{id}/events?limit=3&cursor={cursor}");
+        let page = t.get(Who::Operator, &path)?.expect_status(200)?.clone();
+        for event in page["events"].as_array().into_iter().flatten() {
+            ensure(ids.insert(event["id"].to_string()), || {
+                format!("event {} in two pages", event["id"])
+            })?;
+            *kinds
+                .entry(event["kind"].as_str().unwrap_or("?").to_owned())
+                .or_insert(0) += 1;
+        }
+        cursor = page["next_cursor"].as_str().unwrap_or_default().to_owned();
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    let expected: BTreeMap<String, i32> = [
+        ("created", 1),
+        ("claimed", 8),
+        ("redeemed", 4),
+        ("cancelled", 1),
+    ]
+    .map(|(k, n)| (k.to_owned(), n))
+    .into();
+    ensure_eq(kinds, expected, "events by kind")?;
+    // Claims and redemptions reconcile at once; the discount once the
+    // sweep has settled it, a lease later (the suite does not wait).
+    let mut cursor = String::new();
+    let report = loop {
+        let path = format!("/campaigns/{id}/reconciliation?cursor={cursor}");
+        let answer = t.get(Who::Operator, &path)?.expect_status(200)?.clone();
+        match answer["cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break answer,
+        }
+    };
+    ensure_eq(
+        (&report["ledger"]["claimed"], &report["ledger"]["redeemed"]),
+        (&json!(8), &json!(3)),
+        "the ledger's claims and redemptions",
+    )?;
+    for difference in report["differences"].as_array().into_iter().flatten() {
+        ensure(
+            difference["stat"] == "discount_given" && report["discount_unsettled"] != 0,
+            || format!("the ledger differs from the stats: {report}"),
+        )?;
+    }
     Ok(())
 }
