@@ -16,7 +16,7 @@ use coupon_core::api::{Reply, query_param};
 use coupon_core::campaign::CampaignId;
 use coupon_core::ops::brake::Note;
 use coupon_core::ops::campaigns::{self, Created};
-use coupon_core::ops::{dating, events, limits};
+use coupon_core::ops::{dating, events, limits, reconcile};
 use coupon_spin::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
 
@@ -136,7 +136,8 @@ async fn handle(request: Request) -> impl IntoResponse {
                 let cursor = query_param(&call.query, "cursor")?;
                 Ok(Reply::json(
                     200,
-                    &events::reconcile(store, &id(campaign)?, cursor.as_deref(), call.now).await?,
+                    &reconcile::reconcile(store, &id(campaign)?, cursor.as_deref(), call.now)
+                        .await?,
                 ))
             }
             (_, []) => Err(Error::MethodNotAllowed { allow: "GET, POST" }),

@@ -1,6 +1,7 @@
 //! A campaign's events, for finance: every change of its coupons and of the
 //! campaign itself, read from the numbered logs the operations already write
-//! (no write of their own, so no round trip added to a claim or redemption).
+//! (claims, validations and redemptions pay nothing for it; holds and
+//! releases, which had no campaign-wide log, an increment each).
 //!
 //! Each log is a source read by position from 1: the claims are the expiry
 //! index (`c:{id}:m:{month}:coupon:{shard}:{n}`, joined with the coupon for
@@ -18,10 +19,9 @@
 //! are usable again without an event each. A hold that ends on its own has
 //! no event either: it ends `hold_seconds` after `at`, or at the expiry.
 //!
-//! [`reconcile`] counts the same sources and compares with the stats.
+//! `reconcile` counts the same sources and compares with the stats.
 
 use super::brake::{self, Action, Transition};
-use super::campaigns::{self, Stats};
 use super::dating::{Change, Dating};
 use super::ledger::{self, Actor, Entry, Ledger};
 use super::limits::LimitsChange;
@@ -43,10 +43,6 @@ use std::collections::{BTreeMap, HashMap};
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1_000;
 
-/// Positions a reconciliation call reads at most: its share of work.
-const RECONCILE_SHARE: i64 = 4_096;
-/// Positions read per round trip while reconciling.
-const CHUNK: i64 = 256;
 /// Unwritten positions a page looks at (each may cost a round trip or two).
 const GAP_LOOKS: usize = 16;
 
@@ -118,7 +114,7 @@ pub struct EventPage {
 
 /// What a source's positions hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Log {
+pub(super) enum Log {
     Created,
     Claims,
     Ledger(EventKind),
@@ -140,9 +136,9 @@ enum Count {
     Done,
 }
 
-struct Source {
+pub(super) struct Source {
     /// Its name in event ids: `[a-z0-9-]`.
-    name: String,
+    pub(super) name: String,
     /// The sources a cursor lists together (a log per shard), and this one's
     /// place among them.
     group: String,
@@ -151,11 +147,11 @@ struct Source {
     prefix: String,
     counter: String,
     count: Count,
-    log: Log,
+    pub(super) log: Log,
 }
 
 impl Source {
-    fn key(&self, position: i64) -> String {
+    pub(super) fn key(&self, position: i64) -> String {
         match self.count {
             Count::One => self.prefix.clone(),
             _ => format!("{}:{position}", self.prefix),
@@ -177,7 +173,12 @@ impl Source {
 
 /// Every source of `campaign`'s events as of `now`, in a fixed order that
 /// only grows (new months and revivals add sources).
-fn sources(campaign: &Campaign, dating: &Dating, zone: &TimeZone, now: Timestamp) -> Vec<Source> {
+pub(super) fn sources(
+    campaign: &Campaign,
+    dating: &Dating,
+    zone: &TimeZone,
+    now: Timestamp,
+) -> Vec<Source> {
     let keys = CampaignKeys::new(&campaign.id);
     let one = |name: &str, prefix: String, counter: String, count, log| Source {
         name: name.to_owned(),
@@ -294,7 +295,7 @@ fn strip(mut key: String) -> String {
 
 /// How many positions each source has: one batch of reads, then one read
 /// per counter too large (or braked) to read in a batch.
-async fn counts(store: &impl Store, sources: &[Source]) -> Result<Vec<i64>> {
+pub(super) async fn counts(store: &impl Store, sources: &[Source]) -> Result<Vec<i64>> {
     let keys: Vec<String> = sources.iter().map(|s| s.counter.clone()).collect();
     let mut counts = Vec::with_capacity(sources.len());
     for (source, bytes) in sources.iter().zip(store.get_many(&keys).await?) {
@@ -659,241 +660,8 @@ fn read(
     Ok(Item::Event(Box::new(event)))
 }
 
-/// What the logs add up to, over the stats they should equal.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
-    pub claimed: i64,
-    /// Redemptions less cancelled ones.
-    pub redeemed: i64,
-    /// Expiries since the latest revival, as `stats.expired` counts them.
-    pub expired: i64,
-    /// The discount redemptions gave less what cancels gave back.
-    pub discount_given: i64,
-}
-
-/// A stat the logs do not add up to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Difference {
-    pub stat: &'static str,
-    pub stats: i64,
-    pub ledger: i64,
-}
-
-/// How far a reconciliation got.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Reconciliation {
-    /// Its share of work ran out: call again with `cursor`.
-    Counting {
-        cursor: String,
-    },
-    Done(Report),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Report {
-    pub ledger: Totals,
-    pub stats: Totals,
-    /// Empty when every stat equals its recount from the logs.
-    pub differences: Vec<Difference>,
-    /// Positions taken but not written when counted: writers in flight, or
-    /// ones that died (a claim's, whose unit the stock's recount gives back,
-    /// or a ledger's, which the sweep settles as empty). Until the sweep has
-    /// settled them, differences may be theirs.
-    pub unwritten: i64,
-    /// `stats.discount_unsettled`: amounts the stats leave out until the
-    /// sweep settles them.
-    pub discount_unsettled: i64,
-}
-
-/// A reconciliation cursor: the source and position reached, and the
-/// counts so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Tally {
-    source: String,
-    position: i64,
-    counted: [i64; 6],
-}
-
-/// Indices into [`Tally::counted`].
-const CLAIMS: usize = 0;
-const REDEMPTIONS: usize = 1;
-const CANCELS: usize = 2;
-const GIVEN: usize = 3;
-const EXPIRED: usize = 4;
-const UNWRITTEN: usize = 5;
-
-impl Tally {
-    fn parse(raw: &str) -> Option<Tally> {
-        let mut fields = raw.split('_');
-        let source = fields.next()?.to_owned();
-        let position = fields.next()?.parse().ok()?;
-        let mut counted = [0; 6];
-        for slot in &mut counted {
-            *slot = fields.next()?.parse().ok()?;
-        }
-        fields.next().is_none().then_some(Tally {
-            source,
-            position,
-            counted,
-        })
-    }
-
-    fn render(&self) -> String {
-        let counted: Vec<String> = self.counted.iter().map(i64::to_string).collect();
-        format!("{}_{}_{}", self.source, self.position, counted.join("_"))
-    }
-}
-
-/// Recounts campaign `id`'s stats from its logs and compares: claims from
-/// the expiry index, redemptions, cancels and the discount from their
-/// ledgers, expiries from the latest revival's. Bounded per call like the
-/// sweep: a call that runs out of its share answers a cursor to go on from.
-pub async fn reconcile(
-    store: &impl Store,
-    id: &CampaignId,
-    cursor: Option<&str>,
-    now: Timestamp,
-) -> Result<Reconciliation> {
-    reconcile_sharing(store, id, cursor, now, RECONCILE_SHARE).await
-}
-
-/// [`reconcile`], reading at most `share` positions.
-async fn reconcile_sharing(
-    store: &impl Store,
-    id: &CampaignId,
-    cursor: Option<&str>,
-    now: Timestamp,
-    mut share: i64,
-) -> Result<Reconciliation> {
-    let mut tally = match cursor.filter(|c| !c.is_empty()) {
-        None => Tally::default(),
-        Some(raw) => Tally::parse(raw)
-            .ok_or_else(|| Error::invalid("cursor", "is not a cursor this service gave"))?,
-    };
-    let (campaign, dating) = load_campaign(store, id)
-        .await?
-        .ok_or(Error::CampaignNotFound)?;
-    let zone = campaign.zone()?;
-    let current = format!("e{}", dating.epoch);
-    let mut sources: Vec<Source> = sources(&campaign, &dating, &zone, now)
-        .into_iter()
-        .filter(|s| match s.log {
-            Log::Claims => true,
-            Log::Ledger(EventKind::Redeemed | EventKind::Cancelled) => true,
-            Log::Ledger(EventKind::Expired) => s.name == current,
-            _ => false,
-        })
-        .collect();
-    // The claim months last: a month that begins while reconciling adds its
-    // sources after those already counted.
-    sources.sort_by_key(|s| s.log == Log::Claims);
-    let start = match tally.source.is_empty() {
-        true => 0,
-        false => sources
-            .iter()
-            .position(|s| s.name == tally.source)
-            .ok_or_else(|| Error::invalid("cursor", "names a log this campaign has not"))?,
-    };
-    let counts = counts(store, &sources).await?;
-    for (i, source) in sources.iter().enumerate().skip(start) {
-        if i > start {
-            tally.position = 0;
-        }
-        tally.source = source.name.clone();
-        while tally.position < counts[i] {
-            if share <= 0 {
-                return Ok(Reconciliation::Counting {
-                    cursor: tally.render(),
-                });
-            }
-            let n = CHUNK.min(counts[i] - tally.position).min(share);
-            share -= n;
-            let keys: Vec<String> = (tally.position + 1..=tally.position + n)
-                .map(|p| source.key(p))
-                .collect();
-            for bytes in store.get_many(&keys).await? {
-                count(&mut tally.counted, source.log, bytes.as_deref());
-            }
-            tally.position += n;
-        }
-    }
-    let view = campaigns::get(store, id).await?;
-    let c = tally.counted;
-    let ledger = Totals {
-        claimed: c[CLAIMS],
-        redeemed: c[REDEMPTIONS] - c[CANCELS],
-        expired: c[EXPIRED],
-        discount_given: c[GIVEN],
-    };
-    Ok(Reconciliation::Done(report(
-        ledger,
-        &view.stats,
-        c[UNWRITTEN],
-    )))
-}
-
-/// Adds what one position holds to `counted`.
-fn count(counted: &mut [i64; 6], log: Log, bytes: Option<&[u8]>) {
-    let Some(bytes) = bytes else {
-        counted[UNWRITTEN] += 1;
-        return;
-    };
-    if bytes == ledger::EMPTY {
-        return;
-    }
-    let amount = Entry::parse(bytes).map_or(0, |e| e.stamp.amount);
-    match log {
-        Log::Claims => counted[CLAIMS] += 1,
-        Log::Ledger(EventKind::Redeemed) => {
-            counted[REDEMPTIONS] += 1;
-            counted[GIVEN] += amount;
-        }
-        Log::Ledger(EventKind::Cancelled) => {
-            counted[CANCELS] += 1;
-            counted[GIVEN] -= amount;
-        }
-        Log::Ledger(EventKind::Expired) => counted[EXPIRED] += 1,
-        _ => {}
-    }
-}
-
-fn report(ledger: Totals, stats: &Stats, unwritten: i64) -> Report {
-    let stats_totals = Totals {
-        claimed: stats.claimed,
-        redeemed: stats.redeemed,
-        expired: stats.expired,
-        discount_given: stats.discount_given,
-    };
-    let differences = [
-        ("claimed", stats.claimed, ledger.claimed),
-        ("redeemed", stats.redeemed, ledger.redeemed),
-        ("expired", stats.expired, ledger.expired),
-        (
-            "discount_given",
-            stats.discount_given,
-            ledger.discount_given,
-        ),
-    ]
-    .into_iter()
-    .filter(|(_, s, l)| s != l)
-    .map(|(stat, stats, ledger)| Difference {
-        stat,
-        stats,
-        ledger,
-    })
-    .collect();
-    Report {
-        ledger,
-        stats: stats_totals,
-        differences,
-        unwritten,
-        discount_unsettled: stats.discount_unsettled,
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::auth::{Caller, UserId};
     use crate::code::{CouponCode, RANDOM_BYTES};
@@ -910,7 +678,7 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use futures::executor::block_on;
 
-    fn id() -> CampaignId {
+    pub(in crate::ops) fn id() -> CampaignId {
         CampaignId::parse("c").expect("id")
     }
 
@@ -960,7 +728,7 @@ mod tests {
     /// A campaign with holds and a coupon's whole life: claimed in January
     /// and expired, claimed in February, held, released, redeemed,
     /// cancelled; paused and resumed.
-    fn story() -> (MemoryStore, String) {
+    pub(in crate::ops) fn story() -> (MemoryStore, String) {
         let store = MemoryStore::default();
         let mut c = campaign("c");
         c.hold_seconds = Some(900);
@@ -1087,56 +855,6 @@ mod tests {
     }
 
     #[test]
-    fn the_ledger_reconciles_with_the_stats_and_names_what_does_not() {
-        let (store, _) = story();
-        let now = ts("2028-02-07T00:00:00+08:00");
-        let done = |share| {
-            let mut cursor = None;
-            loop {
-                match block_on(reconcile_sharing(
-                    &store,
-                    &id(),
-                    cursor.as_deref(),
-                    now,
-                    share,
-                ))
-                .expect("reconcile")
-                {
-                    Reconciliation::Counting { cursor: next } => cursor = Some(next),
-                    Reconciliation::Done(report) => return report,
-                }
-            }
-        };
-        let report = done(RECONCILE_SHARE);
-        assert_eq!(report.differences, []);
-        let totals = Totals {
-            claimed: 3,
-            redeemed: 0,
-            expired: 1,
-            discount_given: 0,
-        };
-        assert_eq!((report.ledger, report.stats), (totals, totals));
-        // A share of one position per call gets there too.
-        assert_eq!(done(1), report);
-        // A claim that took its unit and index slot, then died: the stats
-        // count it until the recount gives it back, the ledger does not.
-        let keys = CampaignKeys::new(&id());
-        let month = YearMonth::parse("2028-02").expect("month");
-        block_on(store.increment(&keys.claimed(0), 1)).expect("unit");
-        block_on(store.increment(&keys.month_seq(month, 0), 1)).expect("slot");
-        let report = done(RECONCILE_SHARE);
-        let difference = Difference {
-            stat: "claimed",
-            stats: 4,
-            ledger: 3,
-        };
-        assert_eq!(
-            (report.differences, report.unwritten),
-            (vec![difference], 1)
-        );
-    }
-
-    #[test]
     fn a_cursor_reads_back_as_written_and_junk_is_refused() {
         let cursor = Cursor::parse(Some("r.0.0.17_m2028-02.0.4")).expect("cursor");
         assert_eq!(cursor.render(), "m2028-02.0.4_r.0.0.17");
@@ -1155,12 +873,5 @@ mod tests {
             let refused = block_on(page(&store, &id(), Some(foreign), 10, now));
             assert_eq!(refused.expect_err(foreign).field(), Some("cursor"));
         }
-        let tally = Tally {
-            source: "m2028-02s1".into(),
-            position: 9,
-            counted: [1, 2, 3, -4, 5, 6],
-        };
-        assert_eq!(Tally::parse(&tally.render()), Some(tally));
-        assert_eq!(Tally::parse("r1_2_3"), None);
     }
 }

@@ -15,6 +15,7 @@ pub mod holds;
 pub mod ledger;
 pub mod limits;
 pub mod orders;
+pub mod reconcile;
 pub mod recount;
 pub mod redeem;
 

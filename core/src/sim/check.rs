@@ -12,8 +12,9 @@ use crate::error::Error;
 use crate::ops::campaigns::{self, CampaignView};
 use crate::ops::claim::{ClaimRequest, claim};
 use crate::ops::coupons::Order;
-use crate::ops::events::{self, EventKind, Reconciliation};
+use crate::ops::events::{self, EventKind};
 use crate::ops::load_held;
+use crate::ops::reconcile::{self, Reconciliation};
 use crate::ops::redeem::{RedemptionRequest, redeem};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -603,7 +604,7 @@ async fn probe(
 async fn reconciles(ctx: &Ctx, task: usize, id: &CampaignId) -> Option<String> {
     let mut cursor = None;
     loop {
-        match events::reconcile(&ctx.store, id, cursor.as_deref(), ctx.now(task)).await {
+        match reconcile::reconcile(&ctx.store, id, cursor.as_deref(), ctx.now(task)).await {
             Ok(Reconciliation::Counting { cursor: next }) => cursor = Some(next),
             Ok(Reconciliation::Done(report)) if report.differences.is_empty() => return None,
             Ok(Reconciliation::Done(report)) => {
