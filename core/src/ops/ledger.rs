@@ -271,9 +271,16 @@ impl Settled {
     }
 }
 
-/// The amount an entry records (0 if none).
+/// The amount an entry records (0 if none), also from an entry written
+/// before entries had a time and actor (`{code} {generation}[ {amount}]`).
 fn amount_of(entry: &[u8]) -> i64 {
-    Entry::parse(entry).map_or(0, |e| e.stamp.amount)
+    match Entry::parse(entry) {
+        Some(entry) => entry.stamp.amount,
+        None => std::str::from_utf8(entry)
+            .ok()
+            .and_then(|e| e.split(' ').nth(2)?.parse().ok())
+            .unwrap_or(0),
+    }
 }
 
 /// What `ledgers` hold together.
@@ -387,4 +394,29 @@ pub async fn settle<S: Store>(
         store.set(&key, settled.render().as_bytes()).await?;
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_reads_back_as_written_and_older_entries_keep_their_amount() {
+        let entry = Entry {
+            code: "CODE".into(),
+            generation: 2,
+            stamp: Stamp {
+                amount: 500,
+                at: Timestamp::from_millisecond(1_800_000_000_123).expect("a time"),
+                by: Actor::Checkout,
+                order: Some("order with spaces".into()),
+            },
+        };
+        let written = entry.render();
+        assert_eq!(Entry::parse(written.as_bytes()), Some(entry));
+        assert_eq!(amount_of(written.as_bytes()), 500);
+        assert_eq!(amount_of(b"CODE 2 700"), 700);
+        assert_eq!(amount_of(b"CODE 2"), 0);
+        assert_eq!(Entry::parse(EMPTY), None);
+    }
 }
