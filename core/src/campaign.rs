@@ -2,7 +2,7 @@
 
 use crate::discount::Discount;
 use crate::error::{Error, Result};
-use crate::expiry::ExpiryRule;
+use crate::expiry::{ExpiryRule, YearMonth};
 use crate::money::{Amount, Currency};
 use crate::time::serde_rfc3339;
 use jiff::Timestamp;
@@ -237,6 +237,16 @@ impl Campaign {
             (budget.minor() / self.discount.face_value().minor().max(1)) as u64
         });
         self.stock.min(by_budget)
+    }
+
+    /// The first and last claim months (in `zone`, the campaign's) in which
+    /// a coupon may have been issued by `now`: none after the window closes,
+    /// nor in the future. Empty (first after last) before the window opens.
+    pub fn claim_months(&self, zone: &TimeZone, now: Timestamp) -> (YearMonth, YearMonth) {
+        (
+            YearMonth::of(self.claim_starts_at, zone),
+            YearMonth::of(self.claim_ends_at.min(now), zone),
+        )
     }
 
     /// Stock counters in use: never more than there are coupons to split.

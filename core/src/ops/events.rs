@@ -276,15 +276,10 @@ pub(super) fn sources(
 
 /// The claim months (campaign zone) in which coupons may have been issued.
 fn claim_months(campaign: &Campaign, zone: &TimeZone, now: Timestamp) -> Vec<YearMonth> {
-    let first = YearMonth::of(campaign.claim_starts_at, zone);
-    let last = YearMonth::of(campaign.claim_ends_at.min(now), zone);
-    let mut months = Vec::new();
-    let mut month = first;
-    while month <= last {
-        months.push(month);
-        month = month.next();
-    }
-    months
+    let (first, last) = campaign.claim_months(zone, now);
+    std::iter::successors(Some(first), |m| Some(m.next()))
+        .take_while(|m| *m <= last)
+        .collect()
 }
 
 /// `{prefix}:0` less its `:0`.

@@ -351,9 +351,7 @@ impl<S: Store, F: Fn() -> bool> Walk<'_, S, F> {
     ) -> Result<Option<String>> {
         let zone = campaign.zone()?;
         let keys = CampaignKeys::new(&campaign.id);
-        let first = YearMonth::of(campaign.claim_starts_at, &zone);
-        // No coupon is claimed after the window closes, nor in the future.
-        let last = YearMonth::of(campaign.claim_ends_at.min(self.now), &zone);
+        let (first, last) = campaign.claim_months(&zone, self.now);
         let mut cursor = from;
         let mut month = from.month.unwrap_or(first).max(first);
         while month <= last {

@@ -273,7 +273,7 @@ impl Settled {
 
 /// The amount an entry records (0 if none), also from an entry written
 /// before entries had a time and actor (`{code} {generation}[ {amount}]`).
-fn amount_of(entry: &[u8]) -> i64 {
+pub(crate) fn amount_of(entry: &[u8]) -> i64 {
     match Entry::parse(entry) {
         Some(entry) => entry.stamp.amount,
         None => std::str::from_utf8(entry)

@@ -6,7 +6,7 @@
 
 use super::campaigns::{self, Stats};
 use super::events::{EventKind, Log, Source, counts, sources};
-use super::ledger::{self, Entry};
+use super::ledger;
 use super::load_campaign;
 use crate::campaign::CampaignId;
 use crate::error::{Error, Result};
@@ -202,7 +202,7 @@ fn count(counted: &mut [i64; 6], log: Log, bytes: Option<&[u8]>) {
     if bytes == ledger::EMPTY {
         return;
     }
-    let amount = Entry::parse(bytes).map_or(0, |e| e.stamp.amount);
+    let amount = ledger::amount_of(bytes);
     match log {
         Log::Claims => counted[CLAIMS] += 1,
         Log::Ledger(EventKind::Redeemed) => {

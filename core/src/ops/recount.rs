@@ -205,8 +205,7 @@ async fn count(
     spend: &mut impl FnMut(u32) -> u32,
 ) -> Result<Option<i64>> {
     let zone = campaign.zone()?;
-    let first = YearMonth::of(campaign.claim_starts_at, &zone);
-    let last = YearMonth::of(campaign.claim_ends_at.min(now), &zone);
+    let (first, last) = campaign.claim_months(&zone, now);
     let progress = keys.recount_progress(round, shard);
     let (mut month, mut coupons) = match store.get(&progress).await? {
         Some(bytes) => parse_progress(&bytes).unwrap_or((first, 0)),
