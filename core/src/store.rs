@@ -33,6 +33,10 @@ pub trait Store {
     async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> StoreResult<()>;
     /// Atomically adds `delta` and returns the new value; a missing key counts as 0.
     async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64>;
+    /// Removes `keys` in one round trip (missing ones are fine); not atomic
+    /// as a group. Only for keys nothing can read as meaningful any more
+    /// (`ops::purge`, and short-lived counters long past).
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()>;
 }
 
 /// Reads a counter without changing it.
@@ -101,6 +105,7 @@ pub(crate) mod memory {
     pub enum Call<'a> {
         Increment { delta: i64 },
         Write { entries: &'a [(String, Vec<u8>)] },
+        Delete { keys: &'a [String] },
     }
 
     /// Runs before each increment (an error refuses it: it does not apply)
@@ -169,6 +174,15 @@ pub(crate) mod memory {
                 self.increments.borrow_mut().push((key.to_owned(), delta));
             }
             Ok(value)
+        }
+        async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+            yield_now().await;
+            let mut values = self.values.borrow_mut();
+            for k in keys {
+                values.remove(k);
+            }
+            drop(values);
+            self.run_hook(Call::Delete { keys })
         }
     }
 }

@@ -58,6 +58,9 @@ impl Store for Native {
     async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64> {
         self.0.increment(key, delta).await.map_err(failed)
     }
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        self.0.delete_many(keys).await.map_err(failed)
+    }
 }
 
 /// User `u{i}`, as a verified token names it.

@@ -227,6 +227,15 @@ impl Store for KvStore {
     async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64> {
         atomics::increment(&self.bucket, key, delta).map_err(kv_error)
     }
+
+    /// `wasi:keyvalue/batch.delete-many`: `DEL` on Spin's Redis store, one
+    /// transaction on its SQLite store (`SPIN-NOTES.md`).
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        batch::delete_many(&self.bucket, keys).map_err(kv_error)
+    }
 }
 
 /// Serves one request: reads it, runs `handler` with the call and the store,

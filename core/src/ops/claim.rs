@@ -317,6 +317,14 @@ impl Outcome {
     }
 }
 
+/// How long a second's rate counter is kept: a request counts in the second
+/// it started, and runs for at most `lease::MAX_REQUEST`, on a clock off by
+/// up to `lease::MAX_SKEW`.
+pub(crate) const RATE_KEPT_SECONDS: i64 = 60;
+
+const _: () =
+    assert!(RATE_KEPT_SECONDS >= lease::MAX_REQUEST.as_secs() + 2 * lease::MAX_SKEW.as_secs());
+
 /// Admission control, shared by every host through the store: of each second's
 /// claims, only `max_claims_per_second` get in; the rest are shed before they
 /// touch the stock. The ceiling is split across as many counters as it allows,
@@ -338,6 +346,18 @@ async fn admit(
     let attempts = store
         .increment(&keys.rate(now.as_second(), shard), 1)
         .await?;
+    // The first claim of a second on this counter deletes the counters of
+    // the minute before the last, where no request can still be counting
+    // (best effort, one call per counter and second, never the answer). A
+    // counter idle for over a minute keeps its last minute's: the campaign's
+    // purge deletes those.
+    if attempts == 1 {
+        let newest_stale = now.as_second() - RATE_KEPT_SECONDS;
+        let stale: Vec<String> = (0..RATE_KEPT_SECONDS)
+            .map(|back| keys.rate(newest_stale - back, shard))
+            .collect();
+        let _ = store.delete_many(&stale).await;
+    }
     if attempts > i64::from(share) {
         return Err(Error::RateLimited);
     }
@@ -664,6 +684,47 @@ mod tests {
             let ended = claim(&store, &user("u"), "k3", request("w"), after, code(3)).await;
             assert_eq!(ended.unwrap_err(), Error::CampaignNotActive);
         });
+    }
+
+    #[test]
+    fn a_campaign_keeps_the_rate_counters_of_its_last_minute_only() {
+        let mut c = campaign("busy");
+        c.stock = 1_000;
+        c.per_user_limit = 1;
+        c.max_claims_per_second = Some(2);
+        c.shards = 2;
+        let store = store_with(c);
+        let start = ts(NOW);
+        // Claims in each of 300 seconds: without the deletion, 300 seconds' counters stay.
+        for s in 0..300u32 {
+            let at = start + jiff::SignedDuration::from_secs(i64::from(s));
+            let who = user(&format!("u{s}"));
+            block_on(claim(&store, &who, "k", request("busy"), at, code(s))).expect("a claim");
+        }
+        let rate_keys = |store: &MemoryStore| {
+            let values = store.values.borrow();
+            values.keys().filter(|k| k.contains(":rate:")).count()
+        };
+        let kept = rate_keys(&store);
+        assert!(
+            (1..=2 * RATE_KEPT_SECONDS as usize + 2).contains(&kept),
+            "{kept} rate counters kept"
+        );
+        // The counters still in use are not deleted: the ceiling holds in the last second.
+        let last = start + jiff::SignedDuration::from_secs(299);
+        let shed = (0..8u32).filter(|i| {
+            let who = user(&format!("late{i}"));
+            let result = block_on(claim(
+                &store,
+                &who,
+                "k",
+                request("busy"),
+                last,
+                code(1_000 + i),
+            ));
+            result.err() == Some(Error::RateLimited)
+        });
+        assert!(shed.count() >= 5);
     }
 
     #[test]

@@ -462,6 +462,23 @@ mod tests {
         assert!(after_month_end.coupons.is_empty());
     }
 
+    #[test]
+    fn a_users_miss_counters_of_minutes_long_past_are_deleted() {
+        let store = MemoryStore::default();
+        block_on(create(&store, campaign("spring"), setup_time())).expect("a campaign");
+        let stranger = claimed(&store, "bob", "spring", 1);
+        let start = ts(NOW);
+        for minute in 0..10 {
+            let at = start + jiff::SignedDuration::from_mins(minute);
+            let miss = block_on(get(&store, Some(&user("mallory")), &stranger, at));
+            assert_eq!(miss.map(|_| ()), Err(Error::CouponNotFound));
+        }
+        let values = store.values.borrow();
+        let kept: Vec<&String> = values.keys().filter(|k| k.contains(":misses:")).collect();
+        // This minute's and the last one's: a request may still count in it.
+        assert_eq!(kept.len(), 2, "{kept:?}");
+    }
+
     /// What validating `order` (JSON) for `campaign`'s coupon held by alice answers.
     fn validated(
         campaign: crate::campaign::Campaign,

@@ -211,8 +211,15 @@ pub(crate) async fn load_held_with(
                 retry_after: u32::try_from(60 - into_minute).unwrap_or(60),
             });
         }
-        if let Some(key) = &misses_key {
-            store.increment(key, 1).await?;
+        if let (Some(asker), Some(key)) = (asker, &misses_key)
+            && store.increment(key, 1).await? == 1
+        {
+            // A user's first miss of a minute deletes their counter of a
+            // minute no request can still count in (best effort): a user
+            // keeps at most the counters of a burst's last two minutes.
+            let minute = asker.now.as_second().div_euclid(60);
+            let stale = crate::keys::misses(&asker.user.0, minute - 2);
+            let _ = store.delete_many(&[stale]).await;
         }
         return Err(Error::CouponNotFound);
     };

@@ -45,6 +45,7 @@ pub enum Call {
     Get(Vec<String>),
     Set(Vec<(String, Vec<u8>)>),
     Increment(String, i64),
+    Delete(Vec<String>),
     /// Not a store call: the task waits until this virtual instant (ms).
     Sleep(i64),
 }
@@ -128,6 +129,12 @@ impl World {
                     None => Answer::Failed(format!("{key} is not a counter or overflowed")),
                 }
             }
+            Call::Delete(keys) => {
+                for k in keys {
+                    self.map.remove(k);
+                }
+                Answer::Done
+            }
             Call::Sleep(until) => {
                 self.now_ms = self.now_ms.max(*until);
                 Answer::Done
@@ -209,6 +216,12 @@ impl Store for SimStore {
     async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64> {
         match self.call(Call::Increment(key.to_owned(), delta)).await {
             Answer::Count(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn delete_many(&self, keys: &[String]) -> StoreResult<()> {
+        match self.call(Call::Delete(keys.to_vec())).await {
+            Answer::Done => Ok(()),
             other => Err(unexpected(other)),
         }
     }
