@@ -21,6 +21,16 @@ pub const MAX_CLAIMS_PER_SECOND: u32 = 1_000_000;
 pub const MAX_SHARDS: u32 = 256;
 /// The longest hold: a day.
 pub const MAX_HOLD_SECONDS: u32 = 86_400;
+/// How long a campaign's records are kept after its last coupon ended, unless
+/// it says: a quarter, for refunds and the books to close.
+pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+/// Ten years.
+pub const MAX_RETENTION_DAYS: u32 = 3_650;
+
+fn default_retention_days() -> u32 {
+    DEFAULT_RETENTION_DAYS
+}
+
 /// Stock shards of a campaign that does not say: enough that no one counter
 /// is hot, few enough that selling out costs few probes.
 pub const DEFAULT_SHARDS: u32 = 16;
@@ -104,6 +114,10 @@ pub struct Campaign {
     /// How many counters the stock is split across (see [`Campaign::shard_capacity`]).
     #[serde(default = "default_shards")]
     pub shards: u32,
+    /// Days its records are kept after its last coupon ended; then an
+    /// operator may purge them (see `ops::purge`).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
 }
 
 impl Campaign {
@@ -145,6 +159,12 @@ impl Campaign {
             return Err(Error::invalid(
                 "hold_seconds",
                 format!("must be 1 to {MAX_HOLD_SECONDS}"),
+            ));
+        }
+        if !(1..=MAX_RETENTION_DAYS).contains(&self.retention_days) {
+            return Err(Error::invalid(
+                "retention_days",
+                format!("must be 1 to {MAX_RETENTION_DAYS}"),
             ));
         }
         if self.claim_ends_at <= self.claim_starts_at {

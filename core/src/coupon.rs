@@ -20,6 +20,13 @@ pub struct CouponRecord {
     pub user_id: String,
     #[serde(with = "serde_rfc3339")]
     pub issued_at: Timestamp,
+    /// The slot of the holder's wallet that names it, and the idempotency key
+    /// of the claim that issued it: what the campaign's purge deletes with it
+    /// (absent from coupons issued before they were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet_slot: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_key: Option<String>,
 }
 
 impl CouponRecord {

@@ -68,6 +68,12 @@ pub enum Error {
     HoldAttemptsExhausted,
     /// The operator froze the campaign's redemptions: retry later.
     RedemptionsFrozen,
+    /// The campaign may not be purged yet: the text says why.
+    PurgeNotDue(String),
+    /// The events export named is not at the end of the campaign's events.
+    ExportIncomplete,
+    /// A purge has sealed the campaign: its expiry can no longer change.
+    CampaignPurged,
     /// A coupon rule the order does not meet (422).
     RuleFailed(Reason),
     /// The key-value store failed; the operation may be retried.
@@ -212,6 +218,9 @@ impl Error {
             Error::HoldsNotEnabled => "holds_not_enabled",
             Error::HoldAttemptsExhausted => "hold_attempts_exhausted",
             Error::RedemptionsFrozen => "redemptions_frozen",
+            Error::PurgeNotDue(_) => "purge_not_due",
+            Error::ExportIncomplete => "export_incomplete",
+            Error::CampaignPurged => "campaign_purged",
             Error::RuleFailed(reason) => reason.code(),
             Error::StoreUnavailable(_) => "store_unavailable",
             Error::Internal(_) => "internal_error",
@@ -237,7 +246,10 @@ impl Error {
             | Error::CouponHeld { .. }
             | Error::HoldAttemptsExhausted
             | Error::RequestInProgress
-            | Error::RecountInProgress => 409,
+            | Error::RecountInProgress
+            | Error::PurgeNotDue(_)
+            | Error::ExportIncomplete
+            | Error::CampaignPurged => 409,
             Error::SoldOut | Error::Expired => 410,
             Error::PayloadTooLarge => 413,
             Error::RateLimited | Error::TooManyFailedLookups { .. } => 429,
@@ -376,6 +388,13 @@ impl fmt::Display for Error {
             Error::RuleFailed(Reason::Expired) => f.write_str("the coupon has expired"),
             Error::RuleFailed(Reason::AlreadyRedeemed) => {
                 f.write_str("the coupon was redeemed by another order")
+            }
+            Error::PurgeNotDue(why) => write!(f, "the campaign cannot be purged yet: {why}"),
+            Error::ExportIncomplete => f.write_str(
+                "exported_through is not the end of the campaign's events: read them to the end first",
+            ),
+            Error::CampaignPurged => {
+                f.write_str("a purge has sealed the campaign; its expiry can no longer change")
             }
             Error::StoreUnavailable(detail) => write!(f, "the store is unavailable: {detail}"),
             Error::Internal(detail) => write!(f, "internal error: {detail}"),

@@ -489,6 +489,7 @@ fn check_campaign_limits(input: &mut Input, discount: Discount) {
         redeemable_by_users: false,
         hold_seconds: None,
         shards,
+        retention_days: crate::campaign::DEFAULT_RETENTION_DAYS,
     };
     let face = discount.face_value();
     let in_range = discount.validate().is_ok()

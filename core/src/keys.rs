@@ -39,6 +39,9 @@
 //! | `c:{id}:holds:{shard}` | ledger | holds, split the same way (the entry is written with the hold's turn) |
 //! | `c:{id}:releases:{shard}` | ledger | holds released, split the same way (written with the turn's `void`) |
 //! | `c:{id}:created` | record | when the campaign was created (Unix ms): its first event |
+//! | `c:{id}:purge` | counter | purge calls that sealed the campaign: from the first, no re-dating (see `ops::purge`) |
+//! | `c:{id}:purge:since` | register | when the seal was first seen (Unix ms): keys are deleted from a lease later |
+//! | `c:{id}:purged` | record | the purged campaign's settings, dating and who purged it: what the purge walks, and what stays |
 //! | `c:{id}:expirations:{epoch}` | ledger | generations recorded `expired` since the `epoch`-th revival (see `c:{id}:expiry`) |
 //! | `c:{id}:expiry` | register | the expiry rule in force, if re-dated: revision, rule, revivals (JSON) |
 //! | `c:{id}:expiry:seq` | counter | re-datings so far; revision numbers of `c:{id}:expiry:{n}` |
@@ -46,7 +49,8 @@
 //! | `c:{id}:positions:{user}` | counter | positions this user's claims took, each the next: one per coupon, plus any a failed claim left vacant (below 10^6: read with `get` in a batch) |
 //! | `c:{id}:positions:{user}:{q}` | record | what position q (1 to the per-user limit) holds: the coupon's code, or `vacant:{n}` once its n-th owner gave it up |
 //! | `c:{id}:positions:{user}:{q}:owner` | lease | owns position q: attempt 1 is the claim that took it; a claim adopts a vacant or lapsed one as attempt 2 on |
-//! | `c:{id}:rate:{second}:{shard}` | counter | claims attempted in that Unix second on that rate shard (admission control) |
+//! | `c:{id}:rate:{second}:{shard}` | counter | claims attempted in that Unix second on that rate shard (admission control); deleted a minute later by a later second's first claim, or by the purge |
+//! | `c:{id}:rate:m:{minute}` | counter | seconds of that Unix minute that had rate counters: where the purge looks for them |
 //! | `c:{id}:m:{month}:seq:{shard}` | counter | coupons issued from the shard in that claim month (campaign zone); slot numbers of the next key |
 //! | `c:{id}:m:{month}:coupon:{shard}:{n}` | record | code of that month's and shard's n-th coupon: the expiry index the sweep walks |
 //! | `c:{id}:m:{month}:count:{shard}` | register | `{slots} {coupons}`: of that month's and shard's first `slots` index slots, how many hold a coupon (written by a recount, when every one of them is final) |
@@ -190,6 +194,15 @@ impl CampaignKeys {
     pub fn created(&self) -> String {
         self.sub("created")
     }
+    pub fn purge(&self) -> String {
+        self.sub("purge")
+    }
+    pub fn purge_since(&self) -> String {
+        self.sub("purge:since")
+    }
+    pub fn purged(&self) -> String {
+        self.sub("purged")
+    }
     pub fn holds(&self, shard: u32) -> Ledger {
         Ledger::new(self.sub(&format!("holds:{shard}")))
     }
@@ -219,6 +232,9 @@ impl CampaignKeys {
     }
     pub fn rate(&self, unix_second: i64, shard: u32) -> String {
         self.sub(&format!("rate:{unix_second}:{shard}"))
+    }
+    pub fn rate_minute(&self, unix_minute: i64) -> String {
+        self.sub(&format!("rate:m:{unix_minute}"))
     }
     pub fn month_seq(&self, month: YearMonth, shard: u32) -> String {
         self.sub(&format!("m:{month}:seq:{shard}"))

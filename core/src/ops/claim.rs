@@ -211,11 +211,13 @@ pub async fn claim(
         undo.on_error(store, hint).await?;
     }
     let mut writes = Vec::with_capacity(5);
-    let record = CouponRecord {
+    let mut record = CouponRecord {
         code: code.to_string(),
         campaign_id: campaign.id.clone(),
         user_id: user.as_str().to_owned(),
         issued_at: now,
+        wallet_slot: None,
+        claim_key: Some(idempotency_key.to_owned()),
     };
     let zone = campaign.zone()?;
     if let Ok(taken) = &taken {
@@ -233,6 +235,7 @@ pub async fn claim(
         // whose coupon is never written is a hole the listing skips.
         let wallet = store.increment(&keys::wallet(user.as_str()), 1).await;
         let wallet = undo.on_error(store, wallet).await?;
+        record.wallet_slot = Some(wallet);
         // The position first: a backend that writes in order never leaves a
         // coupon whose position could be adopted.
         writes.push(taken.slot(&campaign_keys, user.as_str(), code.to_string()));
@@ -347,16 +350,18 @@ async fn admit(
         .increment(&keys.rate(now.as_second(), shard), 1)
         .await?;
     // The first claim of a second on this counter deletes the counters of
-    // the minute before the last, where no request can still be counting
-    // (best effort, one call per counter and second, never the answer). A
-    // counter idle for over a minute keeps its last minute's: the campaign's
-    // purge deletes those.
+    // the minute before the last, where no request can still be counting,
+    // and marks the minute for the purge, which deletes what a counter idle
+    // for over a minute keeps (best effort: two calls per counter and
+    // second, never the answer).
     if attempts == 1 {
         let newest_stale = now.as_second() - RATE_KEPT_SECONDS;
         let stale: Vec<String> = (0..RATE_KEPT_SECONDS)
             .map(|back| keys.rate(newest_stale - back, shard))
             .collect();
         let _ = store.delete_many(&stale).await;
+        let minute = now.as_second().div_euclid(60);
+        let _ = store.increment(&keys.rate_minute(minute), 1).await;
     }
     if attempts > i64::from(share) {
         return Err(Error::RateLimited);
@@ -701,15 +706,18 @@ mod tests {
             let who = user(&format!("u{s}"));
             block_on(claim(&store, &who, "k", request("busy"), at, code(s))).expect("a claim");
         }
-        let rate_keys = |store: &MemoryStore| {
+        let rate_keys = |marks: bool| {
             let values = store.values.borrow();
-            values.keys().filter(|k| k.contains(":rate:")).count()
+            let rate = |k: &&String| k.contains(":rate:") && k.contains(":rate:m:") == marks;
+            values.keys().filter(rate).count()
         };
-        let kept = rate_keys(&store);
+        let kept = rate_keys(false);
         assert!(
             (1..=2 * RATE_KEPT_SECONDS as usize + 2).contains(&kept),
             "{kept} rate counters kept"
         );
+        // A mark per minute, for the purge.
+        assert_eq!(rate_keys(true), 5);
         // The counters still in use are not deleted: the ceiling holds in the last second.
         let last = start + jiff::SignedDuration::from_secs(299);
         let shed = (0..8u32).filter(|i| {

@@ -135,6 +135,12 @@ pub async fn redate(
     // The new rule must suit the campaign as a created one would; a closed
     // campaign issues no more coupons, so its coupons may end at any instant.
     campaign.expiry = expiry;
+    // A purge seals the campaign before it waits a lease and deletes: a
+    // re-dating that read no seal has written by then (see `purge`).
+    // Only the purge writes the seal: present is sealed.
+    if store.get(&keys.purge()).await?.is_some() {
+        return Err(Error::CampaignPurged);
+    }
     let closed = super::brake::is_closed(read_counter(store, &keys.brake()).await?);
     if !(closed && matches!(expiry, ExpiryRule::At { .. })) {
         campaign.validate()?;

@@ -99,6 +99,43 @@ impl Partition {
     }
 }
 
+/// Every counter that can mark `month` walked under `revision`: the whole
+/// walk's first, then each partition of each partitioning, in order.
+pub(crate) fn swept_markers(keys: &CampaignKeys, month: YearMonth, revision: i64) -> Vec<String> {
+    let mut markers = vec![keys.month_swept(month, revision)];
+    for of in 2..=MAX_PARTITIONS {
+        markers.extend((0..of).map(|index| Partition { index, of }.swept(keys, month, revision)));
+    }
+    markers
+}
+
+/// Whether `month`'s coupons were walked to the end under `revision`: by a
+/// whole walk, or by every partition of one partitioning (one round trip).
+pub(crate) async fn month_walked(
+    store: &impl Store,
+    keys: &CampaignKeys,
+    month: YearMonth,
+    revision: i64,
+) -> Result<bool> {
+    let found = store
+        .get_many(&swept_markers(keys, month, revision))
+        .await?;
+    if found.first().is_some_and(Option::is_some) {
+        return Ok(true);
+    }
+    let mut at = 1;
+    for of in 2..=MAX_PARTITIONS as usize {
+        if found
+            .get(at..at + of)
+            .is_some_and(|p| p.iter().all(Option::is_some))
+        {
+            return Ok(true);
+        }
+        at += of;
+    }
+    Ok(false)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Swept {
     /// Index slots this call looked at.

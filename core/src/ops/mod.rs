@@ -15,6 +15,7 @@ pub mod holds;
 pub mod ledger;
 pub mod limits;
 pub mod orders;
+pub mod purge;
 pub mod reconcile;
 pub mod recount;
 pub mod redeem;
@@ -236,8 +237,8 @@ pub(crate) async fn load_held_with(
         ],
     )
     .await?;
-    let campaign = campaign
-        .ok_or_else(|| Error::Internal(format!("coupon {code} names a missing campaign")))?;
+    // A purge deletes the campaign before its coupons: they are gone too.
+    let campaign = campaign.ok_or(Error::CouponNotFound)?;
     let (campaign, dating) = with_dating(&campaign_keys, &campaign, dating.as_deref())?;
     let zone = campaign.zone()?;
     let ending = if generation == 0 {
