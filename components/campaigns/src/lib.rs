@@ -8,15 +8,16 @@
 //! lists the changes). `GET /campaigns/{id}/events` pages through every
 //! change of the campaign and its coupons (JSON, or JSON lines with
 //! `format=jsonl`), and `GET /campaigns/{id}/reconciliation` recounts the
-//! stats from them. `GET /campaigns/{id}/public` is the shop's read, with
-//! no credentials.
+//! stats from them. `POST /campaigns/{id}/purge` deletes a campaign past
+//! its retention, in bounded calls. `GET /campaigns/{id}/public` is the
+//! shop's read, with no credentials.
 
 use coupon_core::Error;
 use coupon_core::api::{Reply, query_param};
 use coupon_core::campaign::CampaignId;
 use coupon_core::ops::brake::Note;
 use coupon_core::ops::campaigns::{self, Created};
-use coupon_core::ops::{dating, events, limits, reconcile};
+use coupon_core::ops::{dating, events, limits, purge, reconcile};
 use coupon_spin::serve;
 use spin_sdk::http::{IntoResponse, Method, Request};
 
@@ -89,6 +90,10 @@ async fn handle(request: Request) -> impl IntoResponse {
                 200,
                 &campaigns::set_frozen(store, &id(campaign)?, false, note()?, call.now).await?,
             )),
+            (&Method::POST, [campaign, "purge"]) => Ok(Reply::json(
+                200,
+                &purge::purge(store, &id(campaign)?, call.json()?, call.now).await?,
+            )),
             (&Method::PUT, [campaign, "expiry"]) => Ok(Reply::json(
                 200,
                 &dating::redate(store, &id(campaign)?, call.json()?, call.now).await?,
@@ -142,9 +147,13 @@ async fn handle(request: Request) -> impl IntoResponse {
             }
             (_, []) => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
             (_, [_]) => Err(Error::MethodNotAllowed { allow: "GET" }),
-            (_, [_, "pause" | "resume" | "close" | "freeze" | "unfreeze"]) => {
-                Err(Error::MethodNotAllowed { allow: "POST" })
-            }
+            (
+                _,
+                [
+                    _,
+                    "pause" | "resume" | "close" | "freeze" | "unfreeze" | "purge",
+                ],
+            ) => Err(Error::MethodNotAllowed { allow: "POST" }),
             (_, [_, "expiry"]) => Err(Error::MethodNotAllowed { allow: "GET, PUT" }),
             (_, [_, "limits"]) => Err(Error::MethodNotAllowed {
                 allow: "GET, PATCH",
