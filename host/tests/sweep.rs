@@ -9,6 +9,10 @@
 //!
 //! `cargo test --release -p coupon-host --test sweep -- --ignored --nocapture`
 //! (about 10 minutes, most of it claiming the million coupons).
+//!
+//! `purging_a_campaign_on_sqlite` measures what a claim stores and how fast
+//! `POST /campaigns/{id}/purge` deletes it: 100,000 coupons (or
+//! `PURGE_COUPONS`), swept and exported through the host, then purged.
 
 mod common;
 
@@ -77,7 +81,8 @@ fn ts(s: &str) -> Timestamp {
     coupon_core::time::parse(s).expect("a time")
 }
 
-/// Claims `n` coupons of a fresh October 2026 campaign, in Shanghai, natively.
+/// Claims `n` coupons of a fresh October 2026 campaign, in Shanghai, kept a
+/// day after its month, natively.
 fn seed(dir: &std::path::Path, n: usize) {
     let store = Rc::new(Native(
         SqliteStore::open(dir.join("sqlite_key_value.db"), "default").expect("SQLite"),
@@ -92,7 +97,7 @@ fn seed(dir: &std::path::Path, n: usize) {
             json!({
                 "id": "october", "name": "October", "currency": "CNY",
                 "discount": {"kind": "fixed", "amount": 500}, "min_order_amount": 2000,
-                "stock": n, "per_user_limit": 1,
+                "stock": n, "per_user_limit": 1, "retention_days": 1,
                 "claim_starts_at": "2026-10-01T00:00:00+08:00",
                 "claim_ends_at": "2026-10-31T00:00:00+08:00",
                 "time_zone": "Asia/Shanghai", "expiry": {"kind": "end_of_claim_month"}
@@ -234,4 +239,104 @@ fn sweeping_up_to_a_million_coupons_on_sqlite() {
         );
         host.stop();
     }
+}
+
+/// Rows of the SQLite store, and the bytes of their keys and values.
+fn stored(db: &std::path::Path) -> (u64, u64) {
+    let connection = rusqlite::Connection::open(db).expect("the store's file");
+    connection
+        .query_row(
+            "SELECT count(*), coalesce(sum(length(key) + length(value)), 0) FROM spin_key_value",
+            [],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+        )
+        .expect("a count")
+}
+
+#[test]
+#[ignore = "a measurement: run it by name"]
+fn purging_a_campaign_on_sqlite() {
+    let n: usize = std::env::var("PURGE_COUPONS")
+        .map(|n| n.parse().expect("PURGE_COUPONS: a count"))
+        .unwrap_or(100_000);
+    let dir = scratch(&format!("purge-{n}"));
+    let db = dir.join("sqlite_key_value.db");
+    let state_dir = ["--state-dir", dir.to_str().expect("a UTF-8 path")];
+    seed(&dir, n);
+    let claimed = stored(&db);
+    let host = Host::start(&state_dir);
+    walk(&host, "expired", 4);
+    walk(&host, "settled", 4);
+    let swept = stored(&db);
+    // The export: every event, a thousand a page.
+    let started = Instant::now();
+    let (mut cursor, mut events) = (String::new(), 0);
+    loop {
+        let path = format!("/campaigns/october/events?limit=1000&cursor={cursor}");
+        let (status, page) = host.request("GET", &path, ADMIN, &[], None);
+        assert_eq!(status, 200, "{page}");
+        events += page["events"].as_array().map_or(0, Vec::len);
+        cursor = page["next_cursor"].as_str().expect("a cursor").to_owned();
+        if page["has_more"] == json!(false) {
+            break;
+        }
+    }
+    let exported = started.elapsed();
+    host.stop();
+    // Sealed natively two leases ago, as the host's clock cannot be set back.
+    let store = Native(SqliteStore::open(&db, "default").expect("SQLite"));
+    let id = coupon_core::campaign::CampaignId::parse("october").expect("id");
+    let lease = coupon_core::lease::LEASE;
+    let now = Timestamp::now();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    for at in [now - lease - lease - lease, now - lease - lease] {
+        let request = coupon_core::ops::purge::PurgeRequest {
+            exported_through: Some(cursor.clone()),
+            ..Default::default()
+        };
+        let purge = coupon_core::ops::purge::purge(&store, &id, request, at);
+        let sealed = runtime.block_on(purge).expect("sealed");
+        assert_eq!(sealed.state, coupon_core::ops::purge::State::Sealing);
+    }
+    let host = Host::start(&state_dir);
+    let started = Instant::now();
+    let (mut next, mut calls, mut deleted) = (Value::Null, 0, 0);
+    loop {
+        let body = json!({"cursor": next, "changed_by": "measurement"});
+        let (status, answer) =
+            host.request("POST", "/campaigns/october/purge", ADMIN, &[], Some(body));
+        assert_eq!(status, 200, "{answer}");
+        calls += 1;
+        deleted += answer["deleted"].as_u64().unwrap_or(0);
+        next = answer["next_cursor"].clone();
+        if answer["state"] == "purged" {
+            break;
+        }
+        assert_eq!(answer["state"], "purging", "{answer}");
+    }
+    let purging = started.elapsed();
+    host.stop();
+    let purged = stored(&db);
+    let per = |(rows, bytes): (u64, u64)| (rows as f64 / n as f64, bytes as f64 / n as f64);
+    let (claim_rows, claim_bytes) = per(claimed);
+    let (swept_rows, swept_bytes) = per(swept);
+    println!(
+        "{n} coupons: after the claims {} rows, {} bytes ({claim_rows:.2} rows, {claim_bytes:.0} bytes a claim); \
+         after the sweep {} rows, {} bytes ({swept_rows:.2} rows, {swept_bytes:.0} bytes a claim); \
+         {events} events exported in {:.2} s; purged in {:.2} s over {calls} calls \
+         ({:.0} coupons/s, {deleted} keys asked deleted); {} rows, {} bytes left",
+        claimed.0,
+        claimed.1,
+        swept.0,
+        swept.1,
+        exported.as_secs_f64(),
+        purging.as_secs_f64(),
+        n as f64 / purging.as_secs_f64(),
+        purged.0,
+        purged.1,
+    );
+    // What stays: each user's wallet counter, and the campaign's tombstone.
+    assert!(purged.0 <= n as u64 + 10, "{purged:?}");
 }

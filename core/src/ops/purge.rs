@@ -510,12 +510,11 @@ impl<S: Store> Walk<'_, S> {
                 .min(at_most)
         };
         let limit = i64::from(self.campaign().per_user_limit);
-        let mut derived = Vec::new();
+        let (mut derived, mut leases) = (Vec::new(), Vec::new());
         for (keys, record, generations) in &coupons {
             derived.push(keys.generation());
             for g in 0..=*generations {
-                derived.extend(lease_keys(&keys.lock(g)));
-                derived.extend(lease_keys(&keys.cancel(g)));
+                leases.extend([keys.lock(g), keys.cancel(g)]);
                 derived.extend([keys.end(g), keys.cancelled(g)]);
                 let turns = keys.turns(g);
                 let taken = count(super::holds::MAX_TURNS);
@@ -528,7 +527,7 @@ impl<S: Store> Walk<'_, S> {
             let user = record.user_id.as_str();
             for q in 1..=count(limit) as u32 {
                 derived.push(self.keys.user_slot(user, q));
-                derived.extend(lease_keys(&self.keys.user_slot_owner(user, q)));
+                leases.push(self.keys.user_slot_owner(user, q));
             }
             derived.push(self.keys.positions(user));
             if let Some(n) = record.wallet_slot {
@@ -536,8 +535,17 @@ impl<S: Store> Walk<'_, S> {
             }
             if let Some(key) = &record.claim_key {
                 let (owner, answer) = keys::idempotency(user, key);
-                derived.extend(lease_keys(&owner));
+                leases.push(owner);
                 derived.push(answer);
+            }
+        }
+        // A lease's later attempts follow its second: most leases have none.
+        let seconds: Vec<String> = leases.iter().map(|l| attempt_key(l, 2)).collect();
+        let seconds = self.store.get_many(&seconds).await?;
+        for (lease, second) in leases.iter().zip(seconds) {
+            match second {
+                Some(_) => derived.extend(lease_keys(lease)),
+                None => derived.extend(lease_keys(lease).take(2)),
             }
         }
         self.delete(derived).await?;
@@ -812,6 +820,17 @@ mod tests {
             };
             redate(&store, &id(), later, at).await.expect("a re-dating");
             sweep_at(&store, "2028-04-01T00:10:00+08:00").await;
+            // Alice's first claim's key as if two retries had each taken it
+            // over from an owner that died.
+            let (owner, _) = crate::keys::idempotency("alice", "k1");
+            for n in [2, 3] {
+                let attempt = attempt_key(&owner, n);
+                store.increment(&attempt, 1).await.expect("an attempt");
+                store
+                    .set(&format!("{attempt}:seen"), b"1")
+                    .await
+                    .expect("seen");
+            }
         });
         store
     }
