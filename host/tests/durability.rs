@@ -164,7 +164,7 @@ fn create_storm_campaign(host: &Host, id: &str) {
     let campaign = json!({
         "id": id, "name": "Storm", "currency": "CNY",
         "discount": {"kind": "fixed", "amount": 500}, "min_order_amount": 1000,
-        "stock": STOCK, "per_user_limit": 1, "shards": 4,
+        "stock": STOCK, "per_user_limit": 1, "shards": 4, "retention_days": 1,
         "redeemable_by_users": true,
         "claim_starts_at": from_now(-3600), "claim_ends_at": from_now(3600),
         "time_zone": "Asia/Shanghai", "expiry": {"kind": "end_of_month", "month": "9000-01"}
@@ -316,19 +316,24 @@ fn the_ledger_reconciles_after_a_killed_host(redis: Option<Redis>) {
         let app = App::builder(built_manifest())
             .variable("admin_token", ADMIN)
             .variable("user_token_secret", SECRET)
-            .shared_store("default", store)
+            .shared_store("default", store.clone())
             .clock(clock.clone())
             .build()
             .await
             .expect("the app starts");
-        let operator = |method: &'static str, path: String| {
+        let with_body = |method: &'static str, path: String, body: Value| {
             let app = &app;
             async move {
+                let body = match body {
+                    Value::Null => bytes::Bytes::new(),
+                    body => bytes::Bytes::from(body.to_string()),
+                };
                 let request = http::Request::builder()
                     .method(method)
                     .uri(path)
                     .header("authorization", format!("Bearer {ADMIN}"))
-                    .body(bytes::Bytes::new())
+                    .header("content-type", "application/json")
+                    .body(body)
                     .expect("a request");
                 let response = app.handle(request).await.expect("an answer");
                 let status = response.status().as_u16();
@@ -336,6 +341,7 @@ fn the_ledger_reconciles_after_a_killed_host(redis: Option<Redis>) {
                 (status, body)
             }
         };
+        let operator = |method: &'static str, path: String| with_body(method, path, Value::Null);
         let (status, body) = operator("POST", "/campaigns/books/close".into()).await;
         assert_eq!(status, 200, "{body}");
         // Sweeps a lease apart: the recount fences, counts and gives back
@@ -402,6 +408,58 @@ fn the_ledger_reconciles_after_a_killed_host(redis: Option<Redis>) {
         for (code, order) in &told.redemptions {
             assert_eq!(redeemed.get(code), Some(&json!(order)), "acknowledged redemption {code}");
         }
+
+        // Then its coupons are ended now, and once the month is over and a
+        // day of retention has passed, it is purged to its tombstone.
+        let now = json!({"expiry": {"kind": "at", "at": "2026-01-01T00:00:00Z"}, "changed_by": "test"});
+        let (status, body) = with_body("PUT", "/campaigns/books/expiry".into(), now).await;
+        assert_eq!(status, 200, "{body}");
+        clock.advance(Duration::from_secs(40 * 86_400));
+        for _ in 0..2 {
+            let mut path = "/expirations".to_owned();
+            loop {
+                let (status, swept) = operator("POST", path.clone()).await;
+                assert_eq!(status, 200, "{swept}");
+                match swept["next_cursor"].as_str() {
+                    Some(cursor) => path = format!("/expirations?cursor={cursor}"),
+                    None => break,
+                }
+            }
+        }
+        let mut exported = String::new();
+        loop {
+            let path = format!("/campaigns/books/events?limit=1000&cursor={exported}");
+            let (status, page) = operator("GET", path).await;
+            assert_eq!(status, 200, "{page}");
+            exported = page["next_cursor"].as_str().expect("a cursor").to_owned();
+            if page["has_more"] == false && page["waiting"] == 0 {
+                break;
+            }
+            clock.advance(Duration::from_secs(100));
+        }
+        let mut body = json!({"exported_through": exported});
+        for _ in 0..100 {
+            let (status, answer) = with_body("POST", "/campaigns/books/purge".into(), body.clone()).await;
+            assert_eq!(status, 200, "{answer}");
+            match answer["state"].as_str() {
+                Some("sealing") => clock.advance(Duration::from_secs(100)),
+                Some("purging") => body["cursor"] = answer["next_cursor"].clone(),
+                _ => break,
+            }
+        }
+        let keys = store.get_keys().await.expect("the keys");
+        let kept = ["c:books:owner", "c:books:purge", "c:books:purge:since", "c:books:purged"];
+        let left: Vec<&String> = keys
+            .iter()
+            .filter(|k| (k.starts_with("c:books") && !kept.contains(&k.as_str())) || k.starts_with("k:"))
+            .collect();
+        // A claim killed after taking its user's position leaves it, and no
+        // coupon leads to it (README, "Storage and retention").
+        let (positions, left): (Vec<&String>, Vec<&String>) =
+            left.into_iter().partition(|k| k.starts_with("c:books:positions:"));
+        assert_eq!(left, Vec::<&String>::new());
+        assert!(positions.len() <= CLIENTS, "{positions:?}");
+        println!("after the purge, {} keys are left (per user: wallet counters, orders, answers of claims that issued nothing)", keys.len());
     });
 }
 
