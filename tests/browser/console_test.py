@@ -185,14 +185,16 @@ def run(driver, storms):
     field("coupons_per_order").clear()
     field("coupons_per_order").send_keys("2")
     field("hold_seconds").send_keys("900")
+    field("retention_days").send_keys("30")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait.until(lambda d: el("detail").is_displayed() and CAMPAIGN in text("title"))
     check(stock_error.text.strip() == "", "the fixed field still shows its error")
     status, created = api("GET", f"/campaigns/{CAMPAIGN}")
     check(status == 200 and created["stock"] == 100000, f"not created: {status} {created}")
     check(created["coupons_per_order"] == 2 and created["redeemable_by_users"] is False
-          and created.get("hold_seconds") == 900,
+          and created.get("hold_seconds") == 900 and created["retention_days"] == 30,
           f"the form's order settings did not arrive: {created}")
+    wait.until(lambda d: text("retention") == "30")
     wait.until(lambda d: any(CAMPAIGN in b.text for b in d.find_elements(By.CSS_SELECTOR, "#campaigns button")))
 
     # The storm: the page's numbers move with it and stay between two API reads.

@@ -154,6 +154,7 @@ function show(campaign) {
   $('limits-revision').textContent = campaign.limits_revision;
   $('rule').textContent = ruleText(campaign.expiry);
   $('revision').textContent = campaign.expiry_revision;
+  $('retention').textContent = number(campaign.retention_days);
   $('redate-from').textContent = ruleText(campaign.expiry);
   $('pause').disabled = campaign.paused;
   $('resume').disabled = !campaign.paused || campaign.closed;
@@ -532,6 +533,7 @@ function campaignBody(form) {
     max_claims_per_second: integer('max_claims_per_second'),
     coupons_per_order: integer('coupons_per_order'),
     hold_seconds: integer('hold_seconds'),
+    retention_days: integer('retention_days'),
     redeemable_by_users: form.elements.redeemable_by_users.checked,
   };
   // JSON.stringify leaves out what is undefined: an optional field left empty.

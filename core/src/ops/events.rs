@@ -107,8 +107,9 @@ pub struct EventPage {
     pub next_cursor: String,
     /// Whether more events can be read now.
     pub has_more: bool,
-    /// Positions taken whose writer may still write them: their events come
-    /// later, or never if the writer died.
+    /// Logs held back at a position taken whose writer may still write it:
+    /// their next events come later (or, if the writer died, the log goes on
+    /// a lease after the position was first seen empty).
     pub waiting: u32,
 }
 
