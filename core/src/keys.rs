@@ -51,6 +51,7 @@
 //! | `c:{id}:positions:{user}:{q}:owner` | lease | owns position q: attempt 1 is the claim that took it; a claim adopts a vacant or lapsed one as attempt 2 on |
 //! | `c:{id}:rate:{second}:{shard}` | counter | claims attempted in that Unix second on that rate shard (admission control); deleted a minute later by a later second's first claim, or by the purge |
 //! | `c:{id}:rate:m:{minute}` | counter | seconds of that Unix minute that had rate counters: where the purge looks for them |
+//! | `c:{id}:rate:h:{hour}` | counter | minutes of that Unix hour that were marked: where the purge looks for those |
 //! | `c:{id}:m:{month}:seq:{shard}` | counter | coupons issued from the shard in that claim month (campaign zone); slot numbers of the next key |
 //! | `c:{id}:m:{month}:coupon:{shard}:{n}` | record | code of that month's and shard's n-th coupon: the expiry index the sweep walks |
 //! | `c:{id}:m:{month}:count:{shard}` | register | `{slots} {coupons}`: of that month's and shard's first `slots` index slots, how many hold a coupon (written by a recount, when every one of them is final) |
@@ -235,6 +236,9 @@ impl CampaignKeys {
     }
     pub fn rate_minute(&self, unix_minute: i64) -> String {
         self.sub(&format!("rate:m:{unix_minute}"))
+    }
+    pub fn rate_hour(&self, unix_hour: i64) -> String {
+        self.sub(&format!("rate:h:{unix_hour}"))
     }
     pub fn month_seq(&self, month: YearMonth, shard: u32) -> String {
         self.sub(&format!("m:{month}:seq:{shard}"))

@@ -351,9 +351,10 @@ async fn admit(
         .await?;
     // The first claim of a second on this counter deletes the counters of
     // the minute before the last, where no request can still be counting,
-    // and marks the minute for the purge, which deletes what a counter idle
-    // for over a minute keeps (best effort: two calls per counter and
-    // second, never the answer).
+    // and marks the minute (and the first of a minute, the hour) for the
+    // purge, which deletes what a counter idle for over a minute keeps (best
+    // effort: two calls per counter and second, three a minute, never the
+    // answer; a mark whose answer was lost marks its hour again).
     if attempts == 1 {
         let newest_stale = now.as_second() - RATE_KEPT_SECONDS;
         let stale: Vec<String> = (0..RATE_KEPT_SECONDS)
@@ -361,7 +362,11 @@ async fn admit(
             .collect();
         let _ = store.delete_many(&stale).await;
         let minute = now.as_second().div_euclid(60);
-        let _ = store.increment(&keys.rate_minute(minute), 1).await;
+        if let Ok(1) | Err(_) = store.increment(&keys.rate_minute(minute), 1).await {
+            let _ = store
+                .increment(&keys.rate_hour(minute.div_euclid(60)), 1)
+                .await;
+        }
     }
     if attempts > i64::from(share) {
         return Err(Error::RateLimited);

@@ -49,10 +49,10 @@ use serde::{Deserialize, Serialize};
 
 /// Keys one call deletes, about: then it answers a cursor.
 pub const KEYS_PER_CALL: u64 = 20_000;
-/// Index slots, ledger positions or minutes per round trip.
+/// Index slots, ledger positions or hours per round trip.
 const SLOTS_PER_ROUND: i64 = 200;
 const POSITIONS_PER_ROUND: i64 = 2_000;
-const MINUTES_PER_ROUND: i64 = 1_000;
+const HOURS_PER_ROUND: i64 = 1_000;
 const KEYS_PER_DELETE: usize = 4_096;
 /// Lease attempts deleted per lease.
 const ATTEMPTS: i64 = 4;
@@ -131,7 +131,7 @@ enum Cursor {
         position: i64,
     },
     Rate {
-        minute: i64,
+        hour: i64,
     },
     Campaign {
         offset: usize,
@@ -152,7 +152,7 @@ impl Cursor {
                 position: parts.next()?.parse().ok()?,
             },
             "r" => Cursor::Rate {
-                minute: parts.next()?.parse().ok()?,
+                hour: parts.next()?.parse().ok()?,
             },
             "c" => Cursor::Campaign {
                 offset: parts.next()?.parse().ok()?,
@@ -166,7 +166,7 @@ impl Cursor {
         match self {
             Cursor::Index { month, shard, slot } => format!("i.{month}.{shard}.{slot}"),
             Cursor::Ledger { index, position } => format!("l.{index}.{position}"),
-            Cursor::Rate { minute } => format!("r.{minute}"),
+            Cursor::Rate { hour } => format!("r.{hour}"),
             Cursor::Campaign { offset } => format!("c.{offset}"),
         }
     }
@@ -426,7 +426,7 @@ impl<S: Store> Walk<'_, S> {
             let next = match cursor {
                 Cursor::Index { month, shard, slot } => self.index(month, shard, slot).await?,
                 Cursor::Ledger { index, position } => self.ledger(index, position).await?,
-                Cursor::Rate { minute } => self.rate(minute).await?,
+                Cursor::Rate { hour } => self.rate(hour).await?,
                 Cursor::Campaign { offset } => self.rest(offset).await?,
             };
             match next {
@@ -596,36 +596,49 @@ impl<S: Store> Walk<'_, S> {
             index += 1;
             position = 1;
         }
-        let minute = self.campaign().claim_starts_at.as_second().div_euclid(60);
+        let hour = self
+            .campaign()
+            .claim_starts_at
+            .as_second()
+            .div_euclid(3_600);
         Ok(Step::Next(match self.tombstone.rated {
-            true => Cursor::Rate { minute },
+            true => Cursor::Rate { hour },
             false => Cursor::Campaign { offset: 0 },
         }))
     }
 
-    /// The rate counters of the claim window's marked minutes from `minute`
-    /// on: a round trip per thousand minutes, and the keys of those marked.
-    async fn rate(&mut self, mut minute: i64) -> Result<Step> {
+    /// The rate counters of the claim window's marked minutes of its marked
+    /// hours from `hour` on: a round trip per thousand hours, one per marked
+    /// hour, and the keys of the minutes marked.
+    async fn rate(&mut self, mut hour: i64) -> Result<Step> {
         let counters = self.campaign().shard_count();
-        let end = self.tombstone.claims_end.div_euclid(60);
-        while minute <= end {
-            if self.spent() {
-                return Ok(Step::Stopped(Cursor::Rate { minute }));
-            }
-            let last = (minute + MINUTES_PER_ROUND - 1).min(end);
-            let marks: Vec<String> = (minute..=last).map(|m| self.keys.rate_minute(m)).collect();
+        let end = self.tombstone.claims_end.div_euclid(3_600);
+        while hour <= end {
+            let last = (hour + HOURS_PER_ROUND - 1).min(end);
+            let marks: Vec<String> = (hour..=last).map(|h| self.keys.rate_hour(h)).collect();
             let found = self.store.get_many(&marks).await?;
-            let mut keys = Vec::new();
-            for (m, mark) in (minute..=last).zip(found) {
-                if mark.is_some() {
-                    let seconds = m * 60..m * 60 + 60;
-                    let rate = seconds.flat_map(|s| (0..counters).map(move |c| (s, c)));
-                    keys.extend(rate.map(|(s, c)| self.keys.rate(s, c)));
-                    keys.push(self.keys.rate_minute(m));
+            let marked = (hour..=last).zip(found).filter(|(_, mark)| mark.is_some());
+            for (h, _) in marked {
+                if self.spent() {
+                    return Ok(Step::Stopped(Cursor::Rate { hour: h }));
                 }
+                let minutes = h * 60..h * 60 + 60;
+                let marks: Vec<String> =
+                    minutes.clone().map(|m| self.keys.rate_minute(m)).collect();
+                let found = self.store.get_many(&marks).await?;
+                let mut keys = Vec::new();
+                for (m, mark) in minutes.zip(found) {
+                    if mark.is_some() {
+                        let seconds = m * 60..m * 60 + 60;
+                        let rate = seconds.flat_map(|s| (0..counters).map(move |c| (s, c)));
+                        keys.extend(rate.map(|(s, c)| self.keys.rate(s, c)));
+                        keys.push(self.keys.rate_minute(m));
+                    }
+                }
+                keys.push(self.keys.rate_hour(h));
+                self.delete(keys).await?;
             }
-            self.delete(keys).await?;
-            minute = last + 1;
+            hour = last + 1;
         }
         Ok(Step::Next(Cursor::Campaign { offset: 0 }))
     }
@@ -677,11 +690,15 @@ impl<S: Store> Walk<'_, S> {
             keys.sold_out(),
             keys.limits(),
         ];
-        list.extend((1..=redatings).map(|n| keys.dating_change(n)));
-        list.extend((1..=brake % brake::CLOSED).map(|n| keys.brake_record(n)));
-        list.extend((1..=closes).map(|k| keys.close_record(k)));
-        list.extend((1..=freeze).map(|n| keys.freeze_record(n)));
-        list.extend((1..=changes).map(|n| keys.limits_change(n)));
+        // The logs' records, with the registers where a reader waited for
+        // one; a change of limits that died may have written the one past done.
+        let records = (1..=redatings)
+            .map(|n| keys.dating_change(n))
+            .chain((1..=brake % brake::CLOSED).map(|n| keys.brake_record(n)))
+            .chain((1..=closes).map(|k| keys.close_record(k)))
+            .chain((1..=freeze).map(|n| keys.freeze_record(n)))
+            .chain((1..=changes + 1).map(|n| keys.limits_change(n)));
+        list.extend(records.flat_map(|record| [format!("{record}:seen"), record]));
         list.extend(lease_keys(&keys.limits_lock()));
         for n in 2..=changes + 1 {
             let lock = attempt_key(&keys.limits_lock(), n);
@@ -1053,7 +1070,7 @@ mod tests {
                 index: 2,
                 position: 9,
             },
-            Cursor::Rate { minute: 30_000_000 },
+            Cursor::Rate { hour: 500_000 },
             Cursor::Campaign { offset: 4_096 },
         ] {
             assert_eq!(Cursor::parse(&cursor.render()), Some(cursor));

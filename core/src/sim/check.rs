@@ -2,7 +2,7 @@
 //! and, where it can, of the API itself (so it knows the guarantees, not the
 //! implementation).
 
-use super::clients::{Ctx, Event, Scenario, sweep_to_end};
+use super::clients::{Ctx, Event, Scenario, sweep_to_end, with_retries};
 use super::exec::{Call, Executor, World};
 use crate::auth::{Caller, UserId};
 use crate::campaign::CampaignId;
@@ -14,6 +14,7 @@ use crate::ops::claim::{ClaimRequest, claim};
 use crate::ops::coupons::Order;
 use crate::ops::events::{self, EventKind};
 use crate::ops::load_held;
+use crate::ops::purge;
 use crate::ops::reconcile::{self, Reconciliation};
 use crate::ops::redeem::{RedemptionRequest, redeem};
 use std::collections::{BTreeMap, BTreeSet};
@@ -716,4 +717,108 @@ async fn sweep_through_a_recount(ctx: &Ctx, task: usize) {
         let later = ctx.store.now_ms() + LEASE_PASSED_MS;
         ctx.store.sleep_until(later).await;
     }
+}
+
+/// Long after, every campaign is exported and purged, under the clients'
+/// faults; then nothing of it may be left but what stays by design (the
+/// tombstone, the seal, the creation lease, and positions taken by claims
+/// that died before writing a coupon), and no coupon at all.
+pub fn purge_and_check(
+    exec: &mut Executor,
+    ctx: &Rc<Ctx>,
+    scenario: &Scenario,
+    violations: &mut Vec<String>,
+) {
+    let task = exec.next_task();
+    let (c, found) = (ctx.clone(), Rc::new(std::cell::RefCell::new(Vec::new())));
+    let out = found.clone();
+    let ids: Vec<CampaignId> = scenario.campaigns.iter().map(|c| c.id.clone()).collect();
+    exec.spawn(async move {
+        let purge_at = crate::time::parse(PURGE_AT).expect("an instant");
+        c.store.sleep_until(purge_at.as_millisecond()).await;
+        sweep_to_end(&c, task).await;
+        sweep_to_end(&c, task).await;
+        for id in &ids {
+            let problem = purged(&c, task, id).await;
+            out.borrow_mut().extend(problem);
+        }
+    });
+    if !exec.run(u64::MAX) {
+        violations.push("the purges did not finish".into());
+    }
+    violations.extend(found.borrow().iter().cloned());
+    let world = exec.store.0.borrow();
+    for campaign in &scenario.campaigns {
+        let prefix = format!("c:{}:", campaign.id);
+        let kept = ["owner", "purge", "purge:since", "purged"].map(|k| format!("{prefix}{k}"));
+        let positions = format!("{prefix}positions:");
+        let left: Vec<&String> = world
+            .map
+            .keys()
+            .filter(|k| k.starts_with(&prefix) && !kept.contains(k) && !k.starts_with(&positions))
+            .collect();
+        if !left.is_empty() {
+            violations.push(format!("{}: the purge left {left:?}", campaign.id));
+        }
+    }
+    let coupons: Vec<&String> = world.map.keys().filter(|k| k.starts_with("k:")).collect();
+    if !coupons.is_empty() {
+        violations.push(format!("the purges left coupon keys {coupons:?}"));
+    }
+}
+
+/// Past every campaign's retention (its coupons end by April 2028, kept 90 days).
+const PURGE_AT: &str = "2029-01-01T00:00:00+08:00";
+
+/// Exports campaign `id`'s events to their end, then purges it call by call.
+async fn purged(ctx: &Ctx, task: usize, id: &CampaignId) -> Option<String> {
+    let mut exported = None::<String>;
+    for _ in 0..64 {
+        let answer = with_retries(ctx, task, "export", |now| {
+            events::page(&ctx.store, id, exported.as_deref(), 50, now)
+        })
+        .await;
+        let page = match answer {
+            Some((Ok(page), _)) => page,
+            Some((Err(e), _)) => return Some(format!("{id}: the export answered {}", e.code())),
+            None => return Some(format!("{id}: the export got no answer")),
+        };
+        exported = Some(page.next_cursor);
+        match (page.has_more, page.waiting) {
+            (true, _) => {}
+            (false, 0) => break,
+            (false, _) => {
+                ctx.store
+                    .sleep_until(ctx.store.now_ms() + LEASE_PASSED_MS)
+                    .await
+            }
+        }
+    }
+    let mut cursor = None::<String>;
+    for _ in 0..64 {
+        let answer = with_retries(ctx, task, "purge", |now| {
+            let request = purge::PurgeRequest {
+                exported_through: exported.clone(),
+                cursor: cursor.clone(),
+                changed_by: Some("sim".into()),
+                reason: None,
+            };
+            purge::purge(&ctx.store, id, request, now)
+        })
+        .await;
+        let done = match answer {
+            Some((Ok(done), _)) => done,
+            Some((Err(e), _)) => return Some(format!("{id}: the purge answered {e}")),
+            None => return Some(format!("{id}: the purge got no answer")),
+        };
+        match done.state {
+            purge::State::Sealing => {
+                let wait = i64::from(done.retry_after_seconds.unwrap_or(1)) * 1_000 + 1_000;
+                ctx.store.sleep_until(ctx.store.now_ms() + wait).await;
+            }
+            purge::State::Purging => cursor = done.next_cursor,
+            purge::State::Purged => return None,
+        }
+    }
+    Some(format!("{id}: the purge did not end in 64 calls"))
 }

@@ -261,7 +261,7 @@ fn retryable(e: &Error) -> bool {
 }
 
 /// Runs `op` with retries; `Some(answer)` once it is definitive.
-async fn with_retries<T, F, Fut>(
+pub(super) async fn with_retries<T, F, Fut>(
     ctx: &Ctx,
     task: usize,
     what: &str,
