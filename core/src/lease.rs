@@ -39,7 +39,13 @@ pub fn attempt_key(key: &str, n: i64) -> String {
 }
 
 fn seen_key(key: &str, n: i64) -> String {
-    format!("{}:seen", attempt_key(key, n))
+    seen_register(&attempt_key(key, n))
+}
+
+/// The register that records when the counter `attempt` (an [`attempt_key`],
+/// a turn, a slot) was first seen owned and unfinished.
+pub(crate) fn seen_register(attempt: &str) -> String {
+    format!("{attempt}:seen")
 }
 
 /// What trying to own attempt `n` found.

@@ -41,7 +41,7 @@ use crate::coupon::CouponRecord;
 use crate::error::{Error, Result};
 use crate::expiry::YearMonth;
 use crate::keys::{self, CampaignKeys, CouponKeys};
-use crate::lease::{self, LEASE, attempt_key};
+use crate::lease::{self, LEASE, attempt_key, seen_register};
 use crate::store::{Store, decode_small_counter, read_counter};
 use crate::time::{render, serde_rfc3339, serde_rfc3339_option};
 use jiff::{Span, Timestamp};
@@ -390,7 +390,7 @@ async fn exported(
 fn lease_keys(key: &str) -> impl Iterator<Item = String> + '_ {
     (1..=ATTEMPTS).flat_map(move |n| {
         let attempt = attempt_key(key, n);
-        let seen = format!("{attempt}:seen");
+        let seen = seen_register(&attempt);
         [attempt, seen]
     })
 }
@@ -520,7 +520,10 @@ impl<S: Store> Walk<'_, S> {
                 let taken = count(super::holds::MAX_TURNS);
                 derived.push(format!("{turns}:n"));
                 for t in 1..=taken {
-                    derived.extend([format!("{turns}:{t}"), format!("{turns}:{t}:seen")]);
+                    derived.extend([
+                        format!("{turns}:{t}"),
+                        seen_register(&format!("{turns}:{t}")),
+                    ]);
                 }
             }
             let Some(record) = record else { continue };
@@ -551,7 +554,7 @@ impl<S: Store> Walk<'_, S> {
         self.delete(derived).await?;
         self.delete(coupon_keys.iter().map(CouponKeys::record).collect())
             .await?;
-        let seen = slots.iter().map(|slot| format!("{slot}:seen"));
+        let seen = slots.iter().map(|slot| seen_register(slot));
         let mut index: Vec<String> = seen.collect();
         index.extend(slots);
         self.delete(index).await
@@ -584,7 +587,7 @@ impl<S: Store> Walk<'_, S> {
                 let n = POSITIONS_PER_ROUND.min(taken - position + 1);
                 let entries = (position..position + n).flat_map(|p| {
                     let entry = ledger.entry_key(p);
-                    let seen = format!("{entry}:seen");
+                    let seen = seen_register(&entry);
                     [entry, seen]
                 });
                 self.delete(entries.collect()).await?;
@@ -698,11 +701,11 @@ impl<S: Store> Walk<'_, S> {
             .chain((1..=closes).map(|k| keys.close_record(k)))
             .chain((1..=freeze).map(|n| keys.freeze_record(n)))
             .chain((1..=changes + 1).map(|n| keys.limits_change(n)));
-        list.extend(records.flat_map(|record| [format!("{record}:seen"), record]));
+        list.extend(records.flat_map(|record| [seen_register(&record), record]));
         list.extend(lease_keys(&keys.limits_lock()));
         for n in 2..=changes + 1 {
             let lock = attempt_key(&keys.limits_lock(), n);
-            list.push(format!("{lock}:seen"));
+            list.push(seen_register(&lock));
             list.push(lock);
         }
         // Brake levels move once per transition or close.
@@ -844,7 +847,7 @@ mod tests {
                 let attempt = attempt_key(&owner, n);
                 store.increment(&attempt, 1).await.expect("an attempt");
                 store
-                    .set(&format!("{attempt}:seen"), b"1")
+                    .set(&seen_register(&attempt), b"1")
                     .await
                     .expect("seen");
             }
