@@ -74,32 +74,9 @@ pub struct Host {
 
 impl Host {
     pub fn start(args: &[&str]) -> Host {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_coupon-host"))
-            .arg("up")
-            .args(["--listen", "127.0.0.1:0", "-f"])
-            .arg(built_manifest())
-            .args(args)
-            .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN)
-            .env("SPIN_VARIABLE_USER_TOKEN_SECRET", SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("coupon-host starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(rest) = line.strip_prefix("Serving ") {
-                        break rest.split_whitespace().next().expect("a URL").to_owned();
-                    }
-                }
-                _ => panic!("coupon-host exited before serving: {:?}", child.wait()),
-            }
-        };
-        // Keep draining the request log so the host never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Host { child, url }
+        // The log is drained by start_with_log's thread whether or not anyone
+        // listens, so the host never blocks on a full pipe.
+        Host::start_with_log(args).0
     }
 
     /// Like [`Host::start`], and hands back what the host prints to stdout
