@@ -72,6 +72,25 @@ async fn a_hold_sets_the_coupon_aside_for_its_order_until_released() {
 }
 
 #[tokio::test]
+async fn a_hold_is_refused_for_an_order_with_no_room_for_the_coupon() {
+    let t = TestApp::new().await;
+    t.create_campaign(campaign_with("held", json!({"hold_seconds": 900})))
+        .await;
+    let first = t.claimed_code("alice", "held").await;
+    let second = t.claimed_code("alice", "held").await;
+    let redeemed = t.checkout_redeem("alice", &first, order("a", 3000)).await;
+    assert_eq!(redeemed.status, 201, "{:#}", redeemed.body);
+    // One coupon of the campaign per order: a hold for the second is refused
+    // at once, not left for its redemption to refuse.
+    let before = t.state();
+    t.hold("alice", &second, order("a", 3000))
+        .await
+        .assert_error(409, "order_campaign_limit_reached");
+    assert_eq!(t.state(), before);
+    assert_eq!(t.hold("alice", &second, order("b", 3000)).await.status, 201);
+}
+
+#[tokio::test]
 async fn a_hold_ends_on_its_own_and_never_outlives_the_coupon() {
     let t = TestApp::new().await;
     t.create_campaign(campaign_with("held", json!({"hold_seconds": 900})))

@@ -19,7 +19,7 @@
 
 use super::coupons::{Order, applies};
 use super::ledger::{Actor, Stamp};
-use super::orders::Terms;
+use super::orders::{self, Slots, Terms, Use};
 use super::{Asker, decode, encode, load_held_with};
 use crate::auth::Caller;
 use crate::code::CouponCode;
@@ -339,7 +339,11 @@ pub async fn hold(
     request.order.validate()?;
     let code = CouponCode::parse(&request.code).ok_or(Error::CouponNotFound)?;
     let asker = Some(Asker { user, now });
-    let (held, first) = load_held_with(store, &request.code, asker, Turns::keys(&code, 0)).await?;
+    // The order's slots ride in the coupon's first read.
+    let mut also = Slots::keys(user, &order_id);
+    let turns_at = also.len();
+    also.extend(Turns::keys(&code, 0));
+    let (held, mut slots) = load_held_with(store, &request.code, asker, also).await?;
     if !acting.by_checkout && !held.campaign.redeemable_by_users {
         return Err(Error::CheckoutRequired);
     }
@@ -347,6 +351,8 @@ pub async fn hold(
         return Err(Error::HoldsNotEnabled);
     };
     let discount = applies(&held, &request.order, now).map_err(Error::from)?;
+    let first = slots.split_off(turns_at.min(slots.len()));
+    let slots = Slots::decode(store, user, &order_id, slots).await?;
     let mut turns = Turns::of(store, &code, held.generation, first).await?;
     let terms = Terms::of(&request.order);
     let answer = |until: Timestamp, replayed| Holding {
@@ -363,6 +369,16 @@ pub async fn hold(
     if let Some(until) = precheck(store, &mut turns, &order_id, &terms, now).await? {
         return Ok(answer(until, true));
     }
+    // A coupon the order has no room for could not be redeemed by it.
+    let code = held.code.to_string();
+    let coupon = Use {
+        code: &code,
+        generation: held.generation,
+        campaign: &held.campaign.id,
+        coupons_per_order: held.campaign.coupons_per_order,
+        discount,
+    };
+    orders::fits(&slots, &request.order, &coupon)?;
     let taken = take(store, turns, &order_id, &terms, now).await?;
     let Some(own) = &taken.own else {
         return Err(Error::HoldAttemptsExhausted);
@@ -676,6 +692,29 @@ mod tests {
         );
         let lapsed = now + crate::lease::LEASE;
         assert_eq!(block_on(redeem_for(&store, &code, "b", lapsed)), Ok(false));
+    }
+
+    #[test]
+    fn a_hold_is_refused_at_once_for_an_order_with_no_room_for_the_coupon() {
+        let (store, code) = setup();
+        let now = ts(NOW);
+        let second = block_on(async {
+            let request = ClaimRequest {
+                campaign_id: CampaignId::parse("c").expect("id"),
+            };
+            let code = CouponCode::from_random([8; crate::code::RANDOM_BYTES]);
+            let alice = UserId("alice".into());
+            let claimed = claim(&store, &alice, "k2", request, now, code).await;
+            claimed.expect("claim").coupon.code
+        });
+        // Order a redeems one coupon of the campaign: its one coupon per order.
+        assert_eq!(block_on(redeem_for(&store, &code, "a", now)), Ok(false));
+        assert_eq!(
+            hold_for(&store, &second, "a", now).err(),
+            Some(Error::OrderLimit(crate::error::OrderLimit::Campaign))
+        );
+        // Nothing was held: another order holds the coupon.
+        assert!(!hold_for(&store, &second, "b", now).expect("held").replayed);
     }
 
     #[test]

@@ -216,6 +216,30 @@ impl Slots {
     }
 }
 
+/// What `coupon`'s slot on the order holds.
+fn entry(order: &Order, coupon: &Use<'_>) -> Slot {
+    Slot::Used {
+        code: coupon.code.to_owned(),
+        generation: coupon.generation,
+        campaign: coupon.campaign.clone(),
+        discount: coupon.discount,
+        terms: Terms::of(order),
+    }
+}
+
+/// Whether the order whose `slots` were read has room for `coupon`, as far
+/// as its written slots tell, without taking one: a hold refuses at once a
+/// coupon its order could not redeem. Advisory: only [`take`] decides, so
+/// holds racing for an order's last room may each pass.
+pub fn fits(slots: &Slots, order: &Order, coupon: &Use<'_>) -> Result<()> {
+    check(
+        &slots.slots,
+        &entry(order, coupon),
+        order.amount,
+        coupon.coupons_per_order,
+    )
+}
+
 /// Takes a slot of the order whose `slots` were read for `coupon`, or refuses it.
 pub async fn take(
     store: &impl Store,
@@ -226,13 +250,7 @@ pub async fn take(
 ) -> Result<Taken> {
     let Slots { keys, mut slots } = slots;
     let terms = Terms::of(order);
-    let entry = Slot::Used {
-        code: coupon.code.to_owned(),
-        generation: coupon.generation,
-        campaign: coupon.campaign.clone(),
-        discount: coupon.discount,
-        terms: terms.clone(),
-    };
+    let entry = entry(order, coupon);
     // A retry finds its slot; an earlier refusal is refused again at once.
     if let Some(q) = position_of(&slots, coupon) {
         if !matches!(&slots[q], Some(Slot::Used { terms: t, .. }) if *t == terms) {
