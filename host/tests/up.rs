@@ -213,8 +213,8 @@ fn the_expiry_sweep_runs_on_its_schedule() {
         let sweep: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
         assert_eq!(
             (&sweep["sweep"], &sweep["status"], &sweep["calls"]),
-            // One call for each of the four partitions walked side by side.
-            (&json!("done"), &json!(200), &json!(4)),
+            // One call for each of the sixteen partitions walked side by side.
+            (&json!("done"), &json!(200), &json!(16)),
             "{line}"
         );
     }
